@@ -1,0 +1,1 @@
+"""USMLE-style evaluation engine (runs in worker processes)."""

@@ -1,0 +1,197 @@
+"""The `medalpaca` command: chat, train, bench, export, models, devices.
+
+Heavy libraries are imported inside the sub-command that needs them, so
+`medalpaca models list` answers in a fraction of a second. Bad input ends with
+one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from medalpaca_desktop import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_AVAILABLE = 3
+
+EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+
+NOT_YET = {
+    "chat": "Chat from the terminal is not available yet in this version (see the project's issue on chat).",
+    "train": "Fine-tuning is not available yet in this version (see the project's issue on the fine-tuning engine).",
+    "bench": "Benchmarks are not available yet in this version (see the project's issue on the USMLE benchmark).",
+}
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"medalpaca: error: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_not_yet(args: argparse.Namespace) -> int:
+    print(f"medalpaca {args.command}: {NOT_YET[args.command]}", file=sys.stderr)
+    return EXIT_NOT_AVAILABLE
+
+
+def _cmd_models_inspect(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.core.model_info import ModelInspectError
+    from medalpaca_desktop.core.models import inspect_model
+
+    try:
+        info = inspect_model(Path(args.path))
+    except ModelInspectError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+    else:
+        print(_describe_model(info))
+    return EXIT_OK
+
+
+def _describe_model(info) -> str:  # noqa: ANN001 - ModelInfo, imported lazily
+    from medalpaca_desktop.core.model_info import format_parameters, format_size
+
+    rows = [
+        ("Name", info.name),
+        ("Path", info.path),
+        ("Kind", {"hf": "Hugging Face model", "gguf": "GGUF file", "adapter": "LoRA adapter"}[info.kind]),
+        ("Architecture", info.architecture or "-"),
+        ("Parameters", format_parameters(info.parameters)),
+        ("Weights", info.weight_format or "-"),
+        ("Data type", info.dtype or "-"),
+        ("Quantization", info.quantization or "none"),
+        ("Context length", str(info.context_length or "-")),
+        ("Chat template", "yes" if info.has_chat_template else "no"),
+        ("Size on disk", format_size(info.size_bytes)),
+        ("Source", info.source),
+    ]
+    if info.kind == "adapter":
+        rows.append(("Base model", info.base_model or "-"))
+    if info.pickle_weights:
+        rows.append(("Safety", "pickle weights: not loaded unless allowed in Settings"))
+    if not info.supported:
+        rows.append(("Support", "architecture not supported by the app's engines"))
+    if info.note:
+        rows.append(("Note", info.note))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.core.model_info import format_parameters, format_size
+    from medalpaca_desktop.core.models import discover_models
+    from medalpaca_desktop.core.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    folders = [Path(p) for p in settings.model_folders] + [Path(p) for p in args.folder or []]
+    models, problems = discover_models(
+        folders,
+        scan_hf_cache=settings.scan_hf_cache and not args.no_scan,
+        scan_other_apps=settings.scan_other_apps and not args.no_scan,
+    )
+    if args.json:
+        print(json.dumps({"models": [m.to_dict() for m in models],
+                          "problems": [p.to_dict() for p in problems]}, indent=2))
+        return EXIT_OK
+    if not models:
+        print("No models found. Add a folder with `medalpaca models list --folder DIR` or in the app's model manager.")
+    for m in models:
+        label = f"  [{m.note}]" if m.note else ""
+        print(f"{m.name:<40} {m.kind:<7} {m.architecture or '-':<20} {format_parameters(m.parameters):>6} "
+              f"{m.quantization or '-':<8} {format_size(m.size_bytes):>9}  {m.path}{label}")
+    for p in problems:
+        print(f"could not read {p.path}: {p.message}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.inference.devices import describe_devices, probe_devices
+
+    report = probe_devices()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(describe_devices(report))
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from trainer.export import ExportConfig, ExportError, run_export_cli
+
+    config = ExportConfig(
+        model=Path(args.model),
+        out=Path(args.out),
+        quant=args.quant,
+        adapter=Path(args.adapter) if args.adapter else None,
+        overwrite=args.force,
+    )
+    try:
+        return run_export_cli(config, jsonl=args.jsonl)
+    except ExportError as exc:
+        return _fail(str(exc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medalpaca",
+        description="MedAlpaca Desktop from the terminal: chat, fine-tune, benchmark, export and inspect local models.",
+    )
+    parser.add_argument("--version", action="version", version=f"medalpaca-desktop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, help_text in (("chat", "chat with a local model"), ("train", "run a fine-tune from a config file"),
+                            ("bench", "run a USMLE-style evaluation")):
+        p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=True)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_cmd_not_yet)
+
+    exp = sub.add_parser("export", help="write a Hugging Face LLaMA-family model (plus LoRA adapter) as GGUF")
+    exp.add_argument("--model", required=True, help="Hugging Face model directory")
+    exp.add_argument("--adapter", help="LoRA adapter directory, merged into the model before writing")
+    exp.add_argument("--out", required=True, help="the .gguf file to write")
+    exp.add_argument("--quant", default="f16", choices=EXPORT_QUANTS, help="weight type of the file (default f16)")
+    exp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    exp.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    exp.set_defaults(func=_cmd_export)
+
+    models = sub.add_parser("models", help="list and inspect local models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    lst = msub.add_parser("list", help="models in your folders, the Hugging Face cache and other apps' folders")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.add_argument("--folder", action="append", help="also search this folder (repeatable)")
+    lst.add_argument("--no-scan", action="store_true", help="skip the Hugging Face cache and other apps' folders")
+    lst.set_defaults(func=_cmd_models_list)
+    ins = msub.add_parser("inspect", help="metadata of one model, read without loading weights")
+    ins.add_argument("path", help="a Hugging Face model directory, adapter directory or .gguf file")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.set_defaults(func=_cmd_models_inspect)
+
+    dev = sub.add_parser("devices", help="GPUs, CPU cores and memory this machine offers")
+    dev.add_argument("--json", action="store_true", help="machine-readable output (used by the GUI)")
+    dev.set_defaults(func=_cmd_devices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Worker-side inference: backends and the chat host. Never imported by the GUI."""

@@ -1,0 +1,1 @@
+"""The GUI: the only package that imports Qt. Never imports torch & co (DESIGN.md)."""

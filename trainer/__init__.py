@@ -1,0 +1,1 @@
+"""Fine-tuning engine (runs in worker processes) and the GGUF exporter."""
