@@ -114,13 +114,16 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.core.events import EventWriter
     from medalpaca_desktop.inference.devices import describe_devices, probe_devices
 
-    report = probe_devices()
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(describe_devices(report))
+        # Native libraries may print while probing: keep stdout for the JSON alone.
+        writer = EventWriter.claim_stdout()
+        report = probe_devices()
+        writer.write_raw(json.dumps(report.to_dict(), indent=2) + "\n")
+        return EXIT_OK
+    print(describe_devices(probe_devices()))
     return EXIT_OK
 
 
@@ -151,7 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("chat", "chat with a local model"), ("train", "run a fine-tune from a config file"),
                             ("bench", "run a USMLE-style evaluation")):
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=True)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=_cmd_not_yet)
 
     exp = sub.add_parser("export", help="write a Hugging Face LLaMA-family model (plus LoRA adapter) as GGUF")
@@ -183,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.func is not _cmd_not_yet:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -239,6 +239,13 @@ class EventWriter:
                 self._log.write(line)
                 self._log.flush()
 
+    def write_raw(self, text: str) -> None:
+        """Write non-event text to the claimed stream (a one-shot JSON answer)."""
+        with self._lock:
+            if self._stream is not None:
+                self._stream.write(text)
+                self._stream.flush()
+
     def close(self) -> None:
         with self._lock:
             if self._log is not None:

@@ -1,0 +1,310 @@
+"""The app's one SQLite database: chats, messages, training runs, eval runs.
+
+WAL mode, foreign keys on, schema version in `PRAGMA user_version` with
+migrations in code (qutebrowser misc/sql.py pattern). Every write is its own
+transaction, committed before the call returns, so a crash (of the app or the
+machine) loses nothing already written and the file always opens cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from medalpaca_desktop.core import paths
+
+# Each entry moves the schema from version i to i + 1. Never edit a released one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE chats (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT 'New chat',
+        model_path TEXT,
+        system_prompt TEXT,
+        settings_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        token_count INTEGER,
+        meta_json TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX messages_by_chat ON messages(chat_id, id);
+    CREATE TABLE training_runs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        run_dir TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'created'
+            CHECK (status IN ('created', 'running', 'stopped', 'failed', 'done')),
+        method TEXT,
+        base_model TEXT,
+        data_json TEXT NOT NULL DEFAULT '[]',
+        config_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        final_loss REAL,
+        error TEXT,
+        pid INTEGER
+    );
+    CREATE TABLE eval_runs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        run_dir TEXT UNIQUE,
+        status TEXT NOT NULL DEFAULT 'created'
+            CHECK (status IN ('created', 'running', 'stopped', 'failed', 'done')),
+        model_path TEXT,
+        model_label TEXT,
+        scoring TEXT,
+        dataset TEXT,
+        config_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        accuracy REAL,
+        n_items INTEGER,
+        error TEXT
+    );
+    CREATE TABLE eval_items (
+        id INTEGER PRIMARY KEY,
+        eval_run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        item_key TEXT NOT NULL,
+        subset TEXT,
+        question TEXT,
+        answer TEXT,
+        prediction TEXT,
+        correct INTEGER,
+        raw_output TEXT,
+        latency_s REAL,
+        meta_json TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (eval_run_id, item_key)
+    );
+    CREATE INDEX eval_items_by_run ON eval_items(eval_run_id, id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+RUN_STATUSES = ("created", "running", "stopped", "failed", "done")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Chat:
+    id: int
+    title: str
+    model_path: str | None
+    system_prompt: str | None
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class Message:
+    id: int
+    chat_id: int
+    role: str
+    content: str
+    created_at: float
+    token_count: int | None
+    meta: dict[str, Any]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, ensure_ascii=False)
+
+
+class Store:
+    """One connection to the database; safe to share between threads (serialised)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else paths.database_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"The database {self.path} cannot be opened ({exc}). Move it aside to start a new one; "
+                "the old file is left untouched."
+            ) from exc
+
+    # -- plumbing ---------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back if the block raises."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The database {self.path} was written by a newer MedAlpaca Desktop (schema {version}, "
+                f"this version knows {SCHEMA_VERSION}). Update the app; the file is left untouched."
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as conn:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    def integrity_ok(self) -> bool:
+        return self._query("PRAGMA integrity_check")[0][0] == "ok"
+
+    # -- chats ------------------------------------------------------------
+    def create_chat(self, title: str = "New chat", model_path: str | None = None,
+                    system_prompt: str | None = None, settings: dict[str, Any] | None = None) -> int:
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO chats (title, model_path, system_prompt, settings_json, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (title, model_path, system_prompt, _json(settings), now, now))
+            return int(cur.lastrowid)
+
+    def add_message(self, chat_id: int, role: str, content: str, token_count: int | None = None,
+                    meta: dict[str, Any] | None = None) -> int:
+        """Committed before returning: a message exists on disk the moment it exists."""
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO messages (chat_id, role, content, created_at, token_count, meta_json) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (chat_id, role, content, now, token_count, _json(meta)))
+            conn.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, chat_id))
+            return int(cur.lastrowid)
+
+    def update_message(self, message_id: int, content: str, token_count: int | None = None,
+                       meta: dict[str, Any] | None = None) -> None:
+        """For an answer that streams in: saved as it grows."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE messages SET content = ?, token_count = COALESCE(?, token_count), "
+                         "meta_json = COALESCE(?, meta_json) WHERE id = ?",
+                         (content, token_count, _json(meta) if meta is not None else None, message_id))
+
+    def rename_chat(self, chat_id: int, title: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE chats SET title = ?, updated_at = ? WHERE id = ?", (title, time.time(), chat_id))
+
+    def delete_chat(self, chat_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
+
+    def list_chats(self) -> list[Chat]:
+        rows = self._query("SELECT * FROM chats ORDER BY updated_at DESC, id DESC")
+        return [Chat(r["id"], r["title"], r["model_path"], r["system_prompt"], json.loads(r["settings_json"]),
+                     r["created_at"], r["updated_at"]) for r in rows]
+
+    def messages(self, chat_id: int) -> list[Message]:
+        rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [Message(r["id"], r["chat_id"], r["role"], r["content"], r["created_at"], r["token_count"],
+                        json.loads(r["meta_json"])) for r in rows]
+
+    # -- training runs ----------------------------------------------------
+    def create_training_run(self, name: str, run_dir: str, method: str | None = None,
+                            base_model: str | None = None, data: list[str] | None = None,
+                            config: dict[str, Any] | None = None) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO training_runs (name, run_dir, method, base_model, data_json, config_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, run_dir, method, base_model, json.dumps(data or []), _json(config), time.time()))
+            return int(cur.lastrowid)
+
+    _TRAINING_FIELDS = frozenset({"status", "started_at", "finished_at", "final_loss", "error", "pid", "name"})
+
+    def update_training_run(self, run_id: int, **fields: Any) -> None:
+        self._update("training_runs", self._TRAINING_FIELDS, run_id, fields)
+
+    def training_runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM training_runs ORDER BY created_at DESC, id DESC")]
+
+    # -- eval runs --------------------------------------------------------
+    def create_eval_run(self, name: str, run_dir: str | None = None, model_path: str | None = None,
+                        model_label: str | None = None, scoring: str | None = None, dataset: str | None = None,
+                        config: dict[str, Any] | None = None) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO eval_runs (name, run_dir, model_path, model_label, scoring, dataset, config_json, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, run_dir, model_path, model_label, scoring, dataset, _json(config), time.time()))
+            return int(cur.lastrowid)
+
+    _EVAL_FIELDS = frozenset({"status", "finished_at", "accuracy", "n_items", "error", "name", "model_label"})
+
+    def update_eval_run(self, run_id: int, **fields: Any) -> None:
+        self._update("eval_runs", self._EVAL_FIELDS, run_id, fields)
+
+    def add_eval_item(self, run_id: int, item_key: str, *, subset: str | None = None, question: str | None = None,
+                      answer: str | None = None, prediction: str | None = None, correct: bool | None = None,
+                      raw_output: str | None = None, latency_s: float | None = None,
+                      meta: dict[str, Any] | None = None) -> int:
+        """One scored question; re-scoring the same key replaces it (resumed runs)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR REPLACE INTO eval_items (eval_run_id, item_key, subset, question, answer, prediction, "
+                "correct, raw_output, latency_s, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, item_key, subset, question, answer, prediction,
+                 None if correct is None else int(bool(correct)), raw_output, latency_s, _json(meta)))
+            return int(cur.lastrowid)
+
+    def eval_runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM eval_runs ORDER BY created_at DESC, id DESC")]
+
+    def eval_items(self, run_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM eval_items WHERE eval_run_id = ? ORDER BY id", (run_id,))]
+
+    # -- shared -----------------------------------------------------------
+    def _update(self, table: str, allowed: frozenset[str], row_id: int, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {table} fields: {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))  # noqa: S608
