@@ -94,7 +94,7 @@ def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480) -> Path:
         unk_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         clean_up_tokenization_spaces=False,
-        model_max_length=256,
+        model_max_length=2048,
     )
     hf_tok.chat_template = CHATML_TEMPLATE
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500) -> Path:
     hf_tok = LlamaTokenizer(
         vocab=vocab, merges=merges, legacy=True, add_prefix_space=True,
         unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        add_bos_token=True, add_eos_token=False, model_max_length=256,
+        add_bos_token=True, add_eos_token=False, model_max_length=2048,
     )
     hf_tok.add_special_tokens({"additional_special_tokens": [
         AddedToken("<|im_start|>", special=True, normalized=False),

@@ -30,6 +30,7 @@ class QuantizeError(RuntimeError):
 def quantize_file(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
     """Quantize `src` (an f32/f16 GGUF) into `dst`; raises QuantizeError on failure."""
     import llama_cpp
+    import llama_cpp._logger  # noqa: F401 - routes llama.cpp's log through the "llama-cpp-python" logger
 
     ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
     params = llama_cpp.llama_model_quantize_default_params()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,6 @@ def llama3_rope_factors(cfg: dict[str, Any]) -> np.ndarray | None:
 # --------------------------------------------------------------------------- sources
 
 
-TensorSource = Iterator[tuple[str, Any]]  # (hf name, torch tensor)
-
-
 def safetensor_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -142,26 +139,6 @@ def safetensor_files(model_dir: Path) -> list[Path]:
 
 def pickle_files(model_dir: Path) -> list[Path]:
     return sorted([*model_dir.glob("pytorch_model*.bin"), *model_dir.glob("*.pt"), *model_dir.glob("*.pth")])
-
-
-def iter_safetensors(files: list[Path]) -> TensorSource:
-    """One tensor at a time, memory-mapped, so a 7B model never sits in RAM twice."""
-    from safetensors import safe_open
-
-    for path in files:
-        with safe_open(str(path), framework="pt") as fh:
-            for name in fh.keys():
-                yield name, fh.get_tensor(name)
-
-
-def tensor_names(files: list[Path]) -> list[str]:
-    from safetensors import safe_open
-
-    names: list[str] = []
-    for path in files:
-        with safe_open(str(path), framework="pt") as fh:
-            names.extend(fh.keys())
-    return names
 
 
 # --------------------------------------------------------------------------- mapping

@@ -145,7 +145,7 @@ def _structural_pre(tj: dict[str, Any]) -> str | None:
 
 def bpe_pre_type(tokenizer: Any, tj: dict[str, Any]) -> tuple[str, str]:
     """(pre type, how it was found): the chkhsh table first, then tokenizer.json's structure."""
-    chkhsh = sha256(str(tokenizer.encode(CHKTXT)).encode()).hexdigest()
+    chkhsh = sha256(str(tokenizer.encode(CHKTXT, verbose=False)).encode()).hexdigest()
     if chkhsh in KNOWN_CHKHSH:
         return KNOWN_CHKHSH[chkhsh], f"known tokenizer (chkhsh {chkhsh[:12]})"
     pre = _structural_pre(tj)

@@ -1,0 +1,362 @@
+"""Export a Hugging Face LLaMA-family model (optionally with a LoRA adapter) to GGUF.
+
+The product of a fine-tune is an HF directory or a LoRA adapter; the chat tab and
+other desktop apps run GGUF through llama.cpp. This module writes that file with
+the `gguf` package: hyper-parameters, the tokenizer as llama.cpp must run it
+(see _gguf_vocab.py), and the weights (see _gguf_tensors.py). Quantized types go
+through llama.cpp's own quantizer (_gguf_quant.py).
+
+Safety rules: the output appears only when complete (temp file + rename), a
+full disk or an interrupt leaves nothing behind, pickle weights are never
+loaded, and every refusal is one sentence a person can act on (ExportError).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.progress import ProgressReporter, format_duration
+
+EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(Exception):
+    """A reason the export cannot run, as one line for the person who asked for it."""
+
+
+@dataclass
+class ExportConfig:
+    """What to export and how; field help doubles as the export dialog's tooltips."""
+
+    model: Path = field(metadata={"help": "Hugging Face model folder (config.json, *.safetensors, tokenizer files)."})
+    out: Path = field(metadata={"help": "The .gguf file to write."})
+    quant: str = field(default="f16", metadata={
+        "help": "Weight type: f32 (exact), f16/bf16 (half size, near exact), q8_0 (quarter size, near f16 quality), "
+                "q6_k / q5_k_m / q4_k_m (smaller and faster, some quality loss).",
+        "choices": EXPORT_QUANTS,
+    })
+    adapter: Path | None = field(default=None, metadata={
+        "help": "LoRA adapter folder from a fine-tune; it is merged into the model before writing."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace the output file if it already exists."})
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    def validate(self) -> dict[str, Any]:
+        """Check everything that can be checked without loading weights; return config.json."""
+        model = Path(self.model)
+        if self.quant not in EXPORT_QUANTS:
+            raise ExportError(f"Unknown export type {self.quant!r}; choose one of {', '.join(EXPORT_QUANTS)}.")
+        if not model.exists():
+            raise ExportError(f"Model folder not found: {model}")
+        if model.is_file():
+            kind = "a GGUF file already" if model.suffix.lower() == ".gguf" else "a file"
+            raise ExportError(f"{model} is {kind}, not a Hugging Face model folder.")
+        if not (model / "config.json").is_file():
+            if (model / "adapter_config.json").is_file():
+                raise ExportError(f"{model} is a LoRA adapter; pass it as the adapter and its base model as the model.")
+            raise ExportError(f"{model} has no config.json, so it is not a Hugging Face model folder.")
+        try:
+            cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ExportError(f"{model / 'config.json'} is not valid JSON ({exc}).") from None
+        archs = cfg.get("architectures") or []
+        arch = archs[0] if archs else f"model_type {cfg.get('model_type', 'unknown')!r}"
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise ExportError(f"Cannot export {arch} to GGUF; supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)}.")
+        if cfg.get("quantization_config"):
+            method = cfg["quantization_config"].get("quant_method", "quantized")
+            raise ExportError(f"{model} holds {method} quantized weights; export needs the full-precision model.")
+        from trainer._gguf_tensors import pickle_files, safetensor_files
+
+        if not safetensor_files(model):
+            if pickle_files(model):
+                raise ExportError(f"{model} has only pickle weights (.bin/.pt), which can run code when loaded; "
+                                  "convert them to safetensors first.")
+            raise ExportError(f"{model} has no weights (*.safetensors).")
+        if self.adapter is not None:
+            adapter = Path(self.adapter)
+            if not (adapter / "adapter_config.json").is_file():
+                raise ExportError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
+            if not list(adapter.glob("adapter_model*.safetensors")):
+                if list(adapter.glob("adapter_model*.bin")):
+                    raise ExportError(f"{adapter} has only pickle weights (adapter_model.bin); save it as safetensors.")
+                raise ExportError(f"{adapter} has no adapter weights (adapter_model.safetensors).")
+        out = Path(self.out)
+        if out.is_dir():
+            raise ExportError(f"{out} is a folder; give the path of the .gguf file to write.")
+        if out.exists() and not self.overwrite:
+            raise ExportError(f"{out} already exists (use --force to overwrite it).")
+        return cfg
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _disk_full(out: Path, needed: int | None = None) -> ExportError:
+    extra = f" (about {_human_size(needed)} needed)" if needed else ""
+    return ExportError(f"Not enough disk space in {out.parent} to write the GGUF file{extra}; nothing was written.")
+
+
+def _stage(events: EventWriter | None, terminal: IO[str] | None, stage: str, message: str = "") -> None:
+    """A step without a count (loading, merging, quantizing): one event, one terminal line."""
+    if events is not None:
+        events.emit(Progress(stage=stage, current=0, total=None, message=message))
+    if terminal is not None:
+        terminal.write(f"{stage}{'  ' + message if message else ''}\n")
+        terminal.flush()
+
+
+def _merged_state(cfg_model: Path, adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge a LoRA adapter into its base with peft; returns (state dict, config dict)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        base = AutoModelForCausalLM.from_pretrained(cfg_model, dtype="auto", low_cpu_mem_usage=True)
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"The adapter {adapter} does not fit the model {cfg_model}: {first}") from None
+    state = {k: v for k, v in merged.state_dict().items()}
+    cfg = merged.config.to_dict()
+    cfg.setdefault("architectures", [type(merged).__name__])
+    del merged, base
+    return state, cfg
+
+
+def _tensor_loaders(model_dir: Path, state: dict[str, Any] | None) -> list[tuple[str, Any, tuple[int, ...]]]:
+    """(name, loader, shape) for each weight, loading nothing yet."""
+    if state is not None:
+        return [(name, (lambda t=t: t), tuple(t.shape)) for name, t in state.items()]
+    from safetensors import safe_open
+
+    from trainer._gguf_tensors import safetensor_files
+
+    items: list[tuple[str, Any, tuple[int, ...]]] = []
+    for path in safetensor_files(model_dir):
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():
+                shape = tuple(fh.get_slice(name).get_shape())
+
+                def load(path: Path = path, name: str = name) -> Any:
+                    with safe_open(str(path), framework="pt") as f2:
+                        return f2.get_tensor(name)
+
+                items.append((name, load, shape))
+    return items
+
+
+def _check_space(out: Path, needed: int) -> None:
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        return
+    if free < needed:
+        raise _disk_full(out, needed)
+
+
+def _remove(*paths: Path | None) -> None:
+    for p in paths:
+        if p is not None:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # pragma: no cover - e.g. a read-only folder
+                log.warning("could not remove %s: %s", p, exc)
+
+
+def _write_gguf(path: Path, arch_spec: Any, cfg: dict[str, Any], vocab: Any, planned: list[Any],
+                direct_type: str, name: str, reporter: ProgressReporter) -> None:
+    """Stream header, metadata and tensors to `path`, one tensor in memory at a time."""
+    import gguf
+
+    from trainer._gguf_tensors import DIRECT_TYPES, add_hparams
+
+    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[arch_spec.gguf_arch])
+    try:
+        writer.add_name(name)
+        writer.add_file_type(DIRECT_TYPES[direct_type][1])
+        add_hparams(writer, cfg, arch_spec)
+        vocab.add_to_gguf(writer)
+        for t in planned:
+            writer.add_tensor_info(t.name, t.shape, _np_float32(), t.nbytes, raw_dtype=t.qtype)
+        writer.write_header_to_file(path)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for i, t in enumerate(planned, 1):
+            writer.write_tensor_data(t.make())
+            reporter.update(i, message=t.name)
+        writer.flush()
+    finally:
+        writer.close()
+
+
+def _np_float32() -> Any:
+    import numpy as np
+
+    return np.dtype(np.float32)
+
+
+def export_gguf(config: ExportConfig, events: EventWriter | None = None, terminal: IO[str] | None = None) -> Path:
+    """Write `config.model` (+ adapter) to `config.out` as GGUF; returns the path written.
+
+    Progress (per tensor, with ETA) goes to `events` and/or `terminal`. Raises
+    ExportError for anything the user can fix; nothing is left at `out` unless
+    the export completed.
+    """
+    from trainer import _gguf_quant, _gguf_tensors, _gguf_vocab
+
+    cfg = config.validate()
+    model_dir, out = Path(config.model), Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantized = config.quant in _gguf_quant.QUANT_FTYPES
+    arch_spec = _gguf_tensors.ARCHITECTURES[cfg["architectures"][0]]
+
+    state = None
+    if config.adapter is not None:
+        _stage(events, terminal, "Merging adapter", str(config.adapter))
+        state, merged_cfg = _merged_state(model_dir, Path(config.adapter))
+        cfg = {**cfg, "vocab_size": merged_cfg.get("vocab_size", cfg["vocab_size"])}
+
+    _stage(events, terminal, "Reading tokenizer")
+    tok_dir = model_dir
+    if config.adapter is not None and any((Path(config.adapter) / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        tok_dir = Path(config.adapter)  # a fine-tune that added tokens ships its tokenizer with the adapter
+    try:
+        vocab = _gguf_vocab.build_vocab(tok_dir, int(cfg["vocab_size"]))
+    except _gguf_vocab.VocabError as exc:
+        raise ExportError(f"Cannot export the tokenizer: {exc}.") from None
+    for note in vocab.notes:
+        log.info("%s", note)
+
+    # Quantized types start from a lossless (f32) or as-stored (f16) intermediate file.
+    direct_type = config.quant
+    if quantized:
+        direct_type = "f16" if str(cfg.get("torch_dtype", cfg.get("dtype", ""))) == "float16" else "f32"
+    try:
+        planned = _gguf_tensors.plan_tensors(_tensor_loaders(model_dir, state), cfg, arch_spec, direct_type)
+    except _gguf_tensors.TensorError as exc:
+        raise ExportError(f"Cannot export {model_dir}: {exc}.") from None
+
+    base_bytes = sum(t.nbytes for t in planned)
+    needed = base_bytes
+    if quantized:
+        n_weights = sum(math.prod(t.shape) for t in planned)
+        needed += int(n_weights * _gguf_quant.BYTES_PER_WEIGHT[config.quant])
+    _check_space(out, needed + (1 << 20))
+
+    token = f"{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    final_tmp = out.with_name(f".{out.name}.{token}.partial")
+    base_tmp = out.with_name(f".{out.name}.{token}.{direct_type}.partial") if quantized else final_tmp
+    reporter = ProgressReporter("Writing tensors", total=len(planned), unit="tensors", events=events, terminal=terminal)
+    done = False
+    try:
+        _write_gguf(base_tmp, arch_spec, cfg, vocab, planned, direct_type, model_dir.name, reporter)
+        reporter.finish()
+        del state
+        if quantized:
+            _stage(events, terminal, "Quantizing", f"{config.quant} with llama.cpp")
+            llama_logger = logging.getLogger("llama-cpp-python")
+            old_level = llama_logger.level
+            llama_logger.setLevel(logging.WARNING)
+            try:
+                _gguf_quant.quantize_file(base_tmp, final_tmp, config.quant)
+            except _gguf_quant.QuantizeError as exc:
+                if shutil.disk_usage(out.parent).free < (1 << 26):
+                    raise _disk_full(out) from None
+                raise ExportError(f"{exc}.") from None
+            finally:
+                llama_logger.setLevel(old_level)
+            _remove(base_tmp)
+        os.replace(final_tmp, out)
+        done = True
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(out, needed) from None
+        raise ExportError(f"Could not write {out}: {exc.strerror or exc}.") from None
+    finally:
+        if not done:
+            _remove(base_tmp, final_tmp)
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def run_export_cli(config: ExportConfig, jsonl: bool) -> int:
+    """`medalpaca export`: JSON-line events on stdout (jsonl) or a progress line on stderr.
+
+    ExportError propagates after an error event so the CLI prints its one line
+    and exits 2; SIGTERM stops like Ctrl-C (temp files removed).
+    """
+    events = EventWriter.claim_stdout() if jsonl else None
+    terminal = None if jsonl else sys.stderr
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        try:
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        except ValueError:  # not the main thread
+            pass
+    info = {"model": str(config.model), "out": str(config.out), "quant": config.quant,
+            "adapter": str(config.adapter) if config.adapter else None}
+    if events is not None:
+        events.emit(Started(job="export", info=info))
+    started = time.monotonic()
+    try:
+        path = export_gguf(config, events=events, terminal=terminal)
+    except ExportError as exc:
+        if events is not None:
+            events.emit(Error(message=str(exc), kind="bad_input"))
+            events.emit(Done(ok=False))
+        raise
+    except KeyboardInterrupt:
+        if events is not None:
+            events.emit(Error(message="Export stopped; no file was written.", kind="stopped"))
+            events.emit(Done(ok=False, stopped=True))
+        raise
+    except Exception as exc:
+        if events is not None:
+            events.emit(Error(message=f"Export failed: {exc}", kind="internal", detail=traceback.format_exc()))
+            events.emit(Done(ok=False))
+        raise
+    seconds = time.monotonic() - started
+    data = {"path": str(path), "size_bytes": path.stat().st_size, "quant": config.quant, "seconds": round(seconds, 2)}
+    if events is not None:
+        events.emit(Result(data=data))
+        events.emit(Done(ok=True, data=data))
+        events.close()
+    else:
+        print(f"Wrote {path} ({_human_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
+    return 0
