@@ -36,6 +36,10 @@ class SettingsStore(QObject):
         """A copy: change it and pass it to `save`."""
         return copy.deepcopy(self._settings)
 
+    def load_error_summary(self) -> str:
+        """The first line of the load error (YAML errors run to several lines)."""
+        return (self.load_error or "").strip().splitlines()[0] if self.load_error else ""
+
     def backup_path(self) -> Path:
         return self.path.with_name(self.path.name + ".unreadable")
 

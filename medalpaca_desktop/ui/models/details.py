@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -13,11 +14,13 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QScrollArea,
     QSizePolicy,
+    QSpacerItem,
     QVBoxLayout,
     QWidget,
 )
 
 from medalpaca_desktop.core.model_info import ModelInfo, format_parameters, format_size
+from medalpaca_desktop.core.models import PICKLE_NOTE
 from medalpaca_desktop.ui.models.table_model import kind_label, source_label
 
 EXTRA_LABELS = {
@@ -57,7 +60,7 @@ def _format_extra(value: Any) -> str:
 def model_rows(info: ModelInfo) -> list[tuple[str, str]]:
     """(label, value) pairs for everything known about `info`, in reading order."""
     params = format_parameters(info.parameters)
-    if info.parameters:
+    if info.parameters and info.parameters >= 1000:
         params += f"  ({info.parameters:,})"
     rows = [
         ("Kind", kind_label(info)),
@@ -70,7 +73,10 @@ def model_rows(info: ModelInfo) -> list[tuple[str, str]]:
     rows += [
         ("Parameters", params),
         ("Weights", info.weight_format or "-"),
-        ("Data type", info.dtype or "-"),
+    ]
+    if info.dtype or info.kind != "gguf":  # a GGUF file's type is its quantization
+        rows.append(("Data type", info.dtype or "-"))
+    rows += [
         ("Quantization", info.quantization or "none"),
         ("Context length", f"{info.context_length:,} tokens" if info.context_length else "-"),
         ("Chat template", "yes" if info.has_chat_template else "no"),
@@ -102,11 +108,12 @@ def model_banners(info: ModelInfo) -> list[tuple[str, str]]:
         banners.append(("warning", "<b>Pickle weights: not loaded by default.</b> Files in .bin/.pt/.pth "
                                    "format can run code when loaded. Allow them in Settings only for files "
                                    "from a source you trust."))
-    if not info.supported:
+    note = info.note.replace(PICKLE_NOTE, "").strip() if info.pickle_weights else info.note
+    if note and not info.is_demo:
+        banners.append(("info" if info.supported else "warning", html.escape(note)))
+    elif not info.supported:
         banners.append(("warning", "<b>Not supported.</b> This architecture is outside the LLaMA family "
                                    "the app's engines handle."))
-    if info.note and not info.is_demo:
-        banners.append(("info", info.note))
     return banners
 
 
@@ -117,7 +124,7 @@ class ModelDetailsPane(QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setMinimumWidth(320)
+        self.setMinimumWidth(300)
         body = QWidget()
         self._layout = QVBoxLayout(body)
         self._layout.setContentsMargins(12, 8, 12, 8)
@@ -149,6 +156,9 @@ class ModelDetailsPane(QScrollArea):
         self.template_view.setMinimumHeight(120)
         self.template_view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._layout.addWidget(self.template_view, 1)
+        # Takes the spare height only while the template view (which otherwise does) is hidden.
+        self._tail = QSpacerItem(0, 0, QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
+        self._layout.addItem(self._tail)
         self.setWidget(body)
         self.show_model(None)
 
@@ -162,8 +172,7 @@ class ModelDetailsPane(QScrollArea):
         if info is None:
             self.title_label.setText("No model selected")
             self._form.addRow(self._value_label("Select a model in the list to see its details."))
-            self.template_label.hide()
-            self.template_view.hide()
+            self._show_template(False)
             return
         self.title_label.setText(info.name)
         for style, text in model_banners(info):
@@ -174,10 +183,16 @@ class ModelDetailsPane(QScrollArea):
             self._banner_box.addWidget(banner)
         for label, value in model_rows(info):
             self._form.addRow(f"{label}:", self._value_label(value))
-        self.template_label.show()
-        self.template_view.show()
+        self._show_template(True)
         self.template_view.setPlainText(info.chat_template or "(This model has no chat template: the app will "
                                         "use the MedAlpaca prompt format or a plain prompt.)")
+
+    def _show_template(self, visible: bool) -> None:
+        self.template_label.setVisible(visible)
+        self.template_view.setVisible(visible)
+        vertical = QSizePolicy.Policy.Fixed if visible else QSizePolicy.Policy.Expanding
+        self._tail.changeSize(0, 0, QSizePolicy.Policy.Minimum, vertical)
+        self._layout.invalidate()
 
     @staticmethod
     def _value_label(text: str) -> QLabel:

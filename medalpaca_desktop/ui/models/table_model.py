@@ -138,8 +138,8 @@ class ModelTableModel(QAbstractTableModel):
             return info.name
         if column == Column.KIND:
             return kind_label(info)
-        if column == Column.ARCHITECTURE:
-            return info.architecture or "-"
+        if column == Column.ARCHITECTURE:  # "llama", not "LlamaForCausalLM": the details pane has both
+            return info.model_type or info.architecture or "-"
         if column == Column.PARAMETERS:
             return format_parameters(info.parameters)
         if column == Column.QUANTIZATION:
