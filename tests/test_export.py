@@ -389,6 +389,10 @@ def test_cli_export_jsonl(tmp_path, tiny_llama_dir):
     assert types[0] == "started" and types[-2:] == ["result", "done"]
     progress = [e for e in events if e.type == "progress" and e.stage == "Writing tensors"]
     assert progress and progress[-1].current == progress[-1].total
+    quantizing = [e for e in events if e.type == "progress" and e.stage == "Quantizing to q8_0"]
+    assert quantizing and quantizing[-1].current == quantizing[-1].total == progress[-1].total
+    assert any(e.message.endswith(".weight") for e in quantizing)  # llama.cpp's per-tensor lines drive it
+    assert "falling back" not in proc.stdout
     assert events[-1].ok and events[-2].data["path"] == str(out)
     assert out.read_bytes()[:4] == b"GGUF"
 

@@ -9,7 +9,9 @@ ones the runtime reads. Re-implementing that would be slower and drift.
 from __future__ import annotations
 
 import ctypes
+import re
 from pathlib import Path
+from typing import Callable
 
 #: Export quant name → name of llama.cpp's LLAMA_FTYPE_* constant.
 QUANT_FTYPES: dict[str, str] = {
@@ -27,15 +29,44 @@ class QuantizeError(RuntimeError):
     pass
 
 
-def quantize_file(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
-    """Quantize `src` (an f32/f16 GGUF) into `dst`; raises QuantizeError on failure."""
+#: llama.cpp's quantizer logs one "[  12/ 272]  blk.0.attn_q.weight - ..." line per tensor.
+_TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+
+TensorCallback = Callable[[int, int, str], None]
+
+
+def quantize_file(src: Path, dst: Path, quant: str, threads: int = 0,
+                  on_tensor: TensorCallback | None = None) -> list[str]:
+    """Quantize `src` (an f32/f16 GGUF) into `dst`; raises QuantizeError on failure.
+
+    llama.cpp's own log is captured for the call: its per-tensor lines drive
+    `on_tensor(done, total, name)` (progress with ETA for a 13B model's minutes of
+    work) and its warnings (e.g. K-quant fall-backs for rows not divisible by 256)
+    are returned instead of flooding the terminal.
+    """
     import llama_cpp
-    import llama_cpp._logger  # noqa: F401 - routes llama.cpp's log through the "llama-cpp-python" logger
+    import llama_cpp._logger as llama_logger  # the callback llama-cpp-python normally installs
+
+    warnings: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:  # noqa: ARG001
+        match = _TENSOR_LINE.match(text.lstrip())
+        if match and on_tensor is not None:
+            on_tensor(int(match.group(1)), int(match.group(2)), match.group(3).decode("utf-8", "replace"))
+        elif level in (2, 3):  # GGML_LOG_LEVEL_WARN, _ERROR
+            warnings.append(text.decode("utf-8", "replace").strip())
 
     ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode("utf-8"), str(dst).encode("utf-8"), ctypes.byref(params))
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    try:
+        rc = llama_cpp.llama_model_quantize(str(src).encode("utf-8"), str(dst).encode("utf-8"), ctypes.byref(params))
+    finally:
+        llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
     if rc != 0:
-        raise QuantizeError(f"llama.cpp could not quantize the model to {quant} (error code {rc})")
+        detail = f": {warnings[-1]}" if warnings else ""
+        raise QuantizeError(f"llama.cpp could not quantize the model to {quant} (error code {rc}){detail}")
+    return warnings

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import ProgressReporter, format_duration
 
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
@@ -110,16 +111,8 @@ class ExportConfig:
 # --------------------------------------------------------------------------- export
 
 
-def _human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def _disk_full(out: Path, needed: int | None = None) -> ExportError:
-    extra = f" (about {_human_size(needed)} needed)" if needed else ""
+    extra = f" (about {format_size(needed)} needed)" if needed else ""
     return ExportError(f"Not enough disk space in {out.parent} to write the GGUF file{extra}; nothing was written.")
 
 
@@ -284,18 +277,21 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
         reporter.finish()
         del state
         if quantized:
-            _stage(events, terminal, "Quantizing", f"{config.quant} with llama.cpp")
-            llama_logger = logging.getLogger("llama-cpp-python")
-            old_level = llama_logger.level
-            llama_logger.setLevel(logging.WARNING)
+            quant_progress = ProgressReporter(f"Quantizing to {config.quant}", total=len(planned), unit="tensors",
+                                              events=events, terminal=terminal)
             try:
-                _gguf_quant.quantize_file(base_tmp, final_tmp, config.quant)
+                notes = _gguf_quant.quantize_file(
+                    base_tmp, final_tmp, config.quant,
+                    on_tensor=lambda done, total, name: (setattr(quant_progress, "total", total),
+                                                         quant_progress.update(done, name)))
             except _gguf_quant.QuantizeError as exc:
                 if shutil.disk_usage(out.parent).free < (1 << 26):
                     raise _disk_full(out) from None
                 raise ExportError(f"{exc}.") from None
-            finally:
-                llama_logger.setLevel(old_level)
+            quant_progress.finish()
+            fallbacks = sum("falling back" in n for n in notes)
+            if fallbacks:
+                log.info("llama.cpp used a fall-back type for %d tensors whose rows are not a multiple of 256", fallbacks)
             _remove(base_tmp)
         os.replace(final_tmp, out)
         done = True
@@ -358,5 +354,5 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> int:
         events.emit(Done(ok=True, data=data))
         events.close()
     else:
-        print(f"Wrote {path} ({_human_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
+        print(f"Wrote {path} ({format_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
     return 0
