@@ -23,7 +23,6 @@ EXIT_NOT_AVAILABLE = 3
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 
 NOT_YET = {
-    "chat": "Chat from the terminal is not available yet in this version (see the project's issue on chat).",
     "train": "Fine-tuning is not available yet in this version (see the project's issue on the fine-tuning engine).",
     "bench": "Benchmarks are not available yet in this version (see the project's issue on the USMLE benchmark).",
 }
@@ -93,6 +92,10 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         return _fail(str(exc))
     folders = [Path(p) for p in settings.model_folders] + [Path(p) for p in args.folder or []]
+    from medalpaca_desktop.hub import downloads_dir
+
+    if downloads_dir().is_dir():  # models fetched by `medalpaca download` are always listed
+        folders.append(downloads_dir())
     models, problems = discover_models(
         folders,
         scan_hf_cache=settings.scan_hf_cache and not args.no_scan,
@@ -143,6 +146,61 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.hub.download import run_download_cli
+
+    return run_download_cli(args.repo_id, args.include, args.revision, args.dest, args.list, args.jsonl)
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings
+    from medalpaca_desktop.inference.chat_cli import ChatOptions, run_chat
+
+    sampling = SamplingSettings()
+    for name in ("temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(sampling, name, value)
+    sampling.stop = list(args.stop or [])
+    spec = LoadSpec(model=args.model, backend=args.backend, adapter=args.adapter, load_in=args.load_in or "none",
+                    n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+                    allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    opts = ChatOptions(spec=spec, sampling=sampling, template=args.template, system=args.system,
+                       prompt=args.prompt, jsonl=args.jsonl)
+    return run_chat(opts)
+
+
+def _add_chat_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    from medalpaca_desktop.core.chat_protocol import BACKENDS, LoadSpec, SamplingSettings, TEMPLATES
+
+    h = SamplingSettings.field_help
+    chat = sub.add_parser("chat", help="chat with a local model (one answer with --prompt, else interactive)")
+    chat.add_argument("--model", required=True, help="a .gguf file or a Hugging Face model folder")
+    chat.add_argument("--backend", default="auto", choices=BACKENDS,
+                      help="auto: llama.cpp for .gguf files, transformers for folders")
+    chat.add_argument("--adapter", help="LoRA adapter folder on top of a Hugging Face model")
+    chat.add_argument("--load-in", choices=("8bit", "4bit"), help="load Hugging Face weights 8-bit or 4-bit")
+    chat.add_argument("--template", default="chat", choices=TEMPLATES,
+                      help="chat: the model's own chat template; medalpaca: the paper's format; raw: no template")
+    chat.add_argument("--system", help="system prompt (none by default: only your message is sent)")
+    chat.add_argument("--prompt", help="answer this and exit; without it the chat is interactive")
+    chat.add_argument("--max-tokens", type=int, help=h("max_tokens"))
+    chat.add_argument("--temperature", type=float, help=h("temperature"))
+    chat.add_argument("--top-p", type=float, help=h("top_p"))
+    chat.add_argument("--top-k", type=int, help=h("top_k"))
+    chat.add_argument("--repeat-penalty", type=float, help=h("repeat_penalty"))
+    chat.add_argument("--seed", type=int, help=h("seed"))
+    chat.add_argument("--stop", action="append", help="end the answer at this text (repeatable)")
+    chat.add_argument("--n-ctx", type=int, default=LoadSpec.n_ctx, help="context window in tokens (llama.cpp)")
+    chat.add_argument("--n-gpu-layers", type=int, default=LoadSpec.n_gpu_layers,
+                      help="GGUF layers offloaded to the GPU; -1 = all, 0 = CPU only")
+    chat.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    chat.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt/.pth weights (can run code)")
+    chat.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the model")
+    chat.add_argument("--jsonl", action="store_true", help="print the chat host's events as JSON lines")
+    chat.set_defaults(func=_cmd_chat)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medalpaca",
@@ -151,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medalpaca-desktop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name, help_text in (("chat", "chat with a local model"), ("train", "run a fine-tune from a config file"),
+    _add_chat_parser(sub)
+    for name, help_text in (("train", "run a fine-tune from a config file"),
                             ("bench", "run a USMLE-style evaluation")):
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=True)
         p.set_defaults(func=_cmd_not_yet)
@@ -176,6 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("path", help="a Hugging Face model directory, adapter directory or .gguf file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.set_defaults(func=_cmd_models_inspect)
+
+    dl = sub.add_parser("download", help="download a model from the Hugging Face hub (the app's only online step)",
+                        description="Download a model by Hugging Face repo id into the app's models folder "
+                                    "(resumes a stopped download; checks each file's sha256). The only command "
+                                    "that goes online.")
+    dl.add_argument("repo_id", help="org/name, e.g. TheBloke/meditron-7B-GGUF")
+    dl.add_argument("--include", action="append", metavar="PATTERN",
+                    help="only files matching this pattern, e.g. '*Q4_K_M.gguf' (repeatable; default: one Q4_K_M "
+                         "GGUF of a GGUF repo, else the model's safetensors, config and tokenizer)")
+    dl.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    dl.add_argument("--dest", help="folder to download into (default: the app's models folder, org--name)")
+    dl.add_argument("--list", action="store_true", help="only list the repo's files and sizes; download nothing")
+    dl.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    dl.set_defaults(func=_cmd_download)
 
     dev = sub.add_parser("devices", help="GPUs, CPU cores and memory this machine offers")
     dev.add_argument("--json", action="store_true", help="machine-readable output (used by the GUI)")

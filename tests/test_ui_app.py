@@ -58,7 +58,8 @@ def test_window_tabs_and_empty_feature_pages(qtbot, window):
     qtbot.waitExposed(window)
     assert window.windowTitle() == "MedAlpaca Desktop"
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == ["Models", "Chat", "Fine-tune", "Benchmark"]
-    for index in (TAB_CHAT, TAB_FINETUNE, TAB_BENCHMARK):
+    assert window.tabs.widget(TAB_CHAT) is window.chat_tab
+    for index in (TAB_FINETUNE, TAB_BENCHMARK):
         page = window.feature_pages[index]
         assert "Not available in this version yet." in page.notice_label.text()
         assert page.action_button.text() == "Open the model manager"

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.ui.about import AboutDialog
+from medalpaca_desktop.ui.chat.tab import ChatTab
 from medalpaca_desktop.ui.devices import DeviceProbe, DevicesDialog, summarize
 from medalpaca_desktop.ui.empty_state import EmptyState
 from medalpaca_desktop.ui.icons import app_icon
@@ -95,8 +96,15 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.model_manager = ModelManager(self.store, self.tasks)
         self.tabs.addTab(self.model_manager, app_icon("models"), "Models")
+        self.chat_tab = ChatTab(settings_store=self.store)
+        self.chat_tab.sig_add_model_requested.connect(self._on_add_folder_action_triggered)
+        self.chat_tab.sig_download_requested.connect(self._on_chat_tab_download_requested)
+        self.model_manager.sig_discovery_finished.connect(self.chat_tab.set_models)
         self.feature_pages: dict[int, EmptyState] = {}
         for index, name in ((TAB_CHAT, "Chat"), (TAB_FINETUNE, "Fine-tune"), (TAB_BENCHMARK, "Benchmark")):
+            if index == TAB_CHAT:
+                self.tabs.addTab(self.chat_tab, app_icon("chat"), name)
+                continue
             spec = FEATURE_PAGES[index]
             page = EmptyState(
                 spec["title"], spec["text"], icon=app_icon(spec["icon"]), bullets=spec["bullets"],
@@ -108,7 +116,7 @@ class MainWindow(QMainWindow):
             self.feature_pages[index] = page
             self.tabs.addTab(page, app_icon(spec["icon"]), name)
         for index, tip in ((TAB_MODELS, "Models found on this computer (Ctrl+1)"),
-                           (TAB_CHAT, "Chat (Ctrl+2): not available in this version yet"),
+                           (TAB_CHAT, "Chat with a local model (Ctrl+2)"),
                            (TAB_FINETUNE, "Fine-tune (Ctrl+3): not available in this version yet"),
                            (TAB_BENCHMARK, "Benchmark (Ctrl+4): not available in this version yet")):
             self.tabs.setTabToolTip(index, tip)
@@ -240,6 +248,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """End child processes and background tasks (closing, quitting, tests)."""
         self.device_probe.shutdown()
+        self.chat_tab.shutdown()
         self.tasks.shutdown()
 
     # -- actions ------------------------------------------------------------------
@@ -252,6 +261,14 @@ class MainWindow(QMainWindow):
     def _on_add_folder_action_triggered(self) -> None:
         self.show_model_manager()
         self.model_manager.choose_folder()
+
+    @Slot()
+    def _on_chat_tab_download_requested(self) -> None:
+        """The model manager owns downloading; its dialog opens from there."""
+        self.show_model_manager()
+        opener = getattr(self.model_manager, "open_download_dialog", None)
+        if opener is not None:
+            opener()
 
     @Slot()
     def _on_refresh_action_triggered(self) -> None:

@@ -7,9 +7,10 @@ another runs wins: older results are dropped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelection, QSortFilterProxyModel, Qt, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QItemSelection, QSortFilterProxyModel, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,11 +33,13 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core.model_info import DiscoveryProblem, ModelInfo
-from medalpaca_desktop.core.models import discover_models, inspect_model
+from medalpaca_desktop.core.models import SKIP_DIRS, USER_FOLDER_DEPTH, discover_models, inspect_model
 from medalpaca_desktop.core.settings import AppSettings
+from medalpaca_desktop.hub import downloads_dir
 from medalpaca_desktop.ui.empty_state import EmptyState
 from medalpaca_desktop.ui.icons import app_icon
 from medalpaca_desktop.ui.models.details import ModelDetailsPane
+from medalpaca_desktop.ui.models.download_dialog import DownloadDialog
 from medalpaca_desktop.ui.models.table_model import SORT_ROLE, ModelTableModel
 from medalpaca_desktop.ui.settings_store import SettingsStore
 from medalpaca_desktop.ui.workers import TaskManager, describe_exception
@@ -44,6 +47,37 @@ from medalpaca_desktop.ui.workers import TaskManager, describe_exception
 INSPECT_FILTER = "Models (*.gguf config.json adapter_config.json);;All files (*)"
 
 DiscoveryResult = tuple[list[ModelInfo], list[DiscoveryProblem]]
+WATCH_DEBOUNCE_MS = 1000  # files added to a model folder show up this long after the last change
+MAX_WATCHED_FOLDERS = 2000  # inotify watches are a shared, limited resource
+
+
+def searched_folders(settings: AppSettings) -> list[Path]:
+    """The user's model folders, then the app's downloads folder (always searched once it exists)."""
+    folders = [Path(p) for p in settings.model_folders]
+    downloads = downloads_dir()
+    if downloads.is_dir():
+        folders.append(downloads)
+    return folders
+
+
+def watch_targets(folders: list[Path], depth: int = USER_FOLDER_DEPTH, limit: int = MAX_WATCHED_FOLDERS) -> list[str]:
+    """The folders and their visible sub-folders down to the discovery depth (for QFileSystemWatcher)."""
+    found: list[str] = []
+    stack = [(Path(f).expanduser(), 0) for f in reversed(folders)]
+    while stack and len(found) < limit:
+        folder, level = stack.pop()
+        if not folder.is_dir():
+            continue
+        found.append(str(folder))
+        if level >= depth:
+            continue
+        try:
+            subdirs = sorted(e.path for e in os.scandir(folder)
+                             if not e.name.startswith(".") and e.name not in SKIP_DIRS and e.is_dir())
+        except OSError:
+            continue
+        stack.extend((Path(p), level + 1) for p in reversed(subdirs))
+    return found
 
 
 def _plural(count: int, word: str) -> str:
@@ -95,6 +129,14 @@ class ModelManager(QWidget):
         self._has_results = False
         self.problems: list[DiscoveryProblem] = []
         self.inspect_dialog: InspectDialog | None = None
+        self.download_dialog: DownloadDialog | None = None
+        self._select_after_refresh: str | None = None
+
+        # Files added to a model folder later appear without a restart (debounced re-discovery).
+        self.folder_watcher = QFileSystemWatcher(self)
+        self.folder_watcher.directoryChanged.connect(self._on_folder_watcher_changed)
+        self._watch_timer = QTimer(self, singleShot=True, interval=WATCH_DEBOUNCE_MS)
+        self._watch_timer.timeout.connect(self._on_watch_timer_timeout)
 
         self.table_model = ModelTableModel(self)
         self._proxy = QSortFilterProxyModel(self)
@@ -138,11 +180,15 @@ class ModelManager(QWidget):
         self.inspect_button = QPushButton("Inspect file…")
         self.inspect_button.setToolTip("Read one model file's metadata without adding its folder")
         self.inspect_button.clicked.connect(self.choose_file_to_inspect)
+        self.download_button = QPushButton("Download…")
+        self.download_button.setToolTip("Download a model from the Hugging Face hub (the app's only online step)")
+        self.download_button.clicked.connect(lambda: self.open_download_dialog())
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip(f"Search all model folders again ({QKeySequence('F5').toString()})")
         self.refresh_button.clicked.connect(self.refresh)
         self._header = QHBoxLayout()
         self._header.addLayout(texts, 1)
+        self._header.addWidget(self.download_button, 0, Qt.AlignmentFlag.AlignBottom)
         self._header.addWidget(self.inspect_button, 0, Qt.AlignmentFlag.AlignBottom)
         self._header.addWidget(self.refresh_button, 0, Qt.AlignmentFlag.AlignBottom)
 
@@ -226,7 +272,7 @@ class ModelManager(QWidget):
     def refresh(self) -> None:
         """Search every place again, in the background."""
         settings = self._store.settings
-        folders = [Path(p) for p in settings.model_folders]
+        folders = searched_folders(settings)
         self._generation += 1
         generation = self._generation
         self._searching = True
@@ -245,6 +291,7 @@ class ModelManager(QWidget):
             lambda result: self._on_discovery_done(generation, settings, result),
             lambda exc: self._on_discovery_failed(generation, exc),
         )
+        self._tasks.run_in_background(lambda: watch_targets(folders), self._watch_folders, lambda exc: None)
 
     def _on_discovery_done(self, generation: int, settings: AppSettings, result: DiscoveryResult) -> None:
         if generation != self._generation:
@@ -258,7 +305,9 @@ class ModelManager(QWidget):
         self._show_problems(problems)
         self._stack.setCurrentWidget(self.table_view if models else self.empty_state)
         self.details.setVisible(bool(models))
-        self._select_path(selected.path if selected else None)
+        wanted, self._select_after_refresh = self._select_after_refresh, None
+        if not (wanted and self.select_model(wanted)):
+            self._select_path(selected.path if selected else None)
         count = _plural(len(models), "model") if models else "No models"
         summary = f"{count} found in {where_searched(settings)}."
         if problems:
@@ -410,3 +459,47 @@ class ModelManager(QWidget):
         self.sig_status_changed.emit("Could not read that model file.")
         QMessageBox.warning(self, "Cannot read this model", message)
         self.sig_inspection_finished.emit(message)
+
+    # -- downloading ----------------------------------------------------------------
+
+    @Slot()
+    def open_download_dialog(self, repo_id: str | None = None) -> DownloadDialog:
+        """Show the Download dialog (one at a time, modeless); the chat tab's "Download…" calls this."""
+        if self.download_dialog is None:
+            self.download_dialog = DownloadDialog(self)
+            self.download_dialog.sig_model_downloaded.connect(self._on_download_dialog_model_downloaded)
+        if repo_id and not self.download_dialog.is_busy():
+            if not self.download_dialog.select_catalog_entry(repo_id):
+                self.download_dialog.repo_edit.setText(repo_id)
+        self.download_dialog.show()
+        self.download_dialog.raise_()
+        self.download_dialog.activateWindow()
+        return self.download_dialog
+
+    @Slot(str)
+    def _on_download_dialog_model_downloaded(self, path: str) -> None:
+        self._select_after_refresh = path
+        self.sig_status_changed.emit(f"Downloaded {path}")
+        self.refresh()
+
+    # -- watching folders -----------------------------------------------------------
+
+    def _watch_folders(self, targets: list[str]) -> None:
+        watched = set(self.folder_watcher.directories())
+        wanted = set(targets)
+        if watched - wanted:
+            self.folder_watcher.removePaths(sorted(watched - wanted))
+        if wanted - watched:
+            self.folder_watcher.addPaths(sorted(wanted - watched))
+
+    def watched_folders(self) -> list[str]:
+        return sorted(self.folder_watcher.directories())
+
+    @Slot(str)
+    def _on_folder_watcher_changed(self, path: str) -> None:
+        self._watch_timer.start()  # restarts: a copy in progress refreshes once, after it settles
+
+    @Slot()
+    def _on_watch_timer_timeout(self) -> None:
+        self.sig_status_changed.emit("A model folder changed: searching again…")
+        self.refresh()

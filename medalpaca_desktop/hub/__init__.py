@@ -1,0 +1,39 @@
+"""Getting models from the Hugging Face hub: the only part of the app that goes online.
+
+`catalog` (the models the Download dialog offers) and the folder helpers below are
+light and Qt-free: the GUI imports them. `download` imports huggingface_hub and
+runs only in the worker process of `medalpaca download`, never in the GUI (an
+import-linter contract keeps huggingface_hub out of `medalpaca_desktop.ui`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from medalpaca_desktop.core import paths
+
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+STAGING_DIR = ".download"  # hidden: discovery skips it, so a partial file is never offered
+MANIFEST_NAME = ".medalpaca-download.json"
+
+
+def downloads_dir() -> Path:
+    """data_dir()/models: every downloaded model lives in a sub-folder here.
+
+    Discovery always scans it (the model manager and `medalpaca models list`).
+    Not created here: a fresh install without downloads has no such folder.
+    """
+    return paths.data_dir() / "models"
+
+
+def is_valid_repo_id(repo_id: str) -> bool:
+    """'org/name' as the hub spells repo ids (no '..', no '--' in the way of the folder name)."""
+    return bool(REPO_ID_RE.match(repo_id or "")) and ".." not in repo_id
+
+
+def repo_folder(repo_id: str, root: Path | None = None) -> Path:
+    """Where `org/name` is downloaded to: <downloads_dir>/org--name (the hub cache's own escaping)."""
+    if not is_valid_repo_id(repo_id):
+        raise ValueError(f"not a Hugging Face repo id (expected org/name): {repo_id!r}")
+    return (root or downloads_dir()) / repo_id.replace("/", "--")

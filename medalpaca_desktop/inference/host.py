@@ -1,0 +1,361 @@
+"""The chat worker: `python -m medalpaca_desktop.inference.host`.
+
+Reads requests (core.chat_protocol) as JSON lines on stdin and answers with
+events (core.events) on stdout. The main thread only reads stdin, so a `stop`
+is seen at once; load/generate/score/unload run one at a time on a worker
+thread. Every generate and score ends with exactly one `done` (ok False after
+an error or a stop) carrying the request id; every failure is one `error`
+event with a `kind`, after which the host keeps serving. EOF on stdin or
+SIGTERM ends the host cleanly; SIGINT stops the running request only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from medalpaca_desktop.core import gguf_meta
+from medalpaca_desktop.core.chat_protocol import (
+    BadRequest,
+    ChatMessage,
+    GenerateRequest,
+    LoadRequest,
+    LoadSpec,
+    Request,
+    ScoreRequest,
+    StopRequest,
+    UnloadRequest,
+    parse_request,
+)
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started, Token
+from medalpaca_desktop.core.prompts import (
+    ModelPromptInfo,
+    PromptError,
+    RenderedPrompt,
+    fit_to_context,
+    render_prompt,
+)
+from medalpaca_desktop.inference.base import Backend, InferenceError, LoadedModel, create_backend
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "chat-host"
+
+
+def choose_backend(spec: LoadSpec) -> str:
+    """auto: llama.cpp for GGUF files, transformers for folders."""
+    if spec.backend != "auto":
+        return spec.backend
+    path = Path(spec.model).expanduser()
+    if path.is_dir():
+        return "hf"
+    if path.suffix.lower() == ".gguf" or (path.is_file() and gguf_meta.has_gguf_magic(path)):
+        return "llamacpp"
+    if not path.exists():
+        raise InferenceError(f"Model not found: {path}", "not_found")
+    raise InferenceError(f"{path.name} is neither a .gguf file nor a Hugging Face model folder.", "unsupported")
+
+
+def precheck_hf(spec: LoadSpec) -> None:
+    """Refusals that need no torch: missing folder, pickle weights, an architecture the app does not run."""
+    from medalpaca_desktop.core.model_info import ModelInspectError
+    from medalpaca_desktop.core.models import inspect_model
+
+    path = Path(spec.model).expanduser()
+    if not path.exists():
+        raise InferenceError(f"Model folder not found: {path}", "not_found")
+    try:
+        info = inspect_model(path)
+    except ModelInspectError as exc:
+        raise InferenceError(str(exc), "corrupt") from None
+    if info.pickle_weights and not spec.allow_pickle:
+        raise InferenceError(f"{path.name} stores its weights as pickle (.bin/.pt/.pth), which can run code when "
+                             "loaded. Allow pickle weights for this model only if you trust its source.",
+                             "pickle_refused")
+    if info.kind == "hf" and not info.supported:
+        raise InferenceError(info.note or f"{path.name}: architecture not supported.", "unsupported")
+
+
+class _Job:
+    """The request the worker is running, and whether someone asked it to stop."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.stop = threading.Event()
+
+
+class Host:
+    """Request loop state: one backend, one worker thread, one running job at a time."""
+
+    def __init__(self, writer: EventWriter) -> None:
+        self.writer = writer
+        self.backend: Backend | None = None
+        self.loaded: LoadedModel | None = None
+        self._prompt_info = ModelPromptInfo()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._current: _Job | None = None
+        self._cancelled: set[str] = set()
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+
+    # ------------------------------------------------------------ main thread
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def handle_line(self, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            request = parse_request(line)
+        except BadRequest as exc:
+            self.error(str(exc), "bad_request", None)
+            return
+        if isinstance(request, StopRequest):
+            self.stop(request.target)
+        else:
+            self._jobs.put(_Job(request))
+
+    def stop(self, target: str | None = None) -> None:
+        """Stop the running request (or `target`, also while it waits in the queue)."""
+        with self._lock:
+            job = self._current
+            if job is not None and target in (None, job.request.id):
+                job.stop.set()
+            elif target is not None:
+                self._cancelled.add(target)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop what runs, drop what waits, unload, and wait for the worker."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        self.stop()
+        self._jobs.put(None)
+        self._worker.join(timeout)
+
+    # ------------------------------------------------------------ events
+
+    def error(self, message: str, kind: str, request_id: str | None, detail: str | None = None) -> None:
+        self.writer.emit(Error(message=message, kind=kind, detail=detail, extra={"request_id": request_id}))
+
+    # ------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            with self._lock:
+                if job.request.id in self._cancelled:
+                    self._cancelled.discard(job.request.id)
+                    job.stop.set()
+                self._current = job
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._current = None
+        self._unload_quietly()
+
+    def _run(self, job: _Job) -> None:
+        req = job.request
+        ends_with_done = isinstance(req, (GenerateRequest, ScoreRequest))
+        try:
+            if isinstance(req, LoadRequest):
+                self._load(req)
+            elif isinstance(req, GenerateRequest):
+                self._generate(req, job)
+            elif isinstance(req, ScoreRequest):
+                self._score(req, job)
+            elif isinstance(req, UnloadRequest):
+                self._unload_quietly()
+                self.writer.emit(Result(data={"kind": "unloaded", "request_id": req.id}))
+            return
+        except InferenceError as exc:
+            if exc.kind == "stopped" and ends_with_done:
+                self.writer.emit(Done(ok=False, stopped=True, data={"request_id": req.id}))
+                return
+            self.error(str(exc), exc.kind, req.id)
+        except PromptError as exc:
+            self.error(str(exc), "bad_request", req.id)
+        except MemoryError:
+            self.error("Out of memory. Choose a smaller model or quantization, or a shorter context.", "oom", req.id)
+        except Exception as exc:  # noqa: BLE001 - the host must outlive any one request
+            log.exception("request %s failed", req.id)
+            self.error(f"Unexpected error: {type(exc).__name__}: {exc}", "internal", req.id,
+                       detail=traceback.format_exc(limit=8))
+        if ends_with_done:
+            self.writer.emit(Done(ok=False, data={"request_id": req.id}))
+
+    # ------------------------------------------------------------ load / unload
+
+    def _unload_quietly(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.unload()
+            except Exception:  # noqa: BLE001
+                log.exception("unload failed")
+        self.backend, self.loaded, self._prompt_info = None, None, ModelPromptInfo()
+
+    def _load(self, req: LoadRequest) -> None:
+        spec = req.spec
+        if not spec.model:
+            raise InferenceError("No model given: a .gguf file or a Hugging Face model folder.", "bad_request")
+        self._unload_quietly()  # one model per host: free the old one before reading the new one
+        name = choose_backend(spec)
+        if name == "hf":
+            precheck_hf(spec)
+        t0 = time.perf_counter()
+
+        def progress(message: str, fraction: float | None) -> None:
+            self.writer.emit(Progress(stage="load", current=fraction or 0.0, total=1.0 if fraction is not None else None,
+                                      message=message, extra={"request_id": req.id}))
+
+        progress(f"Starting the {name} engine", 0.0)
+        backend = create_backend(name)
+        loaded = backend.load(spec, progress)
+        self.backend, self.loaded = backend, loaded
+        self._prompt_info = ModelPromptInfo(chat_template=loaded.chat_template, bos_token=loaded.bos_token,
+                                            eos_token=loaded.eos_token, knows_chatml=self._knows_chatml(backend))
+        data: dict[str, Any] = {"kind": "loaded", "request_id": req.id, **dataclasses.asdict(loaded),
+                                "load_s": round(time.perf_counter() - t0, 3)}
+        if not loaded.chat_template:
+            data["chat_fallback"] = "chatml" if self._prompt_info.knows_chatml else "medalpaca"
+        self.writer.emit(Result(data=data))
+
+    @staticmethod
+    def _knows_chatml(backend: Backend) -> bool:
+        try:
+            return len(backend.tokenize("<|im_start|>", add_special=False)) == 1
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _require(self) -> Backend:
+        if self.backend is None or self.loaded is None:
+            raise InferenceError("No model is loaded: send a load request first.", "not_loaded")
+        return self.backend
+
+    # ------------------------------------------------------------ generate
+
+    def _prompt(self, req: GenerateRequest, backend: Backend) -> tuple[RenderedPrompt, list[int]]:
+        """Render and tokenize, dropping the oldest turns when the conversation outgrows the context."""
+        n_ctx = backend.context_length
+        reserve = max(1, min(req.sampling.max_tokens, n_ctx // 4))
+        cache: dict[tuple[str, bool], list[int]] = {}
+
+        def ids_of(p: RenderedPrompt) -> list[int]:
+            key = (p.text, p.add_special)
+            if key not in cache:
+                cache[key] = backend.tokenize(p.text, add_special=p.add_special)
+            return cache[key]
+
+        if req.template == "raw" or not req.messages:
+            if req.template != "raw":
+                raise PromptError("the conversation is empty: send at least one user message")
+            prompt = render_prompt("raw", self._prompt_info, req.messages, req.system, req.prompt)
+            ids = ids_of(prompt)
+            if len(ids) >= n_ctx:
+                raise InferenceError(f"The prompt has {len(ids)} tokens; the context holds {n_ctx}. Shorten it or "
+                                     "load the model with a larger context.", "context_full")
+            return prompt, ids
+        if req.messages[-1].role != "user":
+            raise PromptError("the last message must be the user's")
+
+        def render(msgs: list[ChatMessage]) -> RenderedPrompt:
+            return render_prompt(req.template, self._prompt_info, msgs, req.system)
+
+        prompt, _n = fit_to_context(render, req.messages, lambda p: len(ids_of(p)), n_ctx - reserve)
+        return prompt, ids_of(prompt)
+
+    def _generate(self, req: GenerateRequest, job: _Job) -> None:
+        backend = self._require()
+        t0 = time.perf_counter()
+        prompt, ids = self._prompt(req, backend)
+        self.writer.emit(Result(data={
+            "kind": "prompt", "request_id": req.id, "text": prompt.text, "tokens": len(ids),
+            "template": prompt.template, "fallback": prompt.fallback, "dropped_messages": prompt.dropped_messages,
+            "truncated": prompt.dropped_messages > 0, "context_length": backend.context_length,
+            "add_special": prompt.add_special,
+        }))
+        sampling = dataclasses.replace(req.sampling, stop=[*req.sampling.stop, *prompt.stop])
+        pieces: list[str] = []
+        first: list[float] = []
+
+        def on_text(text: str) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            pieces.append(text)
+            self.writer.emit(Token(text=text, request_id=req.id))
+
+        stats = backend.generate(ids, sampling, on_text, job.stop.is_set)
+        stopped = stats.stop_reason == "stopped"
+        data = {"request_id": req.id, "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+                "ttft_s": round(first[0] - t0, 4) if first else stats.ttft_s,
+                "tokens_per_s": stats.tokens_per_s, "stop_reason": stats.stop_reason,
+                "reused_prefix_tokens": stats.reused_prefix_tokens,
+                "prompt_eval_tokens": getattr(backend, "last_prompt_eval_tokens", None),
+                "dropped_messages": prompt.dropped_messages, "text": "".join(pieces)}
+        self.writer.emit(Done(ok=not stopped, stopped=stopped, data=data))
+
+    # ------------------------------------------------------------ score
+
+    def _score(self, req: ScoreRequest, job: _Job) -> None:
+        backend = self._require()
+        if not req.continuations:
+            raise InferenceError("A score request needs at least one continuation.", "bad_request")
+        details = getattr(backend, "score_details", None)
+        if details is not None:
+            rows = details(req.context, req.continuations, job.stop.is_set)
+            data = {"logprobs": [r[0] for r in rows], "is_greedy": [r[1] for r in rows],
+                    "tokens": [r[2] for r in rows]}
+        else:
+            data = {"logprobs": backend.score(req.context, req.continuations, job.stop.is_set)}
+        if job.stop.is_set():
+            raise InferenceError("Scoring was stopped.", "stopped")
+        self.writer.emit(Result(data={"kind": "score", "request_id": req.id, **data}))
+        self.writer.emit(Done(ok=True, data={"request_id": req.id}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the chat never goes online
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="host: %(levelname)s %(message)s")
+    writer = EventWriter.claim_stdout()
+    host = Host(writer)
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, lambda _s, _f: host.stop())
+    host.start()
+    writer.emit(Started(job=JOB_NAME, info={"backends": ["llamacpp", "hf"], "python": sys.version.split()[0]}))
+    try:
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                break
+            host.handle_line(line)
+    except SystemExit:
+        pass
+    finally:
+        host.shutdown()
+        writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Chat tab: conversations with a local model running in the inference host process."""
