@@ -126,15 +126,16 @@ def estimate_bytes(folder: Path, config: dict[str, Any], load_in: str, dtype_nam
 
 
 def free_bytes(device: str) -> int | None:
-    import psutil
     import torch
+
+    from medalpaca_desktop.inference.memory import free_ram
 
     if device.startswith("cuda"):
         try:
             return int(torch.cuda.mem_get_info(torch.device(device))[0])
         except Exception:  # noqa: BLE001 - a probe failure must not block loading
             return None
-    return int(psutil.virtual_memory().available)
+    return free_ram()
 
 
 def check_memory(folder: Path, config: dict[str, Any], spec: LoadSpec, placement: Placement) -> None:

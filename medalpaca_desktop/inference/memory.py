@@ -1,7 +1,10 @@
-"""Will this model fit? An estimate before loading, so "too big" is a clear refusal, not a crash.
+"""Will this GGUF model fit? An estimate before loading, so "too big" is a clear refusal, not a crash.
+
+(Hugging Face folders are checked in hf_load.check_memory, which knows the dtype and
+bitsandbytes sizes; it shares free_ram() below so one memory cap applies to both.)
 
 The estimate is deliberately simple and a little generous: weights (file size for
-GGUF, parameters x bytes per weight for HF), the KV cache for the chosen context
+GGUF), the KV cache for the chosen context
 (2 x layers x context x kv_heads x head_dim x 2 bytes, f16), and a compute/logits
 buffer. It is compared with what psutil reports as available RAM, and with free
 VRAM (nvidia-smi) for the part offloaded to a GPU. No torch import here.
@@ -74,20 +77,6 @@ def estimate_gguf(info: ModelInfo, n_ctx: int, n_gpu_layers: int = 0, head_count
     if n_gpu_layers and layers:
         share = 1.0 if n_gpu_layers < 0 else min(1.0, n_gpu_layers / layers)
         est.on_gpu = int((info.size_bytes + kv) * share)
-    return est
-
-
-def estimate_hf(info: ModelInfo, load_in: str = "none", on_gpu: bool = False, n_ctx: int = 4096) -> MemoryEstimate:
-    """Need of a Hugging Face model: parameters x bytes per weight (fp32 on CPU, 16-bit on GPU, 8/4-bit)."""
-    params = info.parameters or 0
-    per_weight = {"8bit": 1.0, "4bit": 0.55}.get(load_in, 2.0 if on_gpu else 4.0)
-    weights = int(params * per_weight) if params else info.size_bytes
-    extra = info.extra
-    layers, hidden = _int(extra.get("num_hidden_layers")), _int(extra.get("hidden_size"))
-    kv = kv_cache_bytes(layers, n_ctx, 1, hidden)  # no GQA info read here: an upper bound
-    est = MemoryEstimate(weights=weights, kv_cache=kv, compute=OVERHEAD_BYTES + weights // 10)
-    if on_gpu:
-        est.on_gpu = est.total
     return est
 
 
