@@ -7,6 +7,21 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 
+
+def center_column(page: QWidget, column: QVBoxLayout, max_width: int) -> None:
+    """Lay `column` out on `page` at a readable width, centred, a little above the middle."""
+    holder = QWidget()
+    holder.setLayout(column)
+    holder.setMaximumWidth(max_width)
+    row = QHBoxLayout()
+    row.addStretch(1)
+    row.addWidget(holder, 10)
+    row.addStretch(1)
+    outer = QVBoxLayout(page)
+    outer.addStretch(1)
+    outer.addLayout(row)
+    outer.addStretch(2)
+
 class EmptyState(QWidget):
     """Tells a person what a view is for when it has nothing to show.
 
@@ -67,18 +82,7 @@ class EmptyState(QWidget):
         buttons.addStretch(1)
         column.addLayout(buttons)
 
-        # Keep the text a readable width in the middle of a wide window.
-        holder = QWidget()
-        holder.setLayout(column)
-        holder.setMaximumWidth(620)
-        row = QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(holder, 10)
-        row.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.addStretch(1)
-        outer.addLayout(row)
-        outer.addStretch(2)
+        center_column(self, column, 620)
 
     @staticmethod
     def _paragraph(text: str) -> QLabel:

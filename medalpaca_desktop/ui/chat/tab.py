@@ -53,6 +53,7 @@ from medalpaca_desktop.ui.chat.conversation_list import ConversationListModel, C
 from medalpaca_desktop.ui.chat.host_client import HostClient, HostState, LoadedInfo
 from medalpaca_desktop.ui.chat.message_view import MessageView
 from medalpaca_desktop.ui.chat.model_picker import ModelPicker
+from medalpaca_desktop.ui.empty_state import center_column
 from medalpaca_desktop.ui.chat.prompt_inspector import PromptInspector, normalize_prompt
 from medalpaca_desktop.ui.chat.sampling_panel import SamplingPanel, resolve_template
 
@@ -142,17 +143,7 @@ class WelcomePage(QWidget):
         column.addWidget(self.demo_card)
         column.addLayout(buttons)
         column.addWidget(self.tips_label)
-        holder = QWidget()
-        holder.setLayout(column)
-        holder.setMaximumWidth(560)
-        row = QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(holder, 10)
-        row.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.addStretch(1)
-        outer.addLayout(row)
-        outer.addStretch(2)
+        center_column(self, column, 560)
         self.show_models([], None, searching=True)
 
     def show_models(self, models: list[ModelInfo], demo: ModelInfo | None, searching: bool = False) -> None:
