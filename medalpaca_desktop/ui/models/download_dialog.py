@@ -114,6 +114,8 @@ class DownloadDialog(QDialog):
         # -- left: the catalog ------------------------------------------------
         self.catalog_list = QListWidget()
         self.catalog_list.setWordWrap(True)
+        self.catalog_list.setSpacing(4)  # two-line entries must read as separate items
+        self.catalog_list.setAlternatingRowColors(True)
         self.catalog_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         for entry in self.catalog:
             tag = "medical" if entry.medical else "general"
@@ -173,6 +175,7 @@ class DownloadDialog(QDialog):
         split.addWidget(right)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 3)
+        split.setSizes([380, 520])  # the catalog's "org/name · size" lines need room
         split.setChildrenCollapsible(False)
 
         # -- bottom: progress and buttons --------------------------------------
