@@ -23,7 +23,6 @@ EXIT_NOT_AVAILABLE = 3
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 
 NOT_YET = {
-    "train": "Fine-tuning is not available yet in this version (see the project's issue on the fine-tuning engine).",
     "bench": "Benchmarks are not available yet in this version (see the project's issue on the USMLE benchmark).",
 }
 
@@ -149,7 +148,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_download(args: argparse.Namespace) -> int:
     from medalpaca_desktop.hub.download import run_download_cli
 
-    return run_download_cli(args.repo_id, args.include, args.revision, args.dest, args.list, args.jsonl)
+    return run_download_cli(args.repo_id, args.include, args.revision, args.dest, args.list, args.jsonl,
+                            repo_type="dataset" if getattr(args, "dataset", False) else "model")
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -201,6 +201,24 @@ def _add_chat_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparse
     chat.set_defaults(func=_cmd_chat)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """The same job as `python -m trainer run CONFIG.yaml`: events on stdout, logs on stderr."""
+    from trainer.__main__ import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_train_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    from trainer.__main__ import add_train_arguments
+
+    train = sub.add_parser("train", help="run a fine-tune from a config file (JSON-line events on stdout)",
+                           description="Fine-tune a model from a YAML config (see resources/presets). The same "
+                                       "job as `python -m trainer run CONFIG.yaml`; progress is printed as "
+                                       "JSON-line events, logs go to stderr.")
+    add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medalpaca",
@@ -210,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_chat_parser(sub)
-    for name, help_text in (("train", "run a fine-tune from a config file"),
-                            ("bench", "run a USMLE-style evaluation")):
+    _add_train_parser(sub)
+    for name, help_text in (("bench", "run a USMLE-style evaluation"),):
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=True)
         p.set_defaults(func=_cmd_not_yet)
 
@@ -248,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--dest", help="folder to download into (default: the app's models folder, org--name)")
     dl.add_argument("--list", action="store_true", help="only list the repo's files and sizes; download nothing")
     dl.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    dl.add_argument("--dataset", action="store_true",
+                    help="REPO_ID is a dataset repo (e.g. medalpaca/medical_meadow_medqa): download all its data "
+                         "files into the app's datasets folder, org--name")
     dl.set_defaults(func=_cmd_download)
 
     dev = sub.add_parser("devices", help="GPUs, CPU cores and memory this machine offers")

@@ -3,9 +3,10 @@
 Read from huggingface_hub 2.x's own code (hf_api.model_info, file_download.get_hf_file_metadata,
 http_get, utils._http.hf_raise_for_status):
 
-- GET  /api/models/{org}/{name}/revision/{rev}[?blobs=True]  model info: `sha` (the commit) and
+- GET  /api/models/{org}/{name}/revision/{rev}[?blobs=True]  model info (/api/datasets/... for a
+  dataset repo added with `add_dataset`, as `HfApi.dataset_info` asks): `sha` (the commit) and
   `siblings` with `rfilename`, `size`, `blobId` and, for LFS files, `lfs: {sha256, size, pointerSize}`
-- HEAD /{org}/{name}/resolve/{rev}/{path}   X-Repo-Commit, ETag (git blob id) or, for LFS files,
+- HEAD /{org}/{name}/resolve/{rev}/{path}   (/datasets/{org}/{name}/resolve/... for datasets) X-Repo-Commit, ETag (git blob id) or, for LFS files,
   X-Linked-Etag (sha256) and X-Linked-Size, Content-Length, Accept-Ranges
 - GET  same path, honouring `Range: bytes=N-` with 206 + Content-Range
 - errors as the hub signals them: X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound /
@@ -29,8 +30,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".model", ".pt", ".pth")
-API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
 RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+DATASET_RESOLVE_RE = re.compile(r"^/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -77,6 +79,7 @@ class HubServer:
 
     def __init__(self) -> None:
         self.repos: dict[str, HubRepo] = {}
+        self.datasets: dict[str, HubRepo] = {}  # dataset repos: their own namespace, as on the hub
         self.requests: list[RequestRecord] = []
         self.stall_at: int | None = None
         self.fail_at: int | None = None
@@ -91,6 +94,12 @@ class HubServer:
     def add_repo(self, repo_id: str, files: dict[str, bytes], gated: bool = False) -> HubRepo:
         repo = HubRepo(repo_id, dict(files), gated=gated)
         self.repos[repo_id] = repo
+        return repo
+
+    def add_dataset(self, repo_id: str, files: dict[str, bytes], gated: bool = False) -> HubRepo:
+        """A dataset repo, served under /api/datasets/ and /datasets/.../resolve/."""
+        repo = HubRepo(repo_id, dict(files), gated=gated)
+        self.datasets[repo_id] = repo
         return repo
 
     def add_folder(self, repo_id: str, folder: Path, extra: dict[str, bytes] | None = None) -> HubRepo:
@@ -179,8 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _repo(self, repo_id: str, rev: str | None) -> HubRepo | None:
-        repo = self.hub.repos.get(repo_id)
+    def _repo(self, repo_id: str, rev: str | None, dataset: bool = False) -> HubRepo | None:
+        repo = (self.hub.datasets if dataset else self.hub.repos).get(repo_id)
         if repo is None:
             self._error(404, "RepoNotFound", "Repository not found")
             return None
@@ -193,7 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._record()
         api = API_RE.match(path)
         if api:
-            repo = self._repo(api["repo"], unquote(api["rev"]) if api["rev"] else None)
+            repo = self._repo(api["repo"], unquote(api["rev"]) if api["rev"] else None,
+                              dataset=api["kind"] == "datasets")
             if repo is not None:
                 self._send_json({
                     "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit, "private": False,
@@ -216,11 +226,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _resolve(self, path: str, head: bool) -> None:
-        match = RESOLVE_RE.match(path)
+        match = DATASET_RESOLVE_RE.match(path)
+        dataset = match is not None
+        match = match or RESOLVE_RE.match(path)
         if not match:
             self._error(404, "EntryNotFound", "Not found")
             return
-        repo = self._repo(match["repo"], match["rev"])
+        repo = self._repo(match["repo"], match["rev"], dataset=dataset)
         if repo is None:
             return
         if repo.gated:

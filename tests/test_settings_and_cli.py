@@ -32,7 +32,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medalpaca_desktop", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", ["train", "bench"])
+@pytest.mark.parametrize("command", ["bench"])
 def test_unfinished_commands_say_so(command):
     proc = _cli(command, "--prompt", "hi")
     assert proc.returncode == 3

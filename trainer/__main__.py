@@ -1,6 +1,79 @@
-"""`python -m trainer run CONFIG.yaml` (fine-tuning is not available yet)."""
+"""`python -m trainer run CONFIG.yaml [--set key=value ...] [--resume] [--num-processes N]`.
 
+The same job as `medalpaca train`. stdout carries only protocol events (JSON lines);
+logs go to stderr. A bad config is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+from collections.abc import Sequence
 
-print("trainer: fine-tuning is not available yet in this version.", file=sys.stderr)
-raise SystemExit(3)
+EXIT_BAD_INPUT = 2
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `python -m trainer run` and `medalpaca train`."""
+    p.add_argument("config", help="the run's YAML config (see resources/presets)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key (repeatable), e.g. --set max_steps=10")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--num-processes", type=int, help="processes/GPUs per machine (default: the config's)")
+    p.add_argument("--num-machines", type=int, default=1, help="machines in the job (passed to accelerate)")
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (passed to accelerate)")
+    p.add_argument("--main-process-ip", help="address of the rank-0 machine (passed to accelerate)")
+    p.add_argument("--main-process-port", type=int, help="port of the rank-0 machine (passed to accelerate)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Validate the config (cheap), then run in-process or through accelerate launch."""
+    from trainer.config import ConfigError, TrainConfig
+    from trainer.launch import LaunchOptions, is_launched_child, launch
+
+    overrides = list(args.overrides)
+    if args.num_processes:
+        overrides.append(f"num_processes={args.num_processes}")
+    try:
+        config = TrainConfig.load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (config.num_processes > 1 or args.num_machines > 1) and not is_launched_child():
+        from medalpaca_desktop.core.events import EventWriter
+        from trainer.run import resolve_base_model
+
+        # de-quantize a GGUF base once here, so the children find it in the cache
+        resolve_base_model(config, EventWriter(sys.stdout).emit)
+        opts = LaunchOptions(config.num_processes, args.num_machines, args.machine_rank,
+                             args.main_process_ip, args.main_process_port)
+        return launch(args.config, overrides, args.resume, opts)
+
+    from pathlib import Path
+
+    from medalpaca_desktop.core.events import EventWriter
+    from trainer.run import run_job, world
+
+    rank, _ = world()
+    log = None
+    if rank == 0:
+        Path(config.output_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        log = Path(config.output_dir).expanduser() / "events.jsonl"
+    writer = EventWriter.claim_stdout(log)
+    try:
+        return run_job(config, resume=args.resume, writer=writer, install_signals=True)
+    finally:
+        writer.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="MedAlpaca Desktop fine-tuning engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a fine-tune from a config file")
+    add_train_arguments(run)
+    args = parser.parse_args(argv)
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,6 +27,14 @@ def downloads_dir() -> Path:
     return paths.data_dir() / "models"
 
 
+def datasets_dir() -> Path:
+    """data_dir()/datasets: Medical Meadow (and other hub datasets) downloaded with `--dataset`.
+
+    Kept apart from models/ so model discovery never looks at training data.
+    """
+    return paths.data_dir() / "datasets"
+
+
 def is_valid_repo_id(repo_id: str) -> bool:
     """'org/name' as the hub spells repo ids (no '..', no '--' in the way of the folder name)."""
     return bool(REPO_ID_RE.match(repo_id or "")) and ".." not in repo_id
@@ -37,3 +45,8 @@ def repo_folder(repo_id: str, root: Path | None = None) -> Path:
     if not is_valid_repo_id(repo_id):
         raise ValueError(f"not a Hugging Face repo id (expected org/name): {repo_id!r}")
     return (root or downloads_dir()) / repo_id.replace("/", "--")
+
+
+def dataset_folder(repo_id: str) -> Path:
+    """Where the dataset repo `org/name` is downloaded to: <datasets_dir>/org--name."""
+    return repo_folder(repo_id, datasets_dir())

@@ -40,11 +40,12 @@ from medalpaca_desktop import __version__
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import format_duration
-from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, is_valid_repo_id, repo_folder
+from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is_valid_repo_id, repo_folder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LIBRARY_NAME = "medalpaca-desktop"
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 2, 130
+REPO_TYPES = ("model", "dataset")  # huggingface_hub's repo_type values this worker fetches
 
 # Never useful for chatting: training state, git metadata.
 SKIPPED_BY_DEFAULT = (".gitattributes", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*.pth",
@@ -91,6 +92,7 @@ class RepoListing:
     files: list[RemoteFile] = field(default_factory=list)
     gated: str | bool = False
     license: str | None = None
+    repo_type: str = "model"  # or "dataset" (`medalpaca download --dataset`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,24 +133,26 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = None) -> Iterator[None]:
+def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = None,
+                repo_type: str = "model") -> Iterator[None]:
     """Turn huggingface_hub / network / disk exceptions into one DownloadError sentence."""
     from huggingface_hub import errors as hf
 
     what = f"{repo_id}/{filename}" if filename else repo_id
+    noun = "dataset" if repo_type == "dataset" else "model"
     try:
         yield
     except DownloadError:
         raise
     except hf.GatedRepoError as exc:
         raise DownloadError(
-            f"{repo_id} is a gated model: accept its terms on huggingface.co/{repo_id} while logged in, then give "
+            f"{repo_id} is a gated {noun}: accept its terms on huggingface.co/{_web_path(repo_id, repo_type)} while logged in, then give "
             "the app your access token (run `hf auth login`, or set HF_TOKEN) and try again.",
             "gated", str(exc)) from None
     except hf.RepositoryNotFoundError as exc:
         raise DownloadError(
-            f"No model '{repo_id}' on the Hugging Face hub (or it is private): check the repo id "
-            "(org/name, as in the model's web address).", "not_found", str(exc)) from None
+            f"No {noun} '{repo_id}' on the Hugging Face hub (or it is private): check the repo id "
+            f"(org/name, as in the {noun}'s web address).", "not_found", str(exc)) from None
     except hf.RevisionNotFoundError as exc:
         raise DownloadError(f"{repo_id} has no revision '{revision}'.", "not_found", str(exc)) from None
     except hf.EntryNotFoundError as exc:
@@ -159,7 +163,7 @@ def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = Non
     except hf.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
-            raise DownloadError(f"The Hugging Face hub refused access to {what} (HTTP {status}): the model may be "
+            raise DownloadError(f"The Hugging Face hub refused access to {what} (HTTP {status}): the {noun} may be "
                                 "private or gated; log in with an access token (`hf auth login` or HF_TOKEN).",
                                 "gated", str(exc)) from None
         raise DownloadError(f"The Hugging Face hub answered with an error for {what} (HTTP {status}); "
@@ -179,16 +183,30 @@ def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = Non
         raise
 
 
-def list_repo(repo_id: str, revision: str = "main", token: str | None = None) -> RepoListing:
-    """The repo's files with sizes and checksums, at `revision` resolved to a commit."""
+def _web_path(repo_id: str, repo_type: str) -> str:
+    return f"datasets/{repo_id}" if repo_type == "dataset" else repo_id
+
+
+def list_repo(repo_id: str, revision: str = "main", token: str | None = None,
+              repo_type: str = "model") -> RepoListing:
+    """The repo's files with sizes and checksums, at `revision` resolved to a commit.
+
+    `repo_type="dataset"` lists a dataset repo (`HfApi.dataset_info`, GET /api/datasets/...).
+    """
+    if repo_type not in REPO_TYPES:
+        raise DownloadError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}.", "bad_input")
     if not is_valid_repo_id(repo_id):
+        example = "medalpaca/medical_meadow_medqa" if repo_type == "dataset" else "medalpaca/medalpaca-7b"
         raise DownloadError(f"'{repo_id}' is not a Hugging Face repo id: expected org/name, "
-                            "e.g. medalpaca/medalpaca-7b.", "bad_input")
+                            f"e.g. {example}.", "bad_input")
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=hub_endpoint(), token=token, library_name=LIBRARY_NAME, library_version=__version__)
-    with _hub_errors(repo_id, revision):
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    with _hub_errors(repo_id, revision, repo_type=repo_type):
+        if repo_type == "dataset":
+            info = api.dataset_info(repo_id, revision=revision, files_metadata=True)
+        else:
+            info = api.model_info(repo_id, revision=revision, files_metadata=True)
     files = [
         RemoteFile(path=s.rfilename, size=s.size, sha256=s.lfs.sha256 if s.lfs else None, blob_id=s.blob_id)
         for s in info.siblings or []
@@ -196,7 +214,8 @@ def list_repo(repo_id: str, revision: str = "main", token: str | None = None) ->
     card = info.card_data
     license_ = getattr(card, "license", None) if card is not None else None
     return RepoListing(repo_id=repo_id, revision=revision, commit=info.sha or revision, files=files,
-                       gated=info.gated or False, license=str(license_) if license_ else None)
+                       gated=info.gated or False, license=str(license_) if license_ else None,
+                       repo_type=repo_type)
 
 
 # ================================================================ what to download
@@ -231,9 +250,12 @@ def default_selection(files: Sequence[RemoteFile]) -> list[RemoteFile]:
     return chosen
 
 
-def select_files(files: Sequence[RemoteFile], include: Sequence[str] | None) -> list[RemoteFile]:
+def select_files(files: Sequence[RemoteFile], include: Sequence[str] | None,
+                 repo_type: str = "model") -> list[RemoteFile]:
     if include:
         return [f for f in files if _matches(f.path, include)]
+    if repo_type == "dataset":  # data files are what a dataset repo is for: all but git metadata
+        return [f for f in files if not _matches(f.path, SKIPPED_BY_DEFAULT)]
     return default_selection(files)
 
 
@@ -477,9 +499,10 @@ def _fetch(listing: RepoListing, remote: RemoteFile, part: Path, progress: ByteP
     from huggingface_hub.utils import build_hf_headers
 
     endpoint = hub_endpoint()
-    url = hf_hub_url(listing.repo_id, remote.path, revision=listing.commit, endpoint=endpoint)
+    url = hf_hub_url(listing.repo_id, remote.path, revision=listing.commit, endpoint=endpoint,
+                     repo_type=None if listing.repo_type == "model" else listing.repo_type)
     headers = build_hf_headers(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-    with _hub_errors(listing.repo_id, listing.revision, remote.path):
+    with _hub_errors(listing.repo_id, listing.revision, remote.path, repo_type=listing.repo_type):
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, library_name=LIBRARY_NAME,
                                     library_version=__version__)
         expected = meta.size if meta.size is not None else remote.size
@@ -505,16 +528,24 @@ def download(
     events: EventWriter | None = None,
     terminal: IO[str] | None = None,
     listing: RepoListing | None = None,
+    repo_type: str = "model",
 ) -> dict[str, Any]:
-    """Fetch the selected files into `dest` (default data_dir()/models/org--name); returns a summary."""
+    """Fetch the selected files into `dest`; returns a summary.
+
+    Default `dest`: data_dir()/models/org--name, or data_dir()/datasets/org--name for
+    `repo_type="dataset"` (a given `listing` brings its own repo_type).
+    """
     from filelock import FileLock, Timeout
 
-    listing = listing or list_repo(repo_id, revision, token)
-    selected = select_files(listing.files, include)
+    listing = listing or list_repo(repo_id, revision, token, repo_type)
+    repo_type = listing.repo_type
+    selected = select_files(listing.files, include, repo_type)
     if not selected:
         wanted = ", ".join(include) if include else "the default selection"
         raise DownloadError(f"No file of {repo_id} matches {wanted}; use --list to see its files.", "bad_input")
-    dest = Path(dest) if dest else repo_folder(repo_id)
+    if not dest:
+        dest = dataset_folder(repo_id) if repo_type == "dataset" else repo_folder(repo_id)
+    dest = Path(dest)
     staging = dest / STAGING_DIR
     try:
         staging.mkdir(parents=True, exist_ok=True)
@@ -573,6 +604,7 @@ def _download_locked(listing: RepoListing, selected: list[RemoteFile], dest: Pat
     model_path = dest / ggufs[0] if ggufs and len(ggufs) == 1 else dest
     return {
         "repo_id": listing.repo_id,
+        "repo_type": listing.repo_type,
         "revision": listing.revision,
         "commit": listing.commit,
         "path": str(dest),
@@ -619,8 +651,8 @@ def _stop_on_sigterm() -> None:
 
 
 def run_download_cli(repo_id: str, include: Sequence[str] | None, revision: str, dest: str | None,
-                     list_only: bool, jsonl: bool) -> int:
-    """`medalpaca download`: exit 0 done, 2 with one clear error, 130 when stopped (partial kept)."""
+                     list_only: bool, jsonl: bool, repo_type: str = "model") -> int:
+    """`medalpaca download [--dataset]`: exit 0 done, 2 with one clear error, 130 when stopped (partial kept)."""
     events = EventWriter.claim_stdout() if jsonl else None
     out = sys.stdout
     go_online()
@@ -628,16 +660,17 @@ def run_download_cli(repo_id: str, include: Sequence[str] | None, revision: str,
     dest_path = Path(dest).expanduser() if dest else None
     if events is not None:
         events.emit(Started(job="download", info={"repo_id": repo_id, "revision": revision, "list": list_only,
-                                                  "endpoint": hub_endpoint()}))
+                                                  "endpoint": hub_endpoint(), "repo_type": repo_type}))
+    default_dest = dataset_folder if repo_type == "dataset" else repo_folder
     try:
-        listing = list_repo(repo_id, revision)
-        selected = select_files(listing.files, include)
+        listing = list_repo(repo_id, revision, repo_type=repo_type)
+        selected = select_files(listing.files, include, repo_type)
         if list_only:
             if events is not None:
                 data = listing.to_dict()
                 data["selected"] = [f.path for f in selected]
                 data["selected_bytes"] = total_size(selected)
-                data["dest"] = str(dest_path or repo_folder(repo_id))
+                data["dest"] = str(dest_path or default_dest(repo_id))
                 events.emit(Result(data=data))
                 events.emit(Done(ok=True))
             else:
@@ -653,7 +686,8 @@ def run_download_cli(repo_id: str, include: Sequence[str] | None, revision: str,
             print(f"medalpaca: error: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        message = "Download stopped; the partial file is kept and the next download of this model resumes from it."
+        message = (f"Download stopped; the partial file is kept and the next download of this "
+                   f"{'dataset' if repo_type == 'dataset' else 'model'} resumes from it.")
         if events is not None:
             events.emit(Done(ok=False, stopped=True, data={"message": message}))
         else:

@@ -1,0 +1,314 @@
+"""The fine-tuning job: config -> run directory with events, checkpoints and a verified final model.
+
+Order matters for the user: the config is checked (already, by TrainConfig.load), then
+the data (fails with file+line before any model loads), then the model. Checkpoints are
+written to a staging folder and renamed, so a failed save never replaces the last good
+one; `done` is written only after the final save has been read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
+from trainer.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+
+OOM_ADVICE = ("Out of memory. Try a smaller micro_batch_size (gradient accumulation keeps the global batch), "
+              "gradient_checkpointing: true, a shorter max_length, or method: qlora.")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; (0, 1) when run alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# --------------------------------------------------------------------------- base model
+
+
+def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
+    """An HF folder as is; a GGUF file de-quantized once into the app cache."""
+    base = Path(config.base_model).expanduser()
+    if base.suffix.lower() != ".gguf":
+        return str(base)
+    from medalpaca_desktop.core.paths import cache_dir
+    from trainer.gguf_import import dequantize_gguf_to_hf
+
+    st = base.stat()
+    key = hashlib.sha256(f"{base.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "dequantized" / f"{base.stem}-{key}"
+    emit(Warning(message=f"{base.name} is a quantized GGUF file: it is de-quantized for training, and the "
+                         "result's quality is that of the quantized file, not of the original model.",
+                 extra={"kind": "gguf_base"}))
+    if not (target / "config.json").is_file():
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        emit(Progress(stage="dequantize", message=f"de-quantizing {base.name} into {target}"))
+        dequantize_gguf_to_hf(base, tmp, progress=lambda m: emit(Progress(stage="dequantize", message=m)))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return str(target)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _make_trainer_class():  # noqa: ANN202 - transformers is imported lazily
+    from transformers import Trainer
+    from transformers.trainer_utils import rotate_checkpoints
+
+    class SafeTrainer(Trainer):
+        """Trainer whose checkpoints appear only when complete (staging folder + rename)."""
+
+        _staging: str | None = None
+
+        def _get_output_dir(self, trial):  # noqa: ANN001, ANN202
+            return self._staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202
+            real = super()._get_output_dir(trial)
+            staging = os.path.join(real, ".staging")
+            name = f"checkpoint-{self.state.global_step}"
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+                os.makedirs(staging, exist_ok=True)
+            self._staging = staging
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            if not self.args.should_save:
+                return
+            src, dst = os.path.join(staging, name), os.path.join(real, name)
+            if os.path.exists(dst):  # the same step saved again (a stop right after a save step)
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(output_dir=real, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+    return SafeTrainer
+
+
+def verify_saved(folder: Path, adapter: bool) -> None:
+    """Read back what was written: the config and every safetensors header."""
+    from safetensors import safe_open
+
+    if adapter:
+        from peft import PeftConfig
+
+        PeftConfig.from_pretrained(str(folder))
+    else:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise OSError(f"no weights were written to {folder}")
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise OSError(f"{f.name} holds no tensors")
+
+
+def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool) -> Path:
+    """Write to a temp folder, verify, then rename over `final`."""
+    final = run_dir / FINAL
+    tmp = run_dir / f".{FINAL}-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    verify_saved(tmp, adapter)
+    if final.exists():
+        old = run_dir / f".{FINAL}-old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _default_prepare(config: TrainConfig, tokenizer: Any) -> Any:
+    from trainer.data import build_datasets
+
+    return build_datasets(config, tokenizer)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    return type(exc).__name__ == "DataError"
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _training_args(config: TrainConfig, ckpt_dir: Path, precision: Any, has_val: bool, device: str) -> Any:
+    from transformers import TrainingArguments
+
+    _, world_size = world()
+    eval_on = has_val
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation(world_size),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        use_cpu=device == "cpu",
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN must reach the bad-loss alert, not be averaged away
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        metric_for_best_model="eval_loss" if eval_on and config.early_stopping_patience else None,
+        greater_is_better=False,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False if config.is_adapter_method else None,
+    )
+
+
+def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | None = None,
+            stop: threading.Event | None = None, callbacks: Sequence[Any] = (),
+            prepare: Callable[[TrainConfig, Any], Any] | None = None, install_signals: bool = False) -> int:
+    """Run one fine-tune; every outcome ends with a `done` event. Returns an exit code."""
+    rank, _ = world()
+    writer = writer if (writer is not None and rank == 0) else EventWriter(None)
+    stop = stop or threading.Event()
+    if install_signals:
+        _install_signal_handlers(stop)
+    run_dir = Path(config.output_dir).expanduser()
+    try:
+        return _run(config, run_dir, resume, writer, stop, list(callbacks), prepare or _default_prepare)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            writer.emit(Error(message=OOM_ADVICE, kind="oom", detail=str(exc)[:2000]))
+        elif _is_data_error(exc):
+            writer.emit(Error(message=str(exc), kind="data"))
+        else:
+            writer.emit(Error(message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], kind="error",
+                              detail=traceback.format_exc()[-4000:]))
+        writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))
+        return EXIT_FAILED
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: checkpoint and stop at the end of the step; a second one: leave now."""
+
+    def handler(signum, frame):  # noqa: ANN001, ANN202
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, stop: threading.Event,
+         extra_callbacks: list[Any], prepare: Callable[[TrainConfig, Any], Any]) -> int:
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from trainer.callbacks import EventCallback
+    from trainer.methods import device_type, load_model
+
+    rank, world_size = world()
+    ckpt_dir = run_dir / CHECKPOINTS
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    if resume and last is None:
+        writer.emit(Warning(message=f"--resume: no checkpoint in {ckpt_dir}; starting from the beginning"))
+
+    base_dir = resolve_base_model(config, writer.emit)
+    writer.emit(Progress(stage="data", message="checking and tokenizing the data"))
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = prepare(config, tokenizer)  # bad data raises here, before the model loads
+    for note in getattr(data, "notes", None) or []:
+        writer.emit(Log(message=str(note)))
+    if stop.is_set():
+        writer.emit(Done(ok=False, stopped=True, data={"run_dir": str(run_dir)}))
+        return EXIT_STOPPED
+
+    set_seed(config.seed)  # LoRA init must not depend on what ran before
+    device = device_type()
+    writer.emit(Progress(stage="model", message=f"loading {config.base_model} for {config.method}"))
+    loaded = load_model(config, base_dir, device)
+    model = loaded.model
+    stats = getattr(data, "stats", None)
+    writer.emit(Started(job="train", info={
+        **loaded.info, "base_model": config.base_model, "output_dir": str(run_dir), "processes": world_size,
+        "train_examples": len(data.train), "val_examples": len(data.val) if data.val is not None else 0,
+        "gradient_accumulation": config.gradient_accumulation(world_size), "resume_from": last,
+        "data_stats": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else stats,
+    }))
+
+    event_cb = EventCallback(writer, stop, stop_on_bad_loss=config.stop_on_bad_loss)
+    has_val = data.val is not None and len(data.val) > 0
+    cbs = [*extra_callbacks, event_cb]
+    if has_val and config.early_stopping_patience > 0:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    from trainer.data import make_collator
+
+    # Packed rows carry position_ids and must not get an attention_mask (examples would attend to each other).
+    collator = make_collator(data, tokenizer, pad_to_multiple_of=8 if device == "cuda" else None)
+    trainer = _make_trainer_class()(
+        model=model, args=_training_args(config, ckpt_dir, loaded.precision, has_val, device),
+        train_dataset=data.train, eval_dataset=data.val if has_val else None,
+        data_collator=collator, processing_class=tokenizer, callbacks=cbs)
+    result = trainer.train(resume_from_checkpoint=last)
+
+    checkpoints = sorted(str(p) for p in ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else []
+    summary = {"run_dir": str(run_dir), "checkpoints": checkpoints, "steps": trainer.state.global_step,
+               "train_loss": event_cb.last_loss, "val_loss": event_cb.last_eval_loss,
+               "mean_train_loss": float(result.training_loss)}
+    if event_cb.stopped:
+        writer.emit(Done(ok=False, stopped=True, data=summary))
+        return EXIT_STOPPED
+    if event_cb.bad_loss and config.stop_on_bad_loss:
+        writer.emit(Error(message=f"Stopped: {event_cb.bad_loss}.", kind="bad_loss"))
+        writer.emit(Done(ok=False, data=summary))
+        return EXIT_FAILED
+    if rank == 0:
+        writer.emit(Progress(stage="save", message="saving the final model"))
+        final = save_final(trainer.model, tokenizer, run_dir, config.is_adapter_method)
+        summary["final"] = str(final)
+        summary["adapter" if config.is_adapter_method else "model"] = str(final)
+    writer.emit(Done(ok=True, data=summary))
+    return EXIT_OK
