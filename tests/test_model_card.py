@@ -89,3 +89,20 @@ def test_curve_summary_picks_the_nearest_logged_steps():
     points = [(s, 3.0 - s / 100) for s in range(0, 101, 10)]
     assert curve_summary(points) == {0: 3.0, 25: 2.8, 50: 2.5, 75: 2.3, 100: 2.0}  # ties: the earlier step
     assert curve_summary([]) == {}
+
+
+def test_library_name_follows_the_folder(tmp_path):
+    """final/ holds an adapter (peft) even when the run also writes a merged model (transformers)."""
+    from trainer.config import TrainConfig
+    from trainer.model_card import read_card_metadata, write_model_card
+
+    cfg = TrainConfig(base_model="org/base", data=["a.jsonl"], output_dir=str(tmp_path), method="lora",
+                      merge_adapter=True)
+    final, merged = tmp_path / "final", tmp_path / "merged"
+    final.mkdir()
+    merged.mkdir()
+    (final / "adapter_config.json").write_text("{}")
+    (merged / "config.json").write_text("{}")
+    for folder, expected in ((final, "peft"), (merged, "transformers")):
+        write_model_card(folder, cfg, {}, {}, "medalpaca", "</s>")
+        assert read_card_metadata(folder)["library_name"] == expected

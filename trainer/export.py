@@ -187,8 +187,21 @@ def _remove(*paths: Path | None) -> None:
                 log.warning("could not remove %s: %s", p, exc)
 
 
+#: Written by a fine-tune beside its weights (trainer/after.py): the prompt format it was trained with.
+TEMPLATE_FILE = "medalpaca_template.json"
+
+
+def _training_template(model_dir: Path) -> dict[str, str]:
+    """`medalpaca.template` / `medalpaca.eos_token` GGUF keys, so chat and benchmark use the training format."""
+    try:
+        info = json.loads((model_dir / TEMPLATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {f"medalpaca.{key}": str(info[key]) for key in ("template", "eos_token") if info.get(key)}
+
+
 def _write_gguf(path: Path, arch_spec: Any, cfg: dict[str, Any], vocab: Any, planned: list[Any],
-                direct_type: str, name: str, reporter: ProgressReporter) -> None:
+                direct_type: str, name: str, reporter: ProgressReporter, model_dir: Path) -> None:
     """Stream header, metadata and tensors to `path`, one tensor in memory at a time."""
     import gguf
 
@@ -200,6 +213,8 @@ def _write_gguf(path: Path, arch_spec: Any, cfg: dict[str, Any], vocab: Any, pla
         writer.add_file_type(DIRECT_TYPES[direct_type][1])
         add_hparams(writer, cfg, arch_spec)
         vocab.add_to_gguf(writer)
+        for key, value in _training_template(model_dir).items():
+            writer.add_string(key, value)
         for t in planned:
             writer.add_tensor_info(t.name, t.shape, _np_float32(), t.nbytes, raw_dtype=t.qtype)
         writer.write_header_to_file(path)
@@ -273,7 +288,7 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
     reporter = ProgressReporter("Writing tensors", total=len(planned), unit="tensors", events=events, terminal=terminal)
     done = False
     try:
-        _write_gguf(base_tmp, arch_spec, cfg, vocab, planned, direct_type, model_dir.name, reporter)
+        _write_gguf(base_tmp, arch_spec, cfg, vocab, planned, direct_type, model_dir.name, reporter, model_dir)
         reporter.finish()
         del state
         if quantized:

@@ -82,8 +82,9 @@ def uses_wikidoc(config: TrainConfig, data_summary: Mapping[str, Any]) -> bool:
     return any("wikidoc" in n.lower() for n in names)
 
 
-def _front_matter(config: TrainConfig, template: str, eos_token: str) -> dict[str, Any]:
-    adapter = config.is_adapter_method and not config.merge_adapter
+def _front_matter(config: TrainConfig, template: str, eos_token: str, adapter: bool | None = None) -> dict[str, Any]:
+    if adapter is None:  # no folder to look at: what the run's final product is
+        adapter = config.is_adapter_method and not config.merge_adapter
     meta: dict[str, Any] = {}
     if REPO_ID_RE.match(config.base_model or ""):
         meta["base_model"] = config.base_model  # the hub's field wants a repo id, not a local path
@@ -99,9 +100,9 @@ def _front_matter(config: TrainConfig, template: str, eos_token: str) -> dict[st
 
 
 def render_model_card(config: TrainConfig, data_summary: Mapping[str, Any], metrics: Mapping[str, Any],
-                      template: str, eos_token: str, title: str | None = None) -> str:
-    """The card's text (see `write_model_card`)."""
-    meta = _front_matter(config, template, eos_token)
+                      template: str, eos_token: str, title: str | None = None, adapter: bool | None = None) -> str:
+    """The card's text (see `write_model_card`); `adapter` says whether the card sits beside an adapter."""
+    meta = _front_matter(config, template, eos_token, adapter)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     name = title or Path(config.output_dir or "model").name
     lines += [f"# {name}", "",
@@ -215,7 +216,10 @@ def write_model_card(model_dir: str | Path, config: TrainConfig, data_summary: M
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / CARD_NAME
-    text = render_model_card(config, data_summary, metrics, template, eos_token, title)
+    # The folder decides: final/ holds an adapter even when the run also writes a merged model.
+    adapter = True if (model_dir / "adapter_config.json").is_file() else (
+        False if (model_dir / "config.json").is_file() else None)
+    text = render_model_card(config, data_summary, metrics, template, eos_token, title, adapter)
     old_results = _benchmark_body(path.read_text(encoding="utf-8")) if path.is_file() else None
     if old_results and NO_RESULTS not in old_results:
         text = text.replace(NO_RESULTS, old_results.strip())

