@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.test_train_run import PREPARE, Recorder, make_config, write_records
 
