@@ -1,6 +1,6 @@
 """Training throughput of this engine against a plain transformers Trainer + peft script, side by side.
 
-    .venv/bin/python -m perf.train_throughput [--runs 2] [--steps 24] [--packing] [--json OUT]
+    .venv/bin/python -m perf.train_throughput [--runs 2] [--steps 20] [--packing] [--threads N] [--json OUT]
 
 Both sides fine-tune the same model (the bundled demo SmolLM2-135M-Instruct, de-quantized to an fp32
 HF folder in the app cache) on the same data (resources/sample_data/medical_instructions.jsonl, the
@@ -18,6 +18,10 @@ Trainer's `include_num_input_tokens_seen="non_padding"` on both sides), over the
 first `WARMUP_STEPS` (start-up, first allocations). Peak memory: the worker's RSS, sampled with
 psutil every 20 ms (CPU), or `torch.cuda.max_memory_allocated` (GPU). Ratios are engine/reference
 (higher is better for tokens/s, lower for memory). Never asserted in tests.
+
+Threads: both sides use the same torch thread count (default: all cores). On a machine where
+something else is running, use `--threads 1`: a 2-thread OpenMP step waits for its slower thread,
+and a busy core then makes single steps 2-5x slower at random, which swamps the comparison.
 """
 
 from __future__ import annotations
@@ -166,14 +170,15 @@ def _peak_rss(proc: subprocess.Popen, stop: threading.Event, out: list[int]) -> 
         return
 
 
-def run_one(side: str, model_dir: Path, steps: int, packing: bool) -> dict[str, Any]:
+def run_one(side: str, model_dir: Path, steps: int, packing: bool, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"perf-train-{side}-") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "perf.train_throughput", "--worker", side, "--model", str(model_dir),
-               "--steps", str(steps), "--out", str(Path(tmp) / "run"), "--result", str(result_file)]
+               "--steps", str(steps), "--threads", str(threads), "--out", str(Path(tmp) / "run"),
+               "--result", str(result_file)]
         if packing:
             cmd.append("--packing")
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads))
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
@@ -198,7 +203,8 @@ def _ratio(a: float, b: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="runs per side (alternated)")
-    parser.add_argument("--steps", type=int, default=24, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on both sides")
     parser.add_argument("--packing", action="store_true", help="also run the engine with packing: true")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     parser.add_argument("--worker", choices=("engine", "reference"), help=argparse.SUPPRESS)
@@ -208,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
         if args.worker == "engine":
             res = worker_engine(args.model, args.steps, args.packing, args.out)
         else:
@@ -221,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.runs):
         order = sides if i % 2 == 0 else sides[::-1]
         for side in order:
-            res = run_one(side.split("+")[0], model_dir, args.steps, side.endswith("packing"))
+            res = run_one(side.split("+")[0], model_dir, args.steps, side.endswith("packing"), args.threads)
             results[side].append(res)
             print(f"run {i + 1} {side:15s} {res['tokens_per_s']:8.1f} tok/s  {res['steps_per_s']:.3f} step/s  "
                   f"{res['tokens_per_step']:7.1f} tok/step  peak RSS {res['peak_rss_gb']:.2f} GiB  "
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_tok, ref_mem = med("reference", "tokens_per_s"), med("reference", "peak_rss_gb")
     print(f"\nLoRA on the demo model, {args.steps} steps x micro batch {SETTINGS['micro_batch_size']}, "
-          f"max_length {SETTINGS['max_length']}, medians of {args.runs} alternating runs\n")
+          f"max_length {SETTINGS['max_length']}, {args.threads} thread(s), medians of {args.runs} alternating runs\n")
     print("| measure | engine | reference | ratio | target |")
     print("|---|---|---|---|---|")
     for side in [s for s in sides if s != "reference"]:

@@ -87,3 +87,21 @@ def test_decoder_layer_class_from_the_model_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}), encoding="utf-8")
     assert decoder_layer_class(tmp_path) == "LlamaDecoderLayer"
     assert decoder_layer_class(tmp_path / "missing") is None
+
+
+def test_launch_reads_method_gpu_and_layer_class_from_the_config(tmp_path, monkeypatch):
+    import torch
+
+    from trainer.launch import _strategy_facts
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}), encoding="utf-8")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"base_model: {model}\nmethod: full\ndata: [d.jsonl]\noutput_dir: {tmp_path / 'run'}\n",
+                   encoding="utf-8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _strategy_facts(cfg, ["num_processes=4"]) == ("full", True, "LlamaDecoderLayer")
+    assert _strategy_facts(cfg, ["method=lora"]) == ("lora", True, None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _strategy_facts(cfg, []) == ("full", False, None)

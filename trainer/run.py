@@ -122,12 +122,12 @@ def verify_saved(folder: Path, adapter: bool) -> None:
                 raise OSError(f"{f.name} holds no tensors")
 
 
-def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool) -> Path:
-    """Write to a temp folder, verify, then rename over `final`."""
+def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_dict: dict | None = None) -> Path:
+    """Write to a temp folder, verify, then rename over `final` (`state_dict`: gathered FSDP weights)."""
     final = run_dir / FINAL
     tmp = run_dir / f".{FINAL}-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     verify_saved(tmp, adapter)
     if final.exists():
@@ -305,9 +305,14 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         writer.emit(Error(message=f"Stopped: {event_cb.bad_loss}.", kind="bad_loss"))
         writer.emit(Done(ok=False, data=summary))
         return EXIT_FAILED
+    model_to_save, full_state = trainer.model, None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Under FSDP gathering the full weights is a collective: every rank takes part, rank 0 writes.
+        full_state = trainer.accelerator.get_state_dict(trainer.model)
+        model_to_save = trainer.accelerator.unwrap_model(trainer.model)
     if rank == 0:
         writer.emit(Progress(stage="save", message="saving the final model"))
-        final = save_final(trainer.model, tokenizer, run_dir, config.is_adapter_method)
+        final = save_final(model_to_save, tokenizer, run_dir, config.is_adapter_method, full_state)
         summary["final"] = str(final)
         summary["adapter" if config.is_adapter_method else "model"] = str(final)
         # --- after-training steps (trainer/after.py): card + template files into final/, merge, GGUF;
