@@ -355,3 +355,29 @@ def test_gguf_base_is_dequantized_once_with_a_warning(tiny_gguf, tmp_path):
     assert len(converted) == 1 and (converted[0] / "config.json").is_file()
     rc, rec = run(make_config(tiny_gguf, tmp_path / "run2", write_records(tmp_path), max_steps=1))
     assert rc == 0 and not [p for p in rec.of("progress") if p.stage == "dequantize"]
+
+
+@pytest.mark.parametrize("loss, stop_on_bad_loss", [(float("nan"), True), (float("inf"), True), (0.0, True),
+                                                    (float("nan"), False)])
+def test_bad_loss_raises_an_alert_and_stops_unless_told_otherwise(loss, stop_on_bad_loss):
+    """What Trainer's on_log hands the callback: a NaN/inf/exactly-0 loss is an alert, and a stop by default."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from trainer.callbacks import EventCallback
+
+    rec = Recorder()
+    callback = EventCallback(rec, threading.Event(), stop_on_bad_loss=stop_on_bad_loss)
+    state, control = TrainerState(), TrainerControl()
+    state.global_step, state.max_steps = 7, 20
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    callback.on_log(args, state, control, logs={"loss": 1.5})
+    assert not rec.of("warning") and not control.should_training_stop
+    callback.on_log(args, state, control, logs={"loss": loss})
+    alerts = rec.of("warning")
+    assert len(alerts) == 1 and alerts[0].extra["kind"] == "bad_loss" and "step 7" in alerts[0].message
+    assert control.should_training_stop is stop_on_bad_loss
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not valid JSON")
+
+    for event in rec.events:  # NaN/Infinity never reach the wire (the GUI's JSON reader must not choke)
+        json.loads(event.to_json(), parse_constant=strict)
