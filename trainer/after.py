@@ -205,14 +205,9 @@ def merge_adapter(base_dir: str | Path, adapter_dir: Path, out_dir: Path) -> Pat
         if json.loads((tmp / "config.json").read_text(encoding="utf-8")).get("quantization_config"):
             raise RuntimeError("the merged model's config still names a quantization")
         del merged, base
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        from trainer.fsutil import replace_folder
+
+        replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -130,15 +130,9 @@ def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_d
     model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     verify_saved(tmp, adapter)
-    if final.exists():
-        old = run_dir / f".{FINAL}-old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    from trainer.fsutil import replace_folder
+
+    return replace_folder(tmp, final)
 
 
 # --------------------------------------------------------------------------- data

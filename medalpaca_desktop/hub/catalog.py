@@ -6,11 +6,13 @@ Presets are data and one test validates every entry (tests/test_download_catalog
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import yaml
 
 from medalpaca_desktop.hub import is_valid_repo_id
+
+T = TypeVar("T")
 
 KINDS = ("gguf", "hf")
 REQUIRED = ("repo_id", "name", "kind", "include", "size_gb", "license", "medical")
@@ -72,21 +74,27 @@ def _entry(index: int, raw: Any) -> CatalogEntry:
                         size_gb=float(size), license=raw["license"].strip(), medical=raw["medical"], note=note)
 
 
-def parse_catalog(text: str) -> list[CatalogEntry]:
-    """Entries of a catalog document; CatalogError for anything off-schema."""
+def parse_versioned_list(text: str, filename: str, list_key: str, make_entry: Callable[[int, Any], T],
+                         key_of: Callable[[T], str], error: type[Exception]) -> list[T]:
+    """A `version: 1` YAML document holding a list of unique entries (the shipped catalogs' shape)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"model_catalog.yaml is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("models"), list):
-        raise CatalogError("model_catalog.yaml: expected 'version: 1' and a 'models' list")
-    entries = [_entry(i, raw) for i, raw in enumerate(data["models"])]
+        raise error(f"{filename} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get(list_key), list):
+        raise error(f"{filename}: expected 'version: 1' and a '{list_key}' list")
+    entries = [make_entry(i, raw) for i, raw in enumerate(data[list_key])]
     seen: set[str] = set()
     for entry in entries:
-        if entry.repo_id in seen:
-            raise CatalogError(f"model_catalog.yaml: {entry.repo_id} is listed twice")
-        seen.add(entry.repo_id)
+        if key_of(entry) in seen:
+            raise error(f"{filename}: {key_of(entry)} is listed twice")
+        seen.add(key_of(entry))
     return entries
+
+
+def parse_catalog(text: str) -> list[CatalogEntry]:
+    """Entries of a catalog document; CatalogError for anything off-schema."""
+    return parse_versioned_list(text, "model_catalog.yaml", "models", _entry, lambda e: e.repo_id, CatalogError)
 
 
 def load_catalog() -> list[CatalogEntry]:

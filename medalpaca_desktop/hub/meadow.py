@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from medalpaca_desktop.hub import dataset_folder, is_valid_repo_id
+from medalpaca_desktop.hub.catalog import parse_versioned_list
 
 ORIGINS = ("created", "external")
 USES = ("train", "test")
@@ -107,19 +107,8 @@ def _entry(index: int, raw: Any) -> MeadowDataset:
 
 def parse_meadow_catalog(text: str) -> list[MeadowDataset]:
     """Entries of a catalog document; MeadowCatalogError for anything off-schema."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MeadowCatalogError(f"medical_meadow.yaml is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("datasets"), list):
-        raise MeadowCatalogError("medical_meadow.yaml: expected 'version: 1' and a 'datasets' list")
-    entries = [_entry(i, raw) for i, raw in enumerate(data["datasets"])]
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.key in seen:
-            raise MeadowCatalogError(f"medical_meadow.yaml: {entry.key} is listed twice")
-        seen.add(entry.key)
-    return entries
+    return parse_versioned_list(text, "medical_meadow.yaml", "datasets", _entry, lambda e: e.key,
+                                MeadowCatalogError)
 
 
 def load_meadow_catalog() -> list[MeadowDataset]:
