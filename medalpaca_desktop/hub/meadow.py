@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from medalpaca_desktop.hub import dataset_folder, is_valid_repo_id
 from medalpaca_desktop.hub.catalog import parse_versioned_list
 
