@@ -6,7 +6,7 @@ Presets are data and one test validates every entry (tests/test_download_catalog
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
 
@@ -39,16 +39,22 @@ class CatalogEntry:
         return int(self.size_gb * 1e9)
 
 
+def check_fields(raw: Any, where: str, required: Iterable[str], optional: Iterable[str],
+                 error: type[Exception]) -> None:
+    """A catalog entry is a mapping with every required field and no unknown one."""
+    if not isinstance(raw, dict):
+        raise error(f"{where}: expected a mapping")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise error(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(set(raw) - set(required) - set(optional))
+    if unknown:
+        raise error(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+
 def _entry(index: int, raw: Any) -> CatalogEntry:
     where = f"model_catalog.yaml, models[{index}]"
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{where}: expected a mapping")
-    missing = [k for k in REQUIRED if k not in raw]
-    if missing:
-        raise CatalogError(f"{where}: missing {', '.join(missing)}")
-    unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise CatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    check_fields(raw, where, REQUIRED, OPTIONAL, CatalogError)
     repo_id = raw["repo_id"]
     if not isinstance(repo_id, str) or not is_valid_repo_id(repo_id):
         raise CatalogError(f"{where}: repo_id {repo_id!r} is not org/name")

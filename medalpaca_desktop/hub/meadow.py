@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.hub import dataset_folder, is_valid_repo_id
-from medalpaca_desktop.hub.catalog import parse_versioned_list
+from medalpaca_desktop.hub.catalog import check_fields, parse_versioned_list
 
 ORIGINS = ("created", "external")
 USES = ("train", "test")
@@ -73,14 +73,7 @@ class MeadowDataset:
 
 def _entry(index: int, raw: Any) -> MeadowDataset:
     where = f"medical_meadow.yaml, datasets[{index}]"
-    if not isinstance(raw, dict):
-        raise MeadowCatalogError(f"{where}: expected a mapping")
-    missing = [k for k in REQUIRED if k not in raw]
-    if missing:
-        raise MeadowCatalogError(f"{where}: missing {', '.join(missing)}")
-    unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise MeadowCatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    check_fields(raw, where, REQUIRED, OPTIONAL, MeadowCatalogError)
     key = raw["key"]
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise MeadowCatalogError(f"{where}: key {key!r} must be lower case letters, digits and _")
