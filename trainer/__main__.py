@@ -1,5 +1,7 @@
 """`python -m trainer run CONFIG.yaml [--set key=value ...] [--resume] [--num-processes N]`.
 
+Also `python -m trainer preview CONFIG [--json]`: the data as the model will see it (trainer/preview.py).
+
 The same job as `medalpaca train`. stdout carries only protocol events (JSON lines);
 logs go to stderr. A bad config is one line on stderr and exit code 2.
 """
@@ -71,7 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a fine-tune from a config file")
     add_train_arguments(run)
+    prev = sub.add_parser("preview", help="show the data as the model will see it (the wizard's preview)")
+    prev.add_argument("config", help="a YAML config (base_model, data, template and max_length are used)")
+    prev.add_argument("--rows", type=int, default=5, help="records to render (default 5)")
+    prev.add_argument("--json", action="store_true", help="print one JSON document (for the GUI)")
     args = parser.parse_args(argv)
+    if args.command == "preview":
+        from trainer.preview import main_preview
+
+        return main_preview(args.config, rows=args.rows, as_json=args.json)
     return run_from_args(args)
 
 
