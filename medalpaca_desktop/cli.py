@@ -22,9 +22,8 @@ EXIT_NOT_AVAILABLE = 3
 
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 
-NOT_YET = {
-    "bench": "Benchmarks are not available yet in this version (see the project's issue on the USMLE benchmark).",
-}
+#: command -> why it is not available yet (none at the moment; kept for commands still to come).
+NOT_YET: dict[str, str] = {}
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -219,6 +218,74 @@ def _add_train_parser(sub) -> None:  # noqa: ANN001 - argparse's private subpars
     train.set_defaults(func=_cmd_train)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """One benchmark run from flags: the config is written to OUT/config.yaml, then run in this process."""
+    from bench.__main__ import execute
+    from bench.config import ConfigError
+    from bench.run import config_from_cli
+
+    values = {k: getattr(args, k) for k in vars(args)}
+    mapping = {}
+    for item in args.map or []:
+        key, sep, column = item.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            return _fail(f"--map {item!r}: write FIELD=COLUMN, e.g. --map question=stem")
+        mapping[key.strip()] = column.strip()
+    values["mapping"] = mapping or None
+    try:
+        config = config_from_cli(values).validate(check_paths=True)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return execute(config, resume=args.resume, jsonl=args.jsonl, prog="medalpaca bench")
+
+
+def _add_bench_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    from bench.config import BACKENDS, DATASETS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
+
+    h = BenchConfig.field_help
+    b = sub.add_parser(
+        "bench", help="score a model on USMLE-style multiple-choice questions (also: bench rescore / compare)",
+        description="Score a local model on USMLE-style questions, the MedAlpaca paper's way (--mode generate) "
+                    "or the Open Medical-LLM Leaderboard's (--mode loglikelihood --prompt-style lm-eval). "
+                    "Results go to --out: summary.json, items.jsonl, items.csv. Also: `medalpaca bench run "
+                    "CONFIG [--resume]`, `medalpaca bench rescore RUN_DIR --rule paper|lenient`, "
+                    "`medalpaca bench compare RUN_A RUN_B [--json]`.")
+    b.add_argument("--model", required=True, help=h("model"))
+    b.add_argument("--adapter", help=h("adapter"))
+    b.add_argument("--backend", choices=BACKENDS, help=h("backend"))
+    b.add_argument("--quantization", choices=QUANTIZATIONS, help=h("quantization"))
+    b.add_argument("--dataset", choices=DATASETS, help=h("dataset"))
+    b.add_argument("--data", required=True, help=h("data"))
+    b.add_argument("--map", action="append", metavar="FIELD=COLUMN", help="table column mapping (repeatable), "
+                   "e.g. --map question=stem --map answer=key")
+    b.add_argument("--skip-malformed", action="store_true", default=None, help=h("skip_malformed"))
+    b.add_argument("--preset", choices=tuple(PRESETS), help="start from a protocol: medalpaca-paper or lm-eval "
+                   "(other flags override it)")
+    b.add_argument("--mode", choices=MODES, help=h("mode"))
+    b.add_argument("--prompt-style", dest="prompt_style", choices=PROMPT_STYLES, help=h("prompt_style"))
+    b.add_argument("--rule", choices=RULES, help=h("rule"))
+    b.add_argument("--apply-chat-template", dest="apply_chat_template", action="store_true", default=None,
+                   help=h("apply_chat_template"))
+    b.add_argument("--temperature", type=float, help=h("temperature"))
+    b.add_argument("--top-p", dest="top_p", type=float, help=h("top_p"))
+    b.add_argument("--top-k", dest="top_k", type=int, help=h("top_k"))
+    b.add_argument("--greedy", action="store_true", default=None, help=h("greedy"))
+    b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
+    b.add_argument("--seed", type=int, help=h("seed"))
+    b.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
+    b.add_argument("--limit", type=int, help=h("limit"))
+    b.add_argument("--label", help=h("label"))
+    b.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))
+    b.add_argument("--gpu-layers", dest="gpu_layers", type=int, help=h("gpu_layers"))
+    b.add_argument("--out", required=True, help=h("out"))
+    b.add_argument("--resume", action="store_true", help="score only the questions not yet in OUT/items.jsonl")
+    b.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    b.set_defaults(func=_cmd_bench)
+
+
+BENCH_ACTIONS = ("run", "rescore", "compare")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medalpaca",
@@ -229,9 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_chat_parser(sub)
     _add_train_parser(sub)
-    for name, help_text in (("bench", "run a USMLE-style evaluation"),):
-        p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=True)
-        p.set_defaults(func=_cmd_not_yet)
+    _add_bench_parser(sub)
 
     exp = sub.add_parser("export", help="write a Hugging Face LLaMA-family model (plus LoRA adapter) as GGUF")
     exp.add_argument("--model", required=True, help="Hugging Face model directory")
@@ -278,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if len(args_list) >= 2 and args_list[0] == "bench" and args_list[1] in BENCH_ACTIONS:
+        from bench.__main__ import main as bench_main
+
+        return bench_main(args_list[1:], prog="medalpaca bench", events=False)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.func is not _cmd_not_yet:

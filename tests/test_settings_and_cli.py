@@ -34,9 +34,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", ["bench"])
 def test_unfinished_commands_say_so(command):
+    """Every command is available now (NOT_YET is empty); a wrong flag is a usage error, exit 2."""
+    from medalpaca_desktop.cli import NOT_YET
+
+    assert command not in NOT_YET
     proc = _cli(command, "--prompt", "hi")
-    assert proc.returncode == 3
-    assert "not available yet" in proc.stderr
+    assert proc.returncode == 2
+    assert "not available yet" not in proc.stderr and "--prompt" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 

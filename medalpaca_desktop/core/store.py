@@ -293,6 +293,16 @@ class Store:
     def eval_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM eval_runs ORDER BY created_at DESC, id DESC")]
 
+    def eval_run_by_dir(self, run_dir: str) -> dict[str, Any] | None:
+        """The eval run written to `run_dir` (a resumed benchmark reuses its row)."""
+        rows = self._query("SELECT * FROM eval_runs WHERE run_dir = ?", (run_dir,))
+        return dict(rows[0]) if rows else None
+
+    def delete_eval_run(self, run_id: int) -> None:
+        """Forget an eval run and its items (the run folder on disk is left alone)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM eval_runs WHERE id = ?", (run_id,))
+
     def eval_items(self, run_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM eval_items WHERE eval_run_id = ? ORDER BY id", (run_id,))]
 

@@ -25,7 +25,7 @@ from medalpaca_desktop.inference.base import (
     GenerationStats, InferenceError, LoadedModel, ProgressCallback, StopCheck, TokenCallback,
 )
 from medalpaca_desktop.inference.hf_cache import PromptCache
-from medalpaca_desktop.inference.hf_score import score_continuations
+from medalpaca_desktop.inference.hf_score import score_continuations, score_requests
 
 DEFAULT_CONTEXT = 2048  # when neither config nor tokenizer says
 # Prompt evaluation runs in chunks so a stop request lands between two of them. The chunk
@@ -341,3 +341,17 @@ class HFBackend:
                 raise hf_load.oom_error("scoring") from exc
             raise InferenceError(f"Scoring failed ({type(exc).__name__}): {exc}", "internal") from exc
 
+    def score_batch(self, requests: list[tuple[str, list[str]]], should_stop: StopCheck,
+                    max_rows: int | None = None) -> list[list[float]]:
+        """`score` for many (context, continuations) requests at once: each prompt computed once, batched by
+        length (see hf_score.score_requests). `max_rows` caps the questions per forward pass."""
+        self._require()
+        try:
+            return score_requests(self._model, self._tokenizer, requests, self._context_length, self._device,
+                                  should_stop, **({"max_rows": max_rows} if max_rows else {}))
+        except InferenceError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if hf_load.is_oom(exc):
+                raise hf_load.oom_error("scoring (a smaller batch size also helps)") from exc
+            raise InferenceError(f"Scoring failed ({type(exc).__name__}): {exc}", "internal") from exc

@@ -140,7 +140,10 @@ def free_bytes(device: str) -> int | None:
 
 def check_memory(folder: Path, config: dict[str, Any], spec: LoadSpec, placement: Placement) -> None:
     """Refuse before loading when the weights clearly cannot fit (kind "too_large")."""
-    need = estimate_bytes(folder, config, spec.load_in, placement.dtype_name)
+    try:
+        need = estimate_bytes(folder, config, spec.load_in, placement.dtype_name)
+    except hf_meta.HFMetaError as exc:  # a weight file whose header cannot be read: damaged or incomplete
+        raise InferenceError(f"{folder.name} looks damaged: {exc}", "corrupt") from None
     free = free_bytes(placement.device)
     if need is None or free is None or need <= free:
         return

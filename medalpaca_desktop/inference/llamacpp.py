@@ -342,17 +342,22 @@ class LlamaCppBackend:
             self._should_stop = lambda: False
             llm._requires_eval = True
 
-    def _score_one(self, context: str, continuation: str, should_stop: StopCheck) -> tuple[float, bool, int]:
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) as lm-eval's _encode_pair forms them."""
         llm = self._llm
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
         if context:
             ctx_ids = self.tokenize(context)
-            cont_ids = self.tokenize(context + continuation)[len(ctx_ids):]
-        else:  # lm-eval: an empty context is the end-of-text (here BOS) token
-            ctx_ids = [llm.token_bos() if llm.token_bos() != -1 else llm.token_eos()]
-            cont_ids = self.tokenize(continuation, add_special=False)
+            return ctx_ids, self.tokenize(context + continuation)[len(ctx_ids):]
+        # lm-eval: an empty context is the end-of-text (here BOS) token
+        return [llm.token_bos() if llm.token_bos() != -1 else llm.token_eos()], \
+            self.tokenize(continuation, add_special=False)
+
+    def _score_one(self, context: str, continuation: str, should_stop: StopCheck) -> tuple[float, bool, int]:
+        llm = self._llm
+        ctx_ids, cont_ids = self._encode_pair(context, continuation)
         if not cont_ids:
             raise InferenceError("A continuation is empty after tokenization.", "bad_request")
         tokens = ctx_ids + cont_ids
@@ -369,6 +374,59 @@ class LlamaCppBackend:
         total = float(logprobs[rows, target].sum())
         greedy = bool((logprobs.argmax(axis=1) == target).all())
         return total, greedy, len(cont_ids)
+
+    def score_batch(self, requests: list[tuple[str, list[str]]], should_stop: StopCheck,
+                    max_rows: int | None = None) -> list[list[float]]:
+        """`score` for many (context, continuations) requests (benchmarks), each prompt computed once.
+
+        When every continuation is one token (lm-eval's " A".." D") the prompt's
+        last position gives all of them: one evaluation per question. Longer ones
+        are scored one after another on the prompt kept in the KV cache. A prompt
+        longer than the context is cut on the left, as lm-eval does. `max_rows`
+        is accepted for symmetry with the transformers backend (llama.cpp runs one
+        sequence at a time).
+        """
+        llm = self._require()
+        self._should_stop = should_stop
+        self._abort_during_eval(True)
+        out: list[list[float]] = []
+        try:
+            for context, continuations in requests:
+                if should_stop():
+                    raise RuntimeError("stopped")
+                pairs = [self._encode_pair(context, c) for c in continuations]
+                if any(not cont for _, cont in pairs):
+                    raise InferenceError("A continuation is empty after tokenization.", "bad_request")
+                ctx_ids = pairs[0][0] if pairs else []
+                longest = max((len(cont) for _, cont in pairs), default=0)
+                room = llm.n_ctx() - longest + 1
+                if room < 1:
+                    raise InferenceError(f"A continuation of {longest} tokens does not fit the context "
+                                         f"({llm.n_ctx()}).", "context_full")
+                if pairs and all(ctx == ctx_ids for ctx, _ in pairs) and longest == 1:
+                    ctx = ctx_ids[-room:]
+                    row = self._logits_for(ctx, first_needed=len(ctx) - 1)[-1]
+                    shifted = row - row.max()
+                    logprobs = shifted - np.log(np.exp(shifted).sum())
+                    out.append([float(logprobs[cont[0]]) for _, cont in pairs])
+                    continue
+                scores = []
+                for ctx, cont in pairs:
+                    ctx = ctx[-(llm.n_ctx() - len(cont) + 1):]
+                    logits = self._logits_for((ctx + cont)[:-1], first_needed=len(ctx) - 1)
+                    shifted = logits - logits.max(axis=1, keepdims=True)
+                    logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                    scores.append(float(logprobs[np.arange(len(cont)), np.array(cont)].sum()))
+                out.append(scores)
+            return out
+        except RuntimeError as exc:
+            if should_stop():
+                raise InferenceError("Scoring was stopped.", "stopped") from None
+            raise InferenceError(f"llama.cpp failed while scoring: {exc}", "internal") from None
+        finally:
+            self._abort_during_eval(False)
+            self._should_stop = lambda: False
+            llm._requires_eval = True
 
     def _logits_for(self, tokens: list[int], first_needed: int) -> np.ndarray:
         """Logits (float64) at positions first_needed.. of `tokens`, reusing the cached prefix."""

@@ -1,0 +1,460 @@
+"""The benchmark job: load questions and model, score each question, write the run directory.
+
+One question at a time in generate mode (the paper's protocol), a batch of
+questions per forward pass in loglikelihood mode. Each scored question is
+appended to items.jsonl (flushed) and sent as a `result` event before the next
+one starts, so a stopped or crashed run loses nothing and resumes with exactly
+the questions that are not in items.jsonl yet, in dataset order. SIGINT/SIGTERM
+finish the current question (or batch), write a partial summary and exit 130;
+a second signal leaves at once. Events: bench_contract.md (Started, Progress
+load/eval, Metric, Result per item, Done; Error for bad input, exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Result, Started, Warning
+from medalpaca_desktop.core.progress import ProgressReporter
+
+from bench import results
+from bench.config import BenchConfig, ConfigError
+from bench.questions import Question
+from bench.record import build_record, now_iso
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+
+#: Fields whose change makes saved items incomparable: a resumed run must keep them.
+RESULT_FIELDS = ("model", "adapter", "quantization", "dataset", "data", "mapping", "mode", "prompt_style",
+                 "apply_chat_template", "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed")
+#: Load failures that are the input's fault (exit 2), by InferenceError kind.
+BAD_MODEL_KINDS = {"not_found", "corrupt", "unsupported", "pickle_refused", "too_large", "bad_request"}
+
+
+class BadInput(Exception):
+    """The config, the questions or the model cannot be used; one message for a person."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def step_title(step: str) -> str:
+    """'step1' -> 'Step 1', 'step2&3' -> 'Step 2&3'."""
+    return f"Step {step[4:]}" if step.startswith("step") else (step or "All")
+
+
+class EvalProgress(ProgressReporter):
+    """Progress over the whole dataset; rate and ETA from this session's questions only (resume-proof)."""
+
+    def __init__(self, total: int, already: int, events: EventWriter | None, terminal: IO[str] | None) -> None:
+        super().__init__("eval", total, "questions", events=events, terminal=terminal, min_interval=0.2)
+        self.current = already
+        self._already = already
+        self.extra: dict[str, Any] = {}
+
+    def snapshot(self, message: str = "") -> Progress:
+        elapsed = self.elapsed
+        done_here = self.current - self._already
+        rate = done_here / elapsed if elapsed > 0 and done_here > 0 else None
+        eta = max(0.0, (self.total - self.current) / rate) if rate and self.total is not None else None
+        return Progress(stage=self.stage, current=self.current, total=self.total, unit=self.unit, rate=rate,
+                        eta_s=eta, message=message, extra=dict(self.extra))
+
+
+def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | None = None,
+            stop: threading.Event | None = None, install_signals: bool = False, terminal: IO[str] | None = None,
+            record_in_store: bool = True) -> int:
+    """Run one benchmark; every outcome ends with a `done` event. Returns the exit code."""
+    writer = writer or EventWriter(None)
+    stop = stop or threading.Event()
+    if install_signals:
+        _install_signal_handlers(stop)
+    job = _Job(config, writer, stop, terminal, record_in_store)
+    try:
+        return job.run(resume)
+    except BadInput as exc:
+        writer.emit(Error(message=str(exc), kind=exc.kind))
+        job.finish_db("failed", error=str(exc))
+        writer.emit(Done(ok=False, data={"run_dir": str(job.run_dir)}))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # a second SIGINT/SIGTERM: leave now; items.jsonl has every finished question
+        job.finish_db("stopped", error="interrupted")
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        kind = getattr(exc, "kind", "error")
+        writer.emit(Error(message=message, kind=kind, detail=traceback.format_exc()[-4000:]))
+        job.finish_db("failed", error=message)
+        writer.emit(Done(ok=False, data={"run_dir": str(job.run_dir)}))
+        return EXIT_FAILED
+    finally:
+        job.close()
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: finish the current question and write a partial summary; a second: leave now."""
+
+    def handler(signum, frame):  # noqa: ANN001, ANN202
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+class _Job:
+    def __init__(self, config: BenchConfig, writer: EventWriter, stop: threading.Event,
+                 terminal: IO[str] | None, record_in_store: bool) -> None:
+        self.config = config
+        self.run_dir = Path(config.out).expanduser() if config.out else Path(".")
+        self.writer = writer
+        self.stop = stop
+        self.terminal = terminal
+        self.record_in_store = record_in_store
+        self.store: Any = None
+        self.db_run: int | None = None
+        self.backend: Any = None
+
+    # ------------------------------------------------------------------ the job
+
+    def run(self, resume: bool) -> int:
+        config = self.config
+        try:
+            config.validate(check_paths=True)
+        except ConfigError as exc:
+            raise BadInput(str(exc), "config") from None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        had_items = (self.run_dir / results.ITEMS).is_file()
+        if had_items:
+            self._check_same_run()
+        elif resume:
+            self.writer.emit(Warning(message=f"--resume: {self.run_dir} has no scored questions yet; starting "
+                                             "from the first question"))
+        try:
+            existing = results.read_items(self.run_dir, repair=True) if had_items else []
+        except results.RunError as exc:
+            raise BadInput(f"{exc}; move it aside or choose another --out folder", "run_dir") from None
+        dataset = self._load_questions()
+        questions = dataset.questions
+        config.save(self.run_dir / results.CONFIG)
+
+        by_id = {q.id: q for q in questions}
+        done = [it for it in existing if str(it.get("id")) in by_id]
+        done_ids = {str(it["id"]) for it in done}
+        remaining = [(pos, q) for pos, q in enumerate(questions) if q.id not in done_ids]
+        counts = dataset.counts()
+        self._open_db()
+        started_at = now_iso()
+        previous = self._previous_record()
+        sessions = list(previous.get("sessions") or []) + [{"started_at": started_at, "resumed_with": len(done)}]
+        self.writer.emit(Started(job="bench", info={
+            "run_dir": str(self.run_dir), "total": len(questions), "counts": counts, "label": config.display_label,
+            "done": len(done), "remaining": len(remaining), "mode": config.mode, "prompt_style": config.prompt_style,
+            "excluded": dataset.excluded_counts(), "skipped_records": len(dataset.problems)}))
+        self._dataset_notes(dataset)
+        if done:
+            self.writer.emit(Log(message=f"Resuming: {len(done)} of {len(questions)} questions already scored, "
+                                         f"{len(remaining)} to go"))
+
+        loaded = None
+        prompt_info = None
+        if remaining and not self.stop.is_set():
+            loaded = self._load_model()
+            prompt_info = self._prompt_info(loaded) if config.apply_chat_template else None
+        template, fallback = self._template_name(questions, prompt_info)
+        record = build_record(config, dataset, loaded=loaded, template=template, chat_fallback=fallback,
+                              started_at=previous.get("started_at") or started_at, sessions=sessions)
+        if loaded is None and previous:  # nothing left to score: keep what the earlier session knew
+            record.update({k: previous[k] for k in ("backend", "device", "quantization", "context_length")
+                           if previous.get(k) is not None})
+        if fallback:
+            self.writer.emit(Warning(message=f"The model has no chat template; the {fallback} format stands in."))
+
+        reporter = EvalProgress(len(questions), len(done), self.writer, self.terminal)
+        items = list(done)
+        if remaining and not self.stop.is_set():
+            score = self._score_generate if config.mode == "generate" else self._score_loglikelihood
+            score(remaining, prompt_info, items, counts, reporter)
+        stopped = self.stop.is_set() and len(items) < len(questions)
+        return self._finish(questions, items, counts, record, stopped, reporter)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _check_same_run(self) -> None:
+        """An out folder holding another run's items must not be mixed with this one."""
+        saved = self.run_dir / results.CONFIG
+        if not saved.is_file():
+            return
+        try:
+            old = BenchConfig.from_dict(results.load_run(self.run_dir).config)
+        except (ConfigError, results.RunError) as exc:
+            raise BadInput(f"out: {self.run_dir} holds a run whose config cannot be read ({exc}); choose another "
+                           "folder", "config") from None
+        for name in RESULT_FIELDS:
+            a, b = getattr(old, name), getattr(self.config, name)
+            if name in ("model", "adapter", "data") and a and b:
+                a, b = str(Path(a).expanduser().resolve()), str(Path(b).expanduser().resolve())
+            if a != b:
+                raise BadInput(f"out: {self.run_dir} already holds a run with {name} = {getattr(old, name)!r} "
+                               f"(now {getattr(self.config, name)!r}); choose another --out folder to start a "
+                               "new run", "config")
+
+    def _load_questions(self) -> Any:
+        from bench.datasets import DatasetError, load_dataset
+
+        config = self.config
+        try:
+            dataset = load_dataset(config.data, config.dataset, mapping=config.mapping or None,
+                                   skip_malformed=config.skip_malformed, limit=config.limit or None)
+        except DatasetError as exc:
+            raise BadInput(str(exc), "dataset") from None
+        ids = [q.id for q in dataset.questions]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise BadInput(f"data: question id {dup!r} appears more than once in {config.data}; ids must be "
+                           "unique so that a run can resume", "dataset")
+        if not dataset.questions:
+            raise BadInput(f"data: {config.data} has no questions to score "
+                           f"({sum(dataset.excluded_counts().values())} need an image)", "dataset")
+        return dataset
+
+    def _dataset_notes(self, dataset: Any) -> None:
+        """What was left out, said right after `started`."""
+        excluded = sum(dataset.excluded_counts().values())
+        if excluded:
+            per_step = ", ".join(f"{step_title(s)}: {n}" for s, n in dataset.excluded_counts().items())
+            self.writer.emit(Log(message=f"Left out {excluded} questions that need an image ({per_step}); "
+                                         f"lists from {dataset.exclusion_source or 'the dataset'}"))
+        if dataset.problems:
+            self.writer.emit(Warning(message=f"Skipped {len(dataset.problems)} malformed records (first: "
+                                             f"{dataset.problems[0]})"))
+
+    def _load_model(self) -> Any:
+        from medalpaca_desktop.core.chat_protocol import LoadSpec
+        from medalpaca_desktop.inference.base import InferenceError, create_backend
+
+        config = self.config
+        spec = LoadSpec(model=str(Path(config.model).expanduser()), backend=config.resolved_backend(),
+                        adapter=str(Path(config.adapter).expanduser()) if config.adapter else None,
+                        load_in=config.quantization, n_ctx=config.n_ctx, n_gpu_layers=config.gpu_layers)
+
+        def progress(message: str, fraction: float | None) -> None:
+            self.writer.emit(Progress(stage="load", current=fraction or 0.0, total=1.0, message=message))
+            if self.terminal is not None:
+                self.terminal.write(f"\rLoading {Path(config.model).name}: {message}\x1b[K")
+                self.terminal.flush()
+
+        try:
+            self.backend = create_backend(spec.backend)
+            loaded = self.backend.load(spec, progress)
+        except InferenceError as exc:
+            if exc.kind in BAD_MODEL_KINDS:
+                raise BadInput(str(exc), f"model_{exc.kind}") from None
+            raise
+        finally:
+            if self.terminal is not None:
+                self.terminal.write("\n")
+        for note in loaded.notes:
+            self.writer.emit(Warning(message=note))
+        self.writer.emit(Log(message=f"Loaded {loaded.path} ({loaded.backend}, {loaded.device}, context "
+                                     f"{loaded.context_length})"))
+        return loaded
+
+    def _prompt_info(self, loaded: Any) -> Any:
+        from medalpaca_desktop.core.prompts import ModelPromptInfo
+
+        knows_chatml = len(self.backend.tokenize("<|im_start|>", add_special=False)) == 1
+        return ModelPromptInfo(chat_template=loaded.chat_template, bos_token=loaded.bos_token,
+                               eos_token=loaded.eos_token, knows_chatml=knows_chatml)
+
+    def _template_name(self, questions: list[Question], prompt_info: Any) -> tuple[str, str | None]:
+        from bench.prompts import build_prompt
+
+        if not self.config.apply_chat_template:
+            return self.config.prompt_style, None
+        if prompt_info is None:
+            return "chat", None
+        prompt = build_prompt(questions[0], self.config.mode, self.config.prompt_style, prompt_info)
+        return prompt.template, prompt.chat_fallback
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score_generate(self, remaining: list[tuple[int, Question]], prompt_info: Any,
+                        items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
+        from bench.scoring import generate_item
+
+        for pos, q in remaining:
+            if self.stop.is_set():
+                return
+            item = generate_item(self.backend, q, pos, self.config, prompt_info)
+            self._add(item, items, counts, reporter)
+
+    def _score_loglikelihood(self, remaining: list[tuple[int, Question]], prompt_info: Any,
+                             items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
+        from bench.scoring import loglikelihood_items
+
+        size = self.config.batch_size if self.config.resolved_backend() == "hf" else 1
+        for start in range(0, len(remaining), size):
+            if self.stop.is_set():
+                return
+            chunk = [q for _, q in remaining[start:start + size]]
+            for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info):
+                self._add(item, items, counts, reporter)
+
+    def _add(self, item: dict[str, Any], items: list[dict[str, Any]], counts: dict[str, int],
+             reporter: EvalProgress) -> None:
+        """Append to items.jsonl (flushed), tell the GUI, record in the database, report progress."""
+        with open(self.run_dir / results.ITEMS, "a", encoding="utf-8") as fh:
+            fh.write(results.item_line(item))
+            fh.flush()
+        items.append(item)
+        self.writer.emit(Result(data={"kind": "item", **{k: v for k, v in item.items() if k != "prompt"}}))
+        self._db_item(item)
+        correct = sum(1 for it in items if it.get("correct"))
+        accuracy = correct / len(items)
+        step = item.get("step", "")
+        in_step = sum(1 for it in items if it.get("step", "") == step)
+        reporter.extra = {"accuracy": accuracy, "correct": correct, "step": step}
+        reporter.update(len(items), f"{step_title(step)} · {in_step}/{counts.get(step, in_step)} · "
+                                    f"acc {100 * accuracy:.1f} %", force=len(items) == reporter.total)
+        self.writer.emit(Metric(step=len(items), values={"accuracy": accuracy}))
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, questions: list[Question], items: list[dict[str, Any]], counts: dict[str, int],
+                record: dict[str, Any], stopped: bool, reporter: EvalProgress) -> int:
+        order = {q.id: i for i, q in enumerate(questions)}
+        items = sorted(items, key=lambda it: order.get(str(it["id"]), len(order)))
+        complete = len(items) == len(questions)
+        record["finished_at"] = now_iso()
+        record["sessions"][-1]["finished_at"] = record["finished_at"]
+        record["sessions"][-1]["scored"] = len(items) - record["sessions"][-1]["resumed_with"]
+        summary = results.build_summary(self.config.to_dict(), items, n_total=len(questions), complete=complete,
+                                        record=record, counts=counts)
+        results.write_items_csv(self.run_dir, items)
+        results.write_summary(self.run_dir, summary)
+        if self.terminal is not None and reporter.current > 0:
+            reporter.finish(f"{len(items)}/{len(questions)} scored")
+        overall = summary["scores"].get("overall", {})
+        self.finish_db("stopped" if stopped else "done", accuracy=overall.get("accuracy"), n_items=len(items))
+        self.writer.emit(Done(ok=not stopped, stopped=stopped,
+                              data={"summary": summary, "run_dir": str(self.run_dir)}))
+        return EXIT_STOPPED if stopped else EXIT_OK
+
+    def _previous_record(self) -> dict[str, Any]:
+        path = self.run_dir / results.SUMMARY
+        if not path.is_file():
+            return {}
+        try:
+            import json
+
+            return dict(json.loads(path.read_text(encoding="utf-8")).get("record") or {})
+        except (ValueError, OSError, AttributeError):
+            return {}
+
+    # ------------------------------------------------------------------ database
+
+    def _open_db(self) -> None:
+        """The run's row in the app database (reused on resume). A database problem never stops a run."""
+        if not self.record_in_store:
+            return
+        try:
+            from medalpaca_desktop.core.store import Store, StoreError
+
+            try:
+                self.store = Store()
+                run_dir = str(self.run_dir.resolve())
+                row = self.store.eval_run_by_dir(run_dir)
+                config = self.config
+                if row is None:
+                    self.db_run = self.store.create_eval_run(
+                        name=config.display_label, run_dir=run_dir,
+                        model_path=str(Path(config.model).expanduser().resolve()), model_label=config.display_label,
+                        scoring=config.mode, dataset=str(Path(config.data).expanduser().resolve()),
+                        config=config.to_dict())
+                else:
+                    self.db_run = int(row["id"])
+                self.store.update_eval_run(self.db_run, status="running", error=None, finished_at=None)
+            except StoreError as exc:
+                self._db_failed(exc)
+        except Exception as exc:  # noqa: BLE001
+            self._db_failed(exc)
+
+    def _db_failed(self, exc: BaseException) -> None:
+        self.writer.emit(Warning(message=f"The run is not recorded in the app database ({exc}); the run folder "
+                                         "has every result."))
+        self.store, self.db_run = None, None
+
+    def _db_item(self, item: dict[str, Any]) -> None:
+        if self.store is None or self.db_run is None:
+            return
+        meta_keys = ("options", "prompt", "scores", "scores_norm", "pred_norm", "correct_norm", "pred_paper",
+                     "pred_lenient", "error", "tokens", "stop_reason", "seed")
+        try:
+            self.store.add_eval_item(
+                self.db_run, str(item["id"]), subset=item.get("step"), question=item.get("question"),
+                answer=item.get("gold"), prediction=item.get("pred"), correct=bool(item.get("correct")),
+                raw_output=item.get("output"), latency_s=item.get("latency_s"),
+                meta={k: item[k] for k in meta_keys if k in item})
+        except Exception as exc:  # noqa: BLE001
+            self._db_failed(exc)
+
+    def finish_db(self, status: str, **fields: Any) -> None:
+        if self.store is None or self.db_run is None:
+            return
+        try:
+            self.store.update_eval_run(self.db_run, status=status, finished_at=time.time(), **fields)
+        except Exception as exc:  # noqa: BLE001
+            self._db_failed(exc)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.unload()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def config_from_cli(values: dict[str, Any]) -> BenchConfig:
+    """A BenchConfig from CLI values (None = keep the default); ConfigError on a bad value."""
+    fields = {f.name for f in dataclasses.fields(BenchConfig)}
+    data = {k: v for k, v in values.items() if k in fields and v is not None}
+    if values.get("preset"):
+        data["preset"] = values["preset"]
+    return BenchConfig.from_dict(data)
+
+
+def describe_summary(summary: dict[str, Any]) -> str:
+    """The results as a few lines for a terminal."""
+    lines = [f"{summary.get('label')}: {summary.get('mode')} · {summary.get('prompt_style')} · rule "
+             f"{summary.get('rule')}" + ("" if summary.get("complete") else "  (partial: stopped)")]
+
+    def table(scores: dict[str, Any], title: str) -> None:
+        lines.append(title)
+        for step, s in scores.items():
+            lines.append(f"  {step_title(step) if step != 'overall' else 'Overall':<10} "
+                         f"{s['correct']:>4}/{s['n']:<4} {100 * s['accuracy']:5.1f} %  "
+                         f"95 % CI {100 * s['ci_low']:.1f}-{100 * s['ci_high']:.1f}  "
+                         f"unparseable {s.get('unparseable', 0)}")
+
+    table(summary.get("scores", {}), "Accuracy" + (" (acc)" if summary.get("mode") == "loglikelihood" else ""))
+    if summary.get("scores_norm"):
+        table(summary["scores_norm"], "Accuracy (acc_norm)")
+    if summary.get("mode") == "generate":
+        other = "lenient" if summary.get("rule") == "paper" else "paper"
+        other_scores = (summary.get("scores_by_rule") or {}).get(other, {}).get("overall")
+        if other_scores:
+            lines.append(f"  rule {other}: {100 * other_scores['accuracy']:.1f} % overall")
+    return "\n".join(lines)
+

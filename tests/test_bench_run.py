@@ -1,0 +1,380 @@
+"""The benchmark job (bench/run.py) on the tiny real models, in-process.
+
+Both modes on both backends, the log-likelihood fast path against the plain
+per-option `score()`, the run directory and database rows, stop and resume at
+both edges (no question skipped, none repeated), and clear errors for a bad
+model or bad questions. The tiny LLaMA's fixture has a 256-token context, which
+a MedAlpaca prompt overflows; `tiny_long` is the same shape with 2048 positions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bench.config import BenchConfig
+from bench.run import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED, run_job
+from medalpaca_desktop.core.events import EventWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "resources" / "sample_questions"
+MEDQA = SAMPLES / "medqa_sample.jsonl"
+USMLE = SAMPLES / "usmle"
+ITEM_KEYS = {"id", "step", "question", "options", "gold", "pred", "correct", "prompt", "output", "latency_s"}
+
+
+@pytest.fixture(scope="session")
+def tiny_long(tmp_path_factory) -> SimpleNamespace:
+    """tiny_llama_dir's shape with room for a whole MedAlpaca prompt, as an HF folder and an f32 GGUF."""
+    import model_factory
+    from trainer.export import ExportConfig, export_gguf
+
+    folder = model_factory.build_tiny_llama(tmp_path_factory.mktemp("tiny_long"), tokenizer="bpe",
+                                            spec=model_factory.TinyLlamaSpec(max_position_embeddings=2048))
+    gguf = export_gguf(ExportConfig(model=folder, out=tmp_path_factory.mktemp("tiny_long_gguf") / "t.gguf",
+                                    quant="f32"))
+    return SimpleNamespace(hf=folder, llamacpp=gguf)
+
+
+class Recorder(EventWriter):
+    """Keeps events; sets `stop` once `stop_after` items were scored (a user pressing Stop)."""
+
+    def __init__(self, stop: threading.Event | None = None, stop_after: int | None = None) -> None:
+        super().__init__(None)
+        self.events: list = []
+        self.stop, self.stop_after = stop, stop_after
+
+    def emit(self, event) -> None:  # noqa: ANN001
+        self.events.append(event)
+        if self.stop is not None and len(self.of("result")) == self.stop_after:
+            self.stop.set()
+
+    def of(self, kind: str) -> list:
+        return [e for e in self.events if e.type == kind]
+
+
+def config(model: Path, out: Path, **kw) -> BenchConfig:  # noqa: ANN003
+    values = dict(model=str(model), data=str(MEDQA), out=str(out), limit=5)
+    values.update(kw)
+    return BenchConfig(**values)
+
+
+def run(cfg: BenchConfig, stop_after: int | None = None, **kw) -> tuple[int, Recorder]:  # noqa: ANN003
+    stop = threading.Event()
+    rec = Recorder(stop, stop_after)
+    return run_job(cfg, writer=rec, stop=stop, **kw), rec
+
+
+def items_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+
+
+def medqa_ids(limit: int) -> list[str]:
+    from bench.datasets import load_dataset
+
+    return [q.id for q in load_dataset(MEDQA, limit=limit).questions]
+
+
+# ------------------------------------------------------------------ the log-likelihood fast path
+
+
+def _requests(n: int) -> tuple[list, list]:
+    """(single-token requests, multi-token requests) from the sample questions.
+
+    The tiny tokenizer writes " A" and " C" as one token but " B" and " D" as two,
+    so lm-eval's four options are a multi-token request here (on real vocabularies
+    all four are single tokens).
+    """
+    from bench.datasets import load_dataset
+    from bench.prompts import build_prompt
+
+    qs = load_dataset(MEDQA, limit=n).questions
+    lmeval = [build_prompt(q, "loglikelihood", "lm-eval") for q in qs]
+    single = [(p.text, [" A", " C"]) for p in lmeval]
+    multi = [(p.text, list(p.continuations.values())) for p in lmeval[:2]]
+    multi.append((build_prompt(qs[0], "loglikelihood", "medalpaca").text,  # the answer written out
+                  [f"{k}: {v}" for k, v in qs[0].options.items()]))
+    multi.append(("The patient has a fever and ", ["chest pain.", "x", "a cough with a long tail of tokens"]))
+    return single, multi
+
+
+@pytest.mark.parametrize("backend", ["hf", "llamacpp"])
+def test_fast_path_equals_plain_score(backend, tiny_long):
+    from medalpaca_desktop.core.chat_protocol import LoadSpec
+    from medalpaca_desktop.inference.base import create_backend
+
+    b = create_backend(backend)
+    b.load(LoadSpec(model=str(getattr(tiny_long, backend)), backend=backend), lambda *_: None)
+    single, multi = _requests(6)
+    assert {len(b.tokenize(ctx + " A")) - len(b.tokenize(ctx)) for ctx, _ in single} == {1}
+    calls: list[int] = []
+    if backend == "hf":  # count forward passes and their rows
+        forward = b._model.forward
+        b._model.forward = lambda *a, **k: (calls.append(k["input_ids"].shape[0]), forward(*a, **k))[1]
+    else:  # count evaluations
+        logits_for = b._logits_for
+        b._logits_for = lambda *a, **k: (calls.append(1), logits_for(*a, **k))[1]
+    fast_single = b.score_batch(single, lambda: False, max_rows=4)
+    n_single, calls[:] = list(calls), []
+    fast_multi = b.score_batch(multi, lambda: False, max_rows=4)
+    n_multi = list(calls)
+    plain = [b.score(ctx, conts, lambda: False) for ctx, conts in single + multi]
+    for f, p in zip(fast_single + fast_multi, plain):
+        assert f == pytest.approx(p, abs=1e-4)
+    if backend == "hf":
+        assert n_single == [4, 2]  # one pass per question, several questions per pass
+        assert n_multi == [1, 4, 1, 4, 1, 4, 1, 3]  # the prompt once, then all options on its KV cache
+    else:
+        assert len(n_single) == 6  # one evaluation per question
+        assert len(n_multi) == 4 + 4 + 4 + 3  # one per option, on the prompt kept in the KV cache
+    b.unload()
+
+
+def test_fast_path_truncates_like_lmeval(tiny_llama_dir):
+    """A 256-token model: long prompts lose their start, the same way in both paths."""
+    from medalpaca_desktop.core.chat_protocol import LoadSpec
+    from medalpaca_desktop.inference.base import create_backend
+
+    b = create_backend("hf")
+    b.load(LoadSpec(model=str(tiny_llama_dir), backend="hf"), lambda *_: None)
+    single, multi = _requests(4)
+    reqs = single + multi
+    assert max(len(b.tokenize(ctx)) for ctx, _ in reqs) > b.context_length
+    for f, p in zip(b.score_batch(reqs, lambda: False), [b.score(c, o, lambda: False) for c, o in reqs]):
+        assert f == pytest.approx(p, abs=1e-4)
+    b.unload()
+
+
+# ------------------------------------------------------------------ both modes, both backends
+
+
+@pytest.mark.parametrize("backend", ["hf", "llamacpp"])
+def test_generate_run_writes_everything(backend, tiny_long, tmp_path):
+    from medalpaca_desktop.core.store import Store
+
+    out = tmp_path / "run"
+    rc, rec = run(config(getattr(tiny_long, backend), out, label="tiny", limit=4, max_new_tokens=24))
+    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    assert rec.events[0].type == "started" and rec.events[-1].type == "done" and rec.events[-1].ok
+    info = rec.of("started")[0].info
+    assert info["total"] == 4 and info["counts"]["all"] == 4 and info["label"] == "tiny"
+    assert info["run_dir"] == str(out)
+    assert any(e.stage == "load" for e in rec.of("progress"))
+    evals = [e for e in rec.of("progress") if e.stage == "eval"]
+    assert evals[-1].current == 4 and evals[-1].total == 4 and evals[-1].unit == "questions"
+    assert set(evals[-1].extra) == {"accuracy", "correct", "step"} and "Step 1" in evals[-1].message
+    assert [e.step for e in rec.of("metric")] == [1, 2, 3, 4]
+    results = [e.data for e in rec.of("result")]
+    assert [r["kind"] for r in results] == ["item"] * 4 and "prompt" not in results[0]
+
+    items = items_of(out)
+    assert [it["id"] for it in items] == medqa_ids(4)
+    for it in items:
+        assert ITEM_KEYS | {"pred_paper", "pred_lenient", "seed", "tokens", "stop_reason"} <= set(it)
+        assert it["prompt"].startswith("Below is an instruction") and it["prompt"].endswith("### Response:\n")
+        assert it["output"] and 0 < it["tokens"] <= 24 + 3 and it["latency_s"] > 0  # llama.cpp ends a UTF-8 char
+        assert it["pred"] == it["pred_paper"] and it["correct"] == (it["pred"] == it["gold"])
+    assert [it["seed"] for it in items] == [42, 43, 44, 45]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == rec.events[-1].data["summary"]
+    assert (summary["mode"], summary["rule"], summary["prompt_style"], summary["label"]) == \
+        ("generate", "paper", "medalpaca", "tiny")
+    assert summary["complete"] and summary["n_total"] == 4 and summary["n_scored"] == 4
+    overall = summary["scores"]["overall"]
+    assert overall["n"] == 4 and overall["correct"] == sum(it["correct"] for it in items)
+    assert overall["unparseable"] == len(summary["unparseable"])
+    assert set(summary["scores_by_rule"]) == {"paper", "lenient"}
+    record = summary["record"]
+    assert record["sampling"] == {"greedy": False, "temperature": 0.1, "top_p": 0.75, "top_k": 40,
+                                  "max_new_tokens": 24, "seed": 42, "seed_per_question": "seed + position"}
+    assert record["backend"] == backend and record["template"] == "medalpaca"
+    assert record["chat_template_applied"] is False and len(record["dataset_sha256"]) == 64
+    assert record["model_size_bytes"] > 0 and record["library_versions"]["transformers"]
+    assert record["app_version"] and record["started_at"] and record["finished_at"] and record["host"]["python"]
+    with open(out / "items.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == medqa_ids(4) and rows[0]["output"] == items[0]["output"]
+    assert list(rows[0])[:5] == ["id", "step", "gold", "pred", "correct"]
+    assert BenchConfig.load(out / "config.yaml") == config(getattr(tiny_long, backend), out, label="tiny", limit=4,
+                                                           max_new_tokens=24)
+
+    with Store() as store:
+        (row,) = store.eval_runs()
+        assert (row["status"], row["n_items"], row["scoring"], row["model_label"]) == ("done", 4, "generate", "tiny")
+        assert row["run_dir"] == str(out.resolve()) and row["accuracy"] == overall["accuracy"]
+        db_items = store.eval_items(row["id"])
+        assert [r["item_key"] for r in db_items] == medqa_ids(4)
+        assert db_items[0]["raw_output"] == items[0]["output"] and db_items[0]["subset"] == "step1"
+        assert json.loads(db_items[0]["meta_json"])["options"] == items[0]["options"]
+
+
+@pytest.mark.parametrize("backend", ["hf", "llamacpp"])
+def test_loglikelihood_run(backend, tiny_long, tmp_path):
+    out = tmp_path / "run"
+    rc, rec = run(config(getattr(tiny_long, backend), out, mode="loglikelihood", prompt_style="lm-eval",
+                         batch_size=3, limit=7))
+    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    items = items_of(out)
+    assert [it["id"] for it in items] == medqa_ids(7)
+    for it in items:
+        assert ITEM_KEYS | {"scores", "scores_norm", "pred_norm", "correct_norm"} <= set(it)
+        assert set(it["scores"]) == set(it["options"]) and all(v < 0 for v in it["scores"].values())
+        assert it["pred"] == max(it["scores"], key=it["scores"].get)
+        assert it["scores_norm"] == it["scores"] and it["pred_norm"] == it["pred"]  # one-letter choices
+        assert it["output"] == "" and it["prompt"].startswith("Question: ") and it["prompt"].endswith("\nAnswer:")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scores_norm"]["overall"] == summary["scores"]["overall"]
+    assert summary["record"]["batch_size"] == 3 and summary["record"]["sampling"] is None
+    assert summary["unparseable"] == []
+    with open(out / "items.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 7 and float(rows[0]["score_A"]) == pytest.approx(items[0]["scores"]["A"])
+    assert {"score_D", "score_norm_A"} <= set(rows[0])
+
+
+def test_both_backends_give_the_same_loglikelihoods(tiny_long, tmp_path):
+    """The f32 GGUF is the HF model: the same prompt and options give the same numbers."""
+    per_backend = {}
+    for backend in ("hf", "llamacpp"):
+        rc, _ = run(config(getattr(tiny_long, backend), tmp_path / backend, mode="loglikelihood",
+                           prompt_style="lm-eval", limit=4))
+        assert rc == EXIT_OK
+        per_backend[backend] = items_of(tmp_path / backend)
+    for a, b in zip(per_backend["hf"], per_backend["llamacpp"]):
+        assert a["scores"] == pytest.approx(b["scores"], abs=2e-3)
+
+
+def test_chat_template_and_usmle_folder(tiny_long, tmp_path):
+    out = tmp_path / "run"
+    rc, rec = run(config(tiny_long.hf, out, data=str(USMLE), dataset="usmle", apply_chat_template=True,
+                         greedy=True, max_new_tokens=8, limit=3))
+    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    items = items_of(out)
+    assert all(it["prompt"].startswith("<|im_start|>user\nAnswer the multiple choice question") for it in items)
+    assert all(it["step"] == "step1" for it in items) and all(it["tokens"] <= 8 for it in items)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["record"]["chat_template_applied"] is True and summary["record"]["template"] == "chat"
+    assert summary["record"]["sampling"]["greedy"] is True
+    assert summary["record"]["excluded_counts"]  # the sample folder has image questions, left out
+
+
+def test_prompt_longer_than_the_context_is_an_item_error(tiny_llama_dir, tmp_path):
+    rc, rec = run(config(tiny_llama_dir, tmp_path / "run", limit=2))
+    assert rc == EXIT_OK
+    items = items_of(tmp_path / "run")
+    assert all("context holds 256" in it["error"] and it["pred"] is None for it in items)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["unparseable"] == [it["id"] for it in items] and len(summary["errors"]) == 2
+
+
+# ------------------------------------------------------------------ stop and resume
+
+
+@pytest.mark.parametrize("stop_after", [1, 5])
+def test_stop_then_resume_skips_and_repeats_nothing(stop_after, tiny_long, tmp_path):
+    """Stopped after the first / the last-but-one question; the resumed run equals an uninterrupted one."""
+    from medalpaca_desktop.core.store import Store
+
+    cfg = config(tiny_long.llamacpp, tmp_path / "run", limit=6, max_new_tokens=16)
+    rc, rec = run(cfg, stop_after=stop_after)
+    assert rc == EXIT_STOPPED
+    done = rec.events[-1]
+    assert done.type == "done" and done.stopped and not done.ok
+    partial = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert partial["complete"] is False and partial["n_scored"] == stop_after and partial["n_total"] == 6
+    first_lines = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
+    assert len(first_lines) == stop_after
+    with Store() as store:
+        assert store.eval_runs()[0]["status"] == "stopped"
+
+    rc, rec = run(cfg, resume=True)
+    assert rc == EXIT_OK
+    assert rec.of("started")[0].info["remaining"] == 6 - stop_after
+    assert len(rec.of("result")) == 6 - stop_after
+    lines = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
+    assert lines[:stop_after] == first_lines
+    ids = [json.loads(line)["id"] for line in lines]
+    assert ids == medqa_ids(6)  # none skipped, none repeated, dataset order
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["complete"] and summary["scores"]["overall"]["n"] == 6
+    assert [s["resumed_with"] for s in summary["record"]["sessions"]] == [0, stop_after]
+    with Store() as store:
+        (row,) = store.eval_runs()
+        assert row["status"] == "done" and len(store.eval_items(row["id"])) == 6
+
+    # Seeds follow the question, not the session: the same answers as a run never stopped.
+    rc, _ = run(config(tiny_long.llamacpp, tmp_path / "straight", limit=6, max_new_tokens=16))
+    assert [it["output"] for it in items_of(tmp_path / "straight")] == [json.loads(x)["output"] for x in lines]
+
+
+def test_torn_line_and_finished_run(tiny_long, tmp_path):
+    out = tmp_path / "run"
+    cfg = config(tiny_long.hf, out, mode="loglikelihood", prompt_style="lm-eval", limit=4)
+    assert run(cfg)[0] == EXIT_OK
+    path = out / "items.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + lines[3][:40])  # killed while writing the 4th row
+    rc, rec = run(cfg)  # an out folder with items.jsonl resumes by itself
+    assert rc == EXIT_OK and [e.data["id"] for e in rec.of("result")] == [medqa_ids(4)[3]]
+    assert path.read_text().splitlines(keepends=True)[:3] == lines[:3]
+    assert [it["id"] for it in items_of(out)] == medqa_ids(4)
+    # Nothing left: no model is loaded, the summary is rewritten, exit 0.
+    rc, rec = run(cfg, resume=True)
+    assert rc == EXIT_OK and rec.of("result") == [] and not any(e.stage == "load" for e in rec.of("progress"))
+    assert json.loads((out / "summary.json").read_text())["complete"]
+    # Another model into the same folder is refused, not mixed in.
+    rc, rec = run(config(tiny_long.llamacpp, out, mode="loglikelihood", prompt_style="lm-eval", limit=4))
+    assert rc == EXIT_BAD_INPUT and "already holds a run with model" in rec.of("error")[0].message
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_corrupt_models_are_clear_errors(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    rc, rec = run(config(bad, tmp_path / "r1"))
+    (err,) = rec.of("error")
+    assert rc == EXIT_BAD_INPUT and err.kind == "model_corrupt" and "broken.gguf" in err.message
+    assert rec.events[-1].type == "done" and not rec.events[-1].ok
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    rc, rec = run(config(folder, tmp_path / "r2"))
+    (err,) = rec.of("error")
+    assert rc == EXIT_BAD_INPUT and err.kind.startswith("model_") and "Traceback" not in err.message
+
+
+def test_malformed_questions_name_file_and_line(tiny_long, tmp_path):
+    data = tmp_path / "q.jsonl"
+    good = MEDQA.read_text().splitlines()[0]
+    data.write_text(good + "\n{\"question\": \"no options\"}\n" + good.replace('"answer_idx": "B"', '"answer_idx": "Z"')
+                    + "\n")
+    rc, rec = run(config(tiny_long.llamacpp, tmp_path / "run", data=str(data)))
+    (err,) = rec.of("error")
+    assert rc == EXIT_BAD_INPUT and err.kind == "dataset" and "q.jsonl line 2" in err.message
+    assert not (tmp_path / "run" / "items.jsonl").exists()
+    rc, rec = run(config(tiny_long.llamacpp, tmp_path / "run", data=str(data), skip_malformed=True,
+                         mode="loglikelihood"))
+    assert rc == EXIT_OK and len(items_of(tmp_path / "run")) == 1
+    assert any("Skipped 2 malformed records" in w.message for w in rec.of("warning"))
+
+
+def test_adapter_changes_the_scores_and_is_recorded(tiny_llama_dir, tiny_lora_dir, tmp_path):
+    runs = {}
+    for name, adapter in (("base", ""), ("lora", str(tiny_lora_dir))):
+        rc, rec = run(config(tiny_llama_dir, tmp_path / name, adapter=adapter, mode="loglikelihood",
+                             prompt_style="lm-eval", limit=3))
+        assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text()), items_of(tmp_path / name)
+    assert runs["base"][0]["record"]["adapter"] is None
+    assert runs["lora"][0]["record"]["adapter"] == str(tiny_lora_dir.resolve())
+    assert runs["base"][1][0]["scores"] != pytest.approx(runs["lora"][1][0]["scores"], abs=1e-4)
