@@ -169,6 +169,23 @@ def test_lora_adapter_changes_the_answer(tiny_llama_dir, tiny_lora_dir, tiny):
     adapted.unload()
 
 
+def test_adapter_with_a_trained_template_prompts_in_that_format(tiny_llama_dir, tiny_lora_dir, tmp_path):
+    """A fine-tune's adapter folder carries the template it learned (trainer/after.py): chat uses it."""
+    from trainer.after import write_template_metadata
+
+    adapter = tmp_path / "final"
+    shutil.copytree(tiny_lora_dir, adapter)
+    plain, _ = _load(tiny_llama_dir, adapter=str(tiny_lora_dir))
+    base_template = plain._tokenizer.chat_template
+    plain.unload()
+    write_template_metadata(adapter, "medalpaca", "</s>")
+    backend = create_backend("hf")
+    loaded = backend.load(LoadSpec(model=str(tiny_llama_dir), adapter=str(adapter)), lambda *_: None)
+    assert loaded.chat_template == (adapter / "chat_template.jinja").read_text(encoding="utf-8")
+    assert loaded.chat_template != base_template and "### Response:" in loaded.chat_template
+    backend.unload()
+
+
 # ---------------------------------------------------------------- stop, stop strings, seed
 
 def test_stop_lands_within_one_token(tiny):

@@ -59,12 +59,11 @@ def test_window_tabs_and_empty_feature_pages(qtbot, window):
     assert window.windowTitle() == "MedAlpaca Desktop"
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == ["Models", "Chat", "Fine-tune", "Benchmark"]
     assert window.tabs.widget(TAB_CHAT) is window.chat_tab
-    for index in (TAB_FINETUNE, TAB_BENCHMARK):
-        page = window.feature_pages[index]
-        assert "Not available in this version yet." in page.notice_label.text()
-        assert page.action_button.text() == "Open the model manager"
+    assert window.tabs.widget(TAB_FINETUNE) is window.finetune_tab
+    assert window.tabs.widget(TAB_BENCHMARK) is window.benchmark_tab
+    assert window.feature_pages == {}
     window.tabs.setCurrentIndex(TAB_BENCHMARK)
-    qtbot.mouseClick(window.feature_pages[TAB_BENCHMARK].action_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.benchmark_tab.setup.add_model_button, Qt.MouseButton.LeftButton)
     assert window.tabs.currentIndex() == TAB_MODELS
 
 

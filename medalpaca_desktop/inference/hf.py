@@ -131,6 +131,10 @@ class HFBackend:
                 progress("Applying the adapter", 0.9)
                 from peft import PeftModel
 
+                trained_template = hf_load.adapter_chat_template(adapter)
+                if trained_template:  # a fine-tune answers in the format it was trained on, not the base's
+                    tokenizer.chat_template = trained_template
+
                 model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
             model.eval()
         except Exception as exc:  # noqa: BLE001 - every failure becomes one error event

@@ -92,6 +92,16 @@ def check_model_folder(spec: LoadSpec) -> tuple[Path, dict[str, Any], str]:
     return folder, config, fmt
 
 
+def adapter_chat_template(folder: Path) -> str | None:
+    """The chat template a fine-tune's adapter folder carries (trainer/after.py writes it), else None."""
+    path = folder / "chat_template.jinja"
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
 def check_adapter_folder(spec: LoadSpec) -> Path | None:
     """The adapter folder, checked like a model folder (exists, safetensors unless pickle allowed)."""
     if not spec.adapter:

@@ -6,7 +6,9 @@ off discovery on a worker thread and the devices check in a subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import html
+from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -15,16 +17,21 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from medalpaca_desktop.core.model_info import ModelInspectError
+from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.ui.about import AboutDialog
+from medalpaca_desktop.ui.benchmark.tab import BenchmarkTab
 from medalpaca_desktop.ui.chat.tab import ChatTab
 from medalpaca_desktop.ui.devices import DeviceProbe, DevicesDialog, summarize
 from medalpaca_desktop.ui.empty_state import EmptyState
+from medalpaca_desktop.ui.finetune.tab import FinetuneTab
 from medalpaca_desktop.ui.icons import app_icon
 from medalpaca_desktop.ui.models.manager import ModelManager
 from medalpaca_desktop.ui.settings_dialog import SettingsDialog
@@ -100,10 +107,24 @@ class MainWindow(QMainWindow):
         self.chat_tab.sig_add_model_requested.connect(self._on_add_folder_action_triggered)
         self.chat_tab.sig_download_requested.connect(self._on_chat_tab_download_requested)
         self.model_manager.sig_discovery_finished.connect(self.chat_tab.set_models)
+        self.finetune_tab = FinetuneTab()
+        self.finetune_tab.sig_chat_requested.connect(self._on_finetune_tab_chat_requested)
+        self.finetune_tab.sig_status_changed.connect(self._on_model_manager_status_changed)
+        self.model_manager.sig_discovery_finished.connect(self.finetune_tab.set_models)
+        self.benchmark_tab = BenchmarkTab(tasks=self.tasks)
+        self.benchmark_tab.sig_add_model_requested.connect(self.show_model_manager)
+        self.benchmark_tab.sig_status_changed.connect(self._on_model_manager_status_changed)
+        self.model_manager.sig_discovery_finished.connect(self.benchmark_tab.set_models)
         self.feature_pages: dict[int, EmptyState] = {}
         for index, name in ((TAB_CHAT, "Chat"), (TAB_FINETUNE, "Fine-tune"), (TAB_BENCHMARK, "Benchmark")):
             if index == TAB_CHAT:
                 self.tabs.addTab(self.chat_tab, app_icon("chat"), name)
+                continue
+            if index == TAB_FINETUNE:
+                self.tabs.addTab(self.finetune_tab, app_icon("finetune"), name)
+                continue
+            if index == TAB_BENCHMARK:
+                self.tabs.addTab(self.benchmark_tab, app_icon("benchmark"), name)
                 continue
             spec = FEATURE_PAGES[index]
             page = EmptyState(
@@ -117,8 +138,8 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(page, app_icon(spec["icon"]), name)
         for index, tip in ((TAB_MODELS, "Models found on this computer (Ctrl+1)"),
                            (TAB_CHAT, "Chat with a local model (Ctrl+2)"),
-                           (TAB_FINETUNE, "Fine-tune (Ctrl+3): not available in this version yet"),
-                           (TAB_BENCHMARK, "Benchmark (Ctrl+4): not available in this version yet")):
+                           (TAB_FINETUNE, "Fine-tune a model on your data, watch and resume runs (Ctrl+3)"),
+                           (TAB_BENCHMARK, "Score models on USMLE-style questions, compare them in charts (Ctrl+4)")):
             self.tabs.setTabToolTip(index, tip)
 
         central = QWidget()
@@ -135,6 +156,7 @@ class MainWindow(QMainWindow):
         self.model_manager.sig_status_changed.connect(self._on_model_manager_status_changed)
         self.device_probe.sig_report_received.connect(self._on_device_probe_report_received)
         self.device_probe.sig_probe_failed.connect(self._on_device_probe_failed)
+        self.device_probe.sig_report_received.connect(self.finetune_tab.set_device_report)
 
     # -- building -----------------------------------------------------------------
 
@@ -239,16 +261,44 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentIndex(tab)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt name
+        active = self.finetune_tab.active_runs()
+        if active:
+            choice = self.ask_about_active_runs(len(active))
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "stop":
+                self.finetune_tab.stop_all()
         if self._qsettings is not None:
             self._qsettings.setValue("main_window/geometry", self.saveGeometry())
             self._qsettings.setValue("main_window/tab", self.tabs.currentIndex())
         self.shutdown()
         super().closeEvent(event)
 
+    def ask_about_active_runs(self, count: int) -> str:
+        """"stop" (with a checkpoint), "leave" (running; picked up on the next start) or "cancel"."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Fine-tune running",
+                          f"{count} fine-tune{'s are' if count > 1 else ' is'} still running.", parent=self)
+        box.setInformativeText("Stop saves a checkpoint first, so you can resume later. A run left running "
+                               "keeps training without the window and is shown again when the app starts.")
+        stop = box.addButton("Stop with checkpoint", QMessageBox.ButtonRole.DestructiveRole)
+        leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(leave)
+        box.setEscapeButton(cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
     def shutdown(self) -> None:
-        """End child processes and background tasks (closing, quitting, tests)."""
+        """End child processes and background tasks (closing, quitting, tests).
+
+        Fine-tunes are not child processes: they keep running and are picked up on the next start.
+        """
         self.device_probe.shutdown()
         self.chat_tab.shutdown()
+        self.finetune_tab.shutdown()
+        self.benchmark_tab.shutdown()
         self.tasks.shutdown()
 
     # -- actions ------------------------------------------------------------------
@@ -269,6 +319,20 @@ class MainWindow(QMainWindow):
         opener = getattr(self.model_manager, "open_download_dialog", None)
         if opener is not None:
             opener()
+
+    @Slot(str)
+    def _on_finetune_tab_chat_requested(self, path: str) -> None:
+        """A fine-tuned model (merged folder, adapter or GGUF) opens in the chat tab."""
+        folder = Path(path)
+        try:
+            info = inspect_model(folder)
+        except (ModelInspectError, OSError) as exc:
+            self.statusBar().showMessage(f"Cannot open {path} in the chat: {exc}")
+            return
+        if folder.name in ("final", "merged"):  # name it after its run, not "final"
+            info = dataclasses.replace(info, name=f"{folder.parent.name} ({folder.name})")
+        self.chat_tab.load_model(info)
+        self.tabs.setCurrentIndex(TAB_CHAT)
 
     @Slot()
     def _on_refresh_action_triggered(self) -> None:

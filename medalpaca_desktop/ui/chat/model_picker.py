@@ -34,8 +34,9 @@ def model_label(info: ModelInfo) -> str:
 
 
 def chat_models(models: list[ModelInfo]) -> list[ModelInfo]:
-    """Models one can chat with (not adapters, supported architectures); the demo last."""
-    usable = [m for m in models if m.kind in ("gguf", "hf") and m.supported]
+    """Models one can chat with (adapters only with a known base; supported architectures); the demo last."""
+    usable = [m for m in models if (m.kind in ("gguf", "hf") or (m.kind == "adapter" and m.base_model))
+              and m.supported]
     return sorted(usable, key=lambda m: (m.is_demo, m.name.lower()))
 
 
@@ -196,7 +197,7 @@ class ModelPicker(QWidget):
     def _refresh(self) -> None:
         info = self.current_model()
         loaded = self._loaded
-        is_loaded = loaded is not None and info is not None and loaded.path == info.path
+        is_loaded = loaded is not None and info is not None and info.path in (loaded.path, loaded.adapter)
         busy = self._state in (HostState.LOADING, HostState.UNLOADING, HostState.GENERATING)
         self.load_button.setEnabled(info is not None and not busy and not is_loaded)
         self.load_button.setText("Reload" if is_loaded else "Load")

@@ -191,6 +191,7 @@ class ChatTab(QWidget):
         self._pending_delete: tuple[Conversation, int] | None = None
         self._inspector: PromptInspector | None = None
         self._models: list[ModelInfo] = []
+        self._opened: list[ModelInfo] = []  # models opened from elsewhere (a fine-tune's result), kept listed
         self._switching = False
 
         self.list_model = ConversationListModel(self, renamer=self._rename)
@@ -372,7 +373,8 @@ class ChatTab(QWidget):
     def set_models(self, models: list[ModelInfo], problems: object = None) -> None:
         """The model manager's discovery results (its sig_discovery_finished)."""
         self._models = list(models)
-        self.picker.set_models(self._models)
+        paths = {m.path for m in self._models}
+        self.picker.set_models(self._models + [m for m in self._opened if m.path not in paths])
         others = [m for m in self.picker.models() if not m.is_demo]
         if not others and self.picker.demo_model() is not None:
             self.picker.select_path(self.picker.demo_model().path)
@@ -385,9 +387,15 @@ class ChatTab(QWidget):
         n_ctx = 4096
         if model.context_length:
             n_ctx = max(256, min(n_ctx, int(model.context_length)))
+        if model.kind == "adapter" and model.base_model:  # a LoRA fine-tune: its base with the adapter on top
+            return LoadSpec(model=model.base_model, adapter=model.path, n_ctx=n_ctx, allow_pickle=allow_pickle)
         return LoadSpec(model=model.path, n_ctx=n_ctx, allow_pickle=allow_pickle)
 
     def load_model(self, model: ModelInfo) -> None:
+        if self.picker.index_of(model.path) < 0:  # not found by discovery (a fresh fine-tune): list it
+            self._opened = [m for m in self._opened if m.path != model.path] + [model]
+            self.set_models(self._models)
+        self.picker.select_path(model.path)
         self.hide_error()
         self.host.load(self._spec_for(model))
         self._update_status()
@@ -673,12 +681,14 @@ class ChatTab(QWidget):
             self.view.add_entry(entry)
         self._answer = _Answer(conv, entry, model, last_save=time.monotonic())
         self._set_busy(True)
+        spec = self._spec_for(model)
         loaded = self.host.loaded
-        if loaded is not None and loaded.path == model.path and self.host.state == HostState.READY:
+        if (loaded is not None and loaded.path == spec.model and loaded.adapter == spec.adapter
+                and self.host.state == HostState.READY):
             self._dispatch()
         else:
             loading = self.host.loading_spec
-            if loading is None or loading.model != model.path:
+            if loading is None or (loading.model, loading.adapter) != (spec.model, spec.adapter):
                 self.load_model(model)
         self._update_status()
 

@@ -1,0 +1,338 @@
+"""The Benchmark tab: setup and history on the left; the queue and the results on the right.
+
+Results show the runs ticked in the History (a new batch ticks its own runs as they
+start): the chart with the paper's reference bars, the numbers, every question,
+a paired comparison and each run's reproducibility record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from bench.config import BenchConfig, ConfigError
+from bench.reference import paper_scores
+
+from medalpaca_desktop.core.model_info import ModelInfo
+from medalpaca_desktop.core.store import Store, StoreError
+from medalpaca_desktop.ui.benchmark.bar_chart import BenchBarChart, ChartSeries
+from medalpaca_desktop.ui.benchmark.compare_view import CompareView
+from medalpaca_desktop.ui.benchmark.drilldown import DrillDownView
+from medalpaca_desktop.ui.benchmark.history import HistoryPanel
+from medalpaca_desktop.ui.benchmark.queue_view import QueueView
+from medalpaca_desktop.ui.benchmark.repro_view import ReproView
+from medalpaca_desktop.ui.benchmark.rescore import RescoreBar
+from medalpaca_desktop.ui.benchmark.run_queue import DONE, BenchQueue, QueuedRun
+from medalpaca_desktop.ui.benchmark.runs import BenchRun, run_from_database
+from medalpaca_desktop.ui.benchmark.setup_panel import SetupPanel
+from medalpaca_desktop.ui.benchmark.summary_table import SummaryTable
+from medalpaca_desktop.ui.workers import TaskManager
+
+PAGE_CHART, PAGE_QUESTIONS, PAGE_COMPARE, PAGE_RECORD = range(4)
+LIVE_REFRESH_MS = 400
+
+
+def unique_names(runs: list[BenchRun]) -> list[str]:
+    """Display names, numbered when two runs would read the same."""
+    names: list[str] = []
+    for run in runs:
+        name, n = run.display_name(), 2
+        while name in names:
+            name = f"{run.display_name()} #{n}"
+            n += 1
+        names.append(name)
+    return names
+
+
+class BenchmarkTab(QWidget):
+    sig_status_changed = Signal(str)
+    sig_add_model_requested = Signal()
+    sig_runs_shown = Signal(object)  # list[BenchRun], after every change of what is shown
+
+    def __init__(self, store: Store | None = None, tasks: TaskManager | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._owns_store = store is None
+        self.store_error = ""
+        if store is None:
+            try:
+                store = Store()
+            except StoreError as exc:
+                self.store_error = str(exc)
+        self.store = store
+        self.tasks = tasks or TaskManager(self)
+        self.shown: list[BenchRun] = []
+        self.names: list[str] = []
+        self._cache: dict[int, BenchRun] = {}
+        self._batch_dirs: set[str] = set()
+
+        self.queue = BenchQueue(self.store, self)
+        self.setup = SetupPanel(self.tasks)
+        self.history = HistoryPanel(self.store)
+        self.queue_view = QueueView(self.queue)
+        self.chart = BenchBarChart()
+        try:
+            reference = paper_scores()
+            self.chart.set_reference(reference.models, reference.source)
+            self.chart.reference_check.setChecked(True)
+        except (OSError, ValueError, KeyError) as exc:
+            self.chart.reference_check.setEnabled(False)
+            self.chart.reference_check.setToolTip(f"The paper's scores could not be read: {exc}")
+        self.summary_table = SummaryTable()
+        self.drilldown = DrillDownView()
+        self.compare = CompareView(self.tasks)
+        self.repro = ReproView()
+        self.rescore_bar = RescoreBar()
+        self._live_timer = QTimer(self, singleShot=True, interval=LIVE_REFRESH_MS)
+        self._live_timer.timeout.connect(self._on_live_timer_timeout)
+        self._build_layout()
+
+        self.setup.sig_runs_requested.connect(self._on_setup_runs_requested)
+        self.setup.sig_add_model_requested.connect(self.sig_add_model_requested)
+        self.history.sig_runs_checked.connect(self._on_history_runs_checked)
+        self.history.sig_resume_requested.connect(self._on_history_resume_requested)
+        self.history.sig_run_deleted.connect(self._on_history_run_deleted)
+        self.queue.sig_run_started.connect(self._on_queue_run_started)
+        self.queue.sig_item_scored.connect(self._on_queue_item_scored)
+        self.queue.sig_run_finished.connect(self._on_queue_run_finished)
+        self.compare.sig_question_requested.connect(self.open_question)
+        self.rescore_bar.sig_rescored.connect(self._on_rescore_bar_rescored)
+        self.rescore_bar.sig_failed.connect(lambda message: self.sig_status_changed.emit(f"Re-score failed: {message}"))
+        self.drilldown.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
+        self.history.set_live_dirs(self.queue.live_dirs())
+        self._show([])
+
+    # -- layout ---------------------------------------------------------------
+
+    def _build_layout(self) -> None:
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.setup)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(380)
+        self.side_tabs = QTabWidget()
+        self.side_tabs.addTab(scroll, "New run")
+        history_page = QWidget()
+        history_layout = QVBoxLayout(history_page)
+        history_layout.addWidget(self.history)
+        self.side_tabs.addTab(history_page, "History")
+
+        chart_page = QWidget()
+        chart_layout = QVBoxLayout(chart_page)
+        chart_layout.addWidget(self.chart, 1)
+        chart_layout.addWidget(self.summary_table)
+        buttons = QHBoxLayout()
+        self.export_png_button = QPushButton("Export PNG…")
+        self.export_png_button.setToolTip("Save the chart as a PNG image")
+        self.export_png_button.clicked.connect(lambda: self._choose_chart_file("png"))
+        self.export_svg_button = QPushButton("Export SVG…")
+        self.export_svg_button.setToolTip("Save the chart as an SVG vector drawing (for papers and slides)")
+        self.export_svg_button.clicked.connect(lambda: self._choose_chart_file("svg"))
+        buttons.addWidget(self.rescore_bar, 1)
+        buttons.addSpacing(24)
+        buttons.addWidget(self.export_png_button)
+        buttons.addWidget(self.export_svg_button)
+        chart_layout.addLayout(buttons)
+
+        self.results_tabs = QTabWidget()
+        self.results_tabs.addTab(chart_page, "Chart")
+        self.results_tabs.addTab(self.drilldown, "Questions")
+        self.results_tabs.addTab(self.compare, "Compare")
+        self.results_tabs.addTab(self.repro, "Reproducibility")
+        self.shown_label = QLabel()
+        self.shown_label.setWordWrap(True)
+        self.shown_label.setStyleSheet("color: #444;")
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addWidget(self.queue_view)
+        right_layout.addWidget(self.shown_label)
+        right_layout.addWidget(self.results_tabs, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.side_tabs)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([460, 820])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        if self.store_error:
+            warning = QLabel(f"<b>Past runs are not listed:</b> {self.store_error}")
+            warning.setWordWrap(True)
+            warning.setStyleSheet("color: #b3261e;")
+            layout.addWidget(warning)
+        layout.addWidget(splitter)
+
+    # -- models ---------------------------------------------------------------
+
+    @Slot(object, object)
+    def set_models(self, models: list[ModelInfo], problems: object = None) -> None:
+        self.setup.set_models(models, problems)
+
+    # -- running --------------------------------------------------------------
+
+    @Slot(object)
+    def _on_setup_runs_requested(self, configs: list[BenchConfig]) -> None:
+        try:
+            runs = self.queue.enqueue(configs)
+        except (OSError, ConfigError) as exc:
+            self.setup.show_message(f"The runs could not be set up: {exc}")
+            return
+        self._batch_dirs = {str(r.run_dir.resolve()) for r in runs}
+        self.history.set_checked(set())  # the new batch replaces what is shown, run by run as it starts
+        self.sig_status_changed.emit(f"Benchmark queued: {len(runs)} run{'s' if len(runs) != 1 else ''}")
+
+    @Slot(object)
+    def _on_history_resume_requested(self, row: dict) -> None:
+        try:
+            run = self.queue.resume(row["run_dir"])
+        except (OSError, ConfigError) as exc:
+            QMessageBox.warning(self, "Cannot resume", f"This run cannot be resumed: {exc}")
+            return
+        self._batch_dirs = {str(run.run_dir.resolve())}
+        self.history.set_live_dirs(self.queue.live_dirs())
+
+    @Slot(object)
+    def _on_queue_run_started(self, run: QueuedRun) -> None:
+        self.history.set_live_dirs(self.queue.live_dirs())
+        self.sig_status_changed.emit(f"Benchmark running: {run.label}")
+
+    @Slot(object, object)
+    def _on_queue_item_scored(self, run: QueuedRun, _item: dict) -> None:
+        row = self._row_for(run)
+        if row is not None:
+            self._cache.pop(int(row["id"]), None)
+            if int(row["id"]) not in self.history.checked_ids():
+                self.history.refresh()
+                self.history.set_checked([*self.history.checked_ids(), int(row["id"])])
+                return
+        if not self._live_timer.isActive():
+            self._live_timer.start()
+
+    @Slot()
+    def _on_live_timer_timeout(self) -> None:
+        self._show(self.history.checked_rows())
+
+    @Slot(object)
+    def _on_queue_run_finished(self, run: QueuedRun) -> None:
+        self._live_timer.stop()
+        row = self._row_for(run)
+        self.history.set_live_dirs(self.queue.live_dirs())
+        if row is not None:
+            self._cache.pop(int(row["id"]), None)
+            ids = self.history.checked_ids()
+            if int(row["id"]) not in ids and str(run.run_dir.resolve()) in self._batch_dirs:
+                ids.append(int(row["id"]))
+            self.history.set_checked(ids)
+        else:
+            self._show(self.history.checked_rows())
+        state = "finished" if run.state == DONE else run.state
+        self.sig_status_changed.emit(f"Benchmark {state}: {run.label}" + (f" — {run.error}" if run.error else ""))
+
+    def _row_for(self, run: QueuedRun) -> dict | None:
+        if self.store is None:
+            return None
+        return self.store.eval_run_by_dir(str(run.run_dir.resolve()))
+
+    # -- showing --------------------------------------------------------------
+
+    @Slot(object)
+    def _on_history_runs_checked(self, rows: list[dict]) -> None:
+        self._show(rows)
+
+    @Slot(int)
+    def _on_history_run_deleted(self, run_id: int) -> None:
+        self._cache.pop(run_id, None)
+
+    @Slot(str)
+    def _on_rescore_bar_rescored(self, run_dir: str) -> None:
+        self._cache = {k: v for k, v in self._cache.items() if v.run_dir != run_dir}
+        self.history.refresh()
+        self._show(self.history.checked_rows())
+        self.sig_status_changed.emit(f"Re-scored {Path(run_dir).name}")
+
+    def _load(self, row: dict) -> BenchRun:
+        run_id = int(row["id"])
+        live = (row.get("run_dir") or "") in self.queue.live_dirs()
+        if run_id not in self._cache or live:
+            assert self.store is not None
+            run = run_from_database(self.store, row)
+            run.status = row.get("display_status") or run.status
+            if live:
+                run.status = "running"
+                return run
+            self._cache[run_id] = run
+        return self._cache[run_id]
+
+    def _show(self, rows: list[dict]) -> None:
+        rows = sorted(rows, key=lambda row: (row.get("created_at") or 0, row["id"]))  # oldest first: run order
+        runs = [self._load(row) for row in rows] if self.store is not None else []
+        self.shown = runs
+        self.names = unique_names(runs)
+        self.chart.set_runs([ChartSeries(name, run.scores()) for run, name in zip(runs, self.names)])
+        options = {run.option_count() for run in runs if run.items}
+        self.chart.set_chance(1 / options.pop() if len(options) == 1 and None not in options else None)
+        self.summary_table.set_runs(runs, self.names)
+        self.summary_table.setVisible(bool(runs))
+        self.drilldown.set_runs(runs, self.names)
+        self.compare.set_runs(runs, self.names)
+        self.repro.set_runs(runs, self.names)
+        self.rescore_bar.set_runs(runs, self.names)
+        notes = [f"{name}: {run.note}" for run, name in zip(runs, self.names) if run.note]
+        if runs:
+            text = f"Showing {len(runs)} run{'s' if len(runs) != 1 else ''} (tick runs in the History to change)."
+        else:
+            text = "Nothing shown yet: run a benchmark, or tick past runs in the History."
+        self.shown_label.setText(" ".join([text, *notes]))
+        has = bool(runs)
+        self.export_png_button.setEnabled(has)
+        self.export_svg_button.setEnabled(has)
+        self.sig_runs_shown.emit(runs)
+
+    def show_run_ids(self, ids: list[int]) -> None:
+        """Show exactly these eval runs (from the History)."""
+        self.history.refresh()
+        self.history.set_checked(ids)
+
+    @Slot(str)
+    def open_question(self, question_id: str) -> None:
+        self.drilldown.set_filter("all")
+        self.results_tabs.setCurrentIndex(PAGE_QUESTIONS)
+        self.drilldown.select_question(question_id)
+
+    def _choose_chart_file(self, kind: str) -> None:
+        pattern = "PNG images (*.png)" if kind == "png" else "SVG drawings (*.svg)"
+        path, _ = QFileDialog.getSaveFileName(self, f"Export chart as {kind.upper()}",
+                                              str(Path.home() / f"benchmark-chart.{kind}"), pattern)
+        if not path:
+            return
+        try:
+            written = self.chart.export_png(path) if kind == "png" else self.chart.export_svg(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"The chart could not be saved: {exc}")
+            return
+        self.sig_status_changed.emit(f"Saved {written}")
+
+    # -- life cycle -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self._live_timer.stop()
+        self.queue.shutdown()
+        if self.rescore_bar.runner.is_running():
+            self.rescore_bar.runner.kill_now()
+        if self._owns_store and self.store is not None:
+            self.store.close()
+            self.store = None

@@ -1,0 +1,282 @@
+"""Export a finished run to one GGUF file (for llama.cpp and the chat tab), with progress.
+
+Runs `medalpaca export --jsonl` through a JobRunner: the exporter merges a LoRA adapter into
+its base in the worker process, so the GUI imports nothing heavy and stays responsive.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medalpaca_desktop.core.events import Done, Event, Progress, Result
+from medalpaca_desktop.core.progress import format_duration
+from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+
+# trainer.export.EXPORT_QUANTS (that module reaches torch, which the GUI never imports; a test keeps them equal)
+EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+QUANT_DEFAULT = "q8_0"
+QUANT_HELP = ("Weight type: f32 (exact), f16/bf16 (half size, near exact), q8_0 (quarter size, near f16 quality), "
+              "q6_k / q5_k_m / q4_k_m (smaller and faster, some quality loss).")
+
+
+class ExportSourceError(ValueError):
+    """The run has nothing exportable; the message says why."""
+
+
+@dataclass
+class ExportSource:
+    """What to export from a run folder: a full model folder, optionally with an adapter on top."""
+
+    model: Path
+    adapter: Path | None = None
+
+    def describe(self) -> str:
+        if self.adapter is not None:
+            return f"the adapter {self.adapter} merged into its base {self.model}"
+        return f"the model {self.model}"
+
+
+def export_source(run_dir: str | Path) -> ExportSource:
+    """The merged model if the run merged, else the full model, else base + adapter."""
+    run_dir = Path(run_dir)
+    merged, final = run_dir / "merged", run_dir / "final"
+    if (merged / "config.json").is_file():
+        return ExportSource(merged)
+    if (final / "config.json").is_file():
+        return ExportSource(final)
+    if (final / "adapter_config.json").is_file():
+        try:
+            cfg = json.loads((final / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExportSourceError(f"{final / 'adapter_config.json'} cannot be read ({exc}).") from None
+        base = cfg.get("base_model_name_or_path")
+        if not base or not Path(base).is_dir():
+            raise ExportSourceError(f"The adapter's base model {base or '(not recorded)'} is not on this computer.")
+        return ExportSource(Path(base), final)
+    raise ExportSourceError(f"{run_dir} has no final model yet: only a finished run can be exported.")
+
+
+def export_command(source: ExportSource, out: Path, quant: str, overwrite: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "medalpaca_desktop", "export", "--model", str(source.model), "--out", str(out),
+           "--quant", quant, "--jsonl"]
+    if source.adapter is not None:
+        cmd += ["--adapter", str(source.adapter)]
+    if overwrite:
+        cmd.append("--force")
+    return cmd
+
+
+class ExportDialog(QDialog):
+    """Choose the GGUF type and file, run the export, show progress and the result."""
+
+    sig_exported = Signal(str)  # path of the written .gguf
+    sig_chat_requested = Signal(str)
+
+    def __init__(self, run_dir: str | Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export to GGUF")
+        self.setMinimumWidth(620)
+        self.run_dir = Path(run_dir)
+        self.runner = JobRunner(self)
+        self.result_path: Path | None = None
+        try:
+            self.source: ExportSource | None = export_source(self.run_dir)
+            source_text = self.source.describe()
+        except ExportSourceError as exc:
+            self.source, source_text = None, str(exc)
+
+        self.source_label = QLabel(source_text)
+        self.source_label.setWordWrap(True)
+        self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.quant_combo = QComboBox()
+        self.quant_combo.addItems(list(EXPORT_QUANTS))
+        self.quant_combo.setCurrentText(QUANT_DEFAULT)
+        self.quant_combo.setToolTip(QUANT_HELP)
+        self.quant_combo.currentTextChanged.connect(self._on_quant_combo_changed)
+        self.out_edit = QLineEdit(str(self._default_out(QUANT_DEFAULT)))
+        self.out_edit.setToolTip("The .gguf file to write.")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse_clicked)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        self.overwrite_check = QCheckBox("Replace the file if it exists")
+        self.overwrite_check.setToolTip("Replace the output file if it already exists.")
+
+        form = QFormLayout()
+        form.addRow("Exports", self.source_label)
+        form.addRow("Type", self.quant_combo)
+        form.addRow("File", out_row)
+        form.addRow("", self.overwrite_check)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.status_label = QLabel("Choose the type and the file, then Export.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.log.setPlaceholderText("The exporter's messages appear here.")
+        self.log.setMaximumHeight(140)
+
+        self.buttons = QDialogButtonBox()
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.stop_button = self.buttons.addButton("Stop", QDialogButtonBox.ButtonRole.ActionRole)
+        self.open_button = self.buttons.addButton("Open folder", QDialogButtonBox.ButtonRole.ActionRole)
+        self.chat_button = self.buttons.addButton("Chat with it", QDialogButtonBox.ButtonRole.ActionRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.export_button.clicked.connect(self.start_export)
+        self.stop_button.clicked.connect(self.runner.stop)
+        self.open_button.clicked.connect(self._on_open_button_clicked)
+        self.chat_button.clicked.connect(self._on_chat_button_clicked)
+        self.close_button.clicked.connect(self.reject)
+        self.stop_button.setEnabled(False)
+        self.open_button.setEnabled(False)
+        self.chat_button.setEnabled(False)
+        self.export_button.setEnabled(self.source is not None)
+        if self.source is None:
+            self.status_label.setText(f"<b>Nothing to export.</b> {source_text}")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.log)
+        layout.addWidget(self.buttons)
+
+        self.runner.sig_event_received.connect(self._on_runner_event_received)
+        self.runner.sig_log_line.connect(self._on_runner_log_line)
+        self.runner.sig_finished.connect(self._on_runner_finished)
+
+    def _default_out(self, quant: str) -> Path:
+        return self.run_dir / f"{self.run_dir.name}-{quant}.gguf"
+
+    @Slot(str)
+    def _on_quant_combo_changed(self, quant: str) -> None:
+        current = Path(self.out_edit.text())
+        if current.parent == self.run_dir and current.name.startswith(self.run_dir.name):
+            self.out_edit.setText(str(self._default_out(quant)))
+
+    @Slot()
+    def _on_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Write the GGUF file to", self.out_edit.text(),
+                                              "GGUF files (*.gguf)")
+        if path:
+            self.out_edit.setText(path if path.endswith(".gguf") else path + ".gguf")
+
+    # -- running ----------------------------------------------------------------------
+
+    @Slot()
+    def start_export(self) -> bool:
+        """Check the choices and start the exporter; False (with a message) when they cannot run."""
+        if self.source is None or self.runner.is_running():
+            return False
+        out = Path(self.out_edit.text().strip()).expanduser()
+        if not self.out_edit.text().strip() or out.suffix.lower() != ".gguf":
+            return self._refuse("Give the path of a .gguf file to write.")
+        if out.is_dir():
+            return self._refuse(f"{out} is a folder; give the path of the .gguf file to write.")
+        if out.exists() and not self.overwrite_check.isChecked():
+            return self._refuse(f"{out} already exists. Tick “Replace the file if it exists” or choose another name.")
+        if not out.parent.is_dir():
+            return self._refuse(f"The folder {out.parent} does not exist.")
+        self.result_path = None
+        self.log.clear()
+        self.progress.setRange(0, 0)
+        self.status_label.setText("Starting the exporter…")
+        self.export_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.open_button.setEnabled(False)
+        self.chat_button.setEnabled(False)
+        cmd = export_command(self.source, out, self.quant_combo.currentText(), self.overwrite_check.isChecked())
+        self.runner.start(cmd[0], cmd[1:])
+        return True
+
+    def _refuse(self, message: str) -> bool:
+        self.status_label.setText(f"<b>Cannot export:</b> {message}")
+        return False
+
+    @Slot(object)
+    def _on_runner_event_received(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            fraction = event.fraction
+            if fraction is None:
+                self.progress.setRange(0, 0)
+            else:
+                self.progress.setRange(0, 1000)
+                self.progress.setValue(int(fraction * 1000))
+                eta = f" · ETA {format_duration(event.eta_s)}" if event.eta_s is not None else ""
+                self.progress.setFormat(f"{fraction:.0%}{eta}")
+            self.status_label.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
+        elif isinstance(event, Result) and event.data.get("path"):
+            self.result_path = Path(event.data["path"])
+        elif isinstance(event, Done) and event.ok and event.data.get("path"):
+            self.result_path = Path(event.data["path"])
+
+    @Slot(str)
+    def _on_runner_log_line(self, line: str) -> None:
+        self.log.appendPlainText(line)
+
+    @Slot(object)
+    def _on_runner_finished(self, outcome: JobOutcome) -> None:
+        self.stop_button.setEnabled(False)
+        self.export_button.setEnabled(True)
+        self.progress.setRange(0, 1000)
+        if outcome.ok and self.result_path is not None:
+            self.progress.setValue(1000)
+            self.progress.setFormat("100%")
+            self.status_label.setText(f"<b>Wrote</b> {self.result_path}")
+            self.open_button.setEnabled(True)
+            self.chat_button.setEnabled(True)
+            self.sig_exported.emit(str(self.result_path))
+        elif outcome.status.value == "stopped":
+            self.progress.setValue(0)
+            self.status_label.setText("Export stopped; no file was written.")
+        else:
+            self.progress.setValue(0)
+            self.status_label.setText(f"<b>Export failed:</b> {outcome.describe()}")
+
+    @Slot()
+    def _on_open_button_clicked(self) -> None:
+        if self.result_path is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result_path.parent)))
+
+    @Slot()
+    def _on_chat_button_clicked(self) -> None:
+        if self.result_path is not None:
+            self.sig_chat_requested.emit(str(self.result_path))
+            self.accept()
+
+    def reject(self) -> None:
+        if self.runner.is_running():
+            self.runner.stop()
+        super().reject()
+
+    def shutdown(self) -> None:
+        self.runner.kill_now()

@@ -1,0 +1,318 @@
+"""The Fine-tune tab with real trainer processes on the tiny LLaMA (CPU), offscreen.
+
+Launch → points on the loss chart → stop (checkpoint) → resume → done; a crashed worker is
+marked failed and resumes; a finished run is redrawn from events.jsonl by a fresh tab; a run
+left running is picked up by a fresh tab; the main window opens the result in the chat tab
+and asks before closing over a running fine-tune. Runs are a few steps with short examples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from helpers.ui_support import NO_GPU_REPORT, fake_probe_command, isolate_user_home
+from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.events import Metric, read_events_file
+from medalpaca_desktop.core.store import Store
+from medalpaca_desktop.ui.devices import DeviceProbe
+from medalpaca_desktop.ui.finetune.run_session import RunSession, decide_outcome, last_checkpoint, pid_is_running
+from medalpaca_desktop.ui.finetune.tab import FinetuneTab
+from medalpaca_desktop.ui.main_window import TAB_CHAT, TAB_FINETUNE, MainWindow
+from trainer.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "sample_data" / "medical_instructions.jsonl"
+PRESET = ROOT / "resources" / "presets" / "medalpaca-lora.yaml"
+RUN_MS = 90_000  # one tiny run takes ~5 s alone; the suite may share 2 cores with other jobs
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path, monkeypatch):
+    isolate_user_home(tmp_path, monkeypatch)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer shares 2 cores with the test process
+    yield
+    with Store() as store:  # no trainer outlives its test, whatever the test did
+        for row in store.training_runs():
+            kill_group(row["pid"])
+
+
+def write_config(base: Path, run_dir: Path, **overrides) -> Path:
+    """The paper's LoRA preset, shrunk to a few steps on the tiny model and the bundled sample data."""
+    values = dict(base_model=str(base), data=[str(SAMPLE)], output_dir=str(run_dir), max_steps=4,
+                  learning_rate=2e-3, global_batch_size=2, micro_batch_size=2, warmup_steps=1, max_length=384,
+                  val_split=0.05, eval_steps=2, save_steps=2, lora_r=4, lora_alpha=8)
+    values.update(overrides)
+    config = TrainConfig.load(PRESET, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+    return config.save(run_dir / "config.yaml")
+
+
+def set_max_steps(run_dir: Path, steps: int) -> None:
+    path = run_dir / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["max_steps"] = steps
+    path.write_text(yaml.safe_dump(data))
+
+
+def kill_group(pid: int | None) -> None:
+    if pid and pid_is_running(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def make_tab(qtbot):
+    tabs: list[FinetuneTab] = []
+
+    def make() -> FinetuneTab:
+        tab = FinetuneTab(store=Store())
+        qtbot.addWidget(tab)
+        tabs.append(tab)
+        return tab
+
+    yield make
+    for tab in tabs:
+        pids = [s.pid for s in tab.sessions.values() if s.is_running()]
+        tab.shutdown()
+        for pid in pids:
+            kill_group(pid)
+
+
+def loss_steps(tab: FinetuneTab) -> list[float]:
+    return [x for x, _ in tab.monitor.loss_chart.drawn_points("loss")]
+
+
+def wait_finished(qtbot, session: RunSession) -> tuple[str, str]:
+    qtbot.waitUntil(lambda: session.outcome is not None, timeout=RUN_MS)
+    return session.outcome
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_outcome_is_read_from_the_attempts_events():
+    from medalpaca_desktop.core.events import Done, Error
+
+    assert decide_outcome([Done(ok=True, data={"steps": 4, "train_loss": 1.5})], 0, False, [])[0] == "done"
+    assert decide_outcome([Done(ok=False, stopped=True)], 130, True, []) == \
+        ("stopped", "Stopped with a checkpoint; Resume continues from it.")
+    status, text = decide_outcome([Error(message="training data: bad.jsonl line 3: not JSON"), Done(ok=False)],
+                                  1, False, [])
+    assert status == "failed" and "bad.jsonl line 3" in text
+    status, text = decide_outcome([], None, False, ["Traceback (most recent call last):", "  boom", ""])
+    assert status == "failed" and "was killed" in text and "boom" in text
+    assert decide_outcome([], 2, False, ["error: max_steps: -1 is below the minimum 0"]) == \
+        ("failed", "max_steps: -1 is below the minimum 0")
+    assert decide_outcome([Metric(step=7, values={"loss": 2.0})], None, True, [])[0] == "stopped"
+
+
+def test_a_bad_config_is_refused_with_a_message(qtbot, make_tab, tmp_path):
+    tab = make_tab()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: lora\nmax_steps: -1\n")
+    assert tab.launch(str(bad)) is None
+    assert tab.error_bar.isVisibleTo(tab) and "The config cannot run" in tab.error_label.text()
+    assert tab.table_model.rowCount() == 0 and tab.empty_label.isVisibleTo(tab)
+    assert tab.stack.currentWidget() is tab.wizard  # no runs yet: the wizard is the start
+    tab.stack.setCurrentWidget(tab.monitor)
+    tab.show()
+    qtbot.waitExposed(tab)
+    tab.activateWindow()
+    tab.table.setFocus()
+    QTest.keyClick(tab.table, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    if tab.isActiveWindow():  # offscreen windows are usually active; then the shortcut works end to end
+        assert tab.stack.currentWidget() is tab.wizard
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+def test_launch_stop_resume_done_and_redraw(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    tab = make_tab()
+    run_dir = tmp_path / "run"
+    config = write_config(tiny_llama_dir, run_dir, max_steps=100_000, save_steps=100_000, eval_steps=5)
+    run_id = tab.launch(str(config))
+    assert run_id is not None and tab.stack.currentWidget() is tab.monitor
+    session = tab.sessions[run_id]
+    assert tab.store.training_runs()[0]["status"] == "running" and tab.store.training_runs()[0]["pid"] == session.pid
+    # points arrive on the loss chart while the trainer runs
+    qtbot.waitUntil(lambda: len(loss_steps(tab)) >= 3, timeout=RUN_MS)
+    assert tab.monitor.stop_button.isEnabled() and not tab.monitor.resume_button.isEnabled()
+    assert "step" in tab.monitor.progress.format() and "ETA" in tab.monitor.progress.format()
+
+    qtbot.mouseClick(tab.monitor.stop_button, Qt.MouseButton.LeftButton)
+    assert wait_finished(qtbot, session)[0] == "stopped"
+    row = tab.store.training_runs()[0]
+    assert row["status"] == "stopped" and row["pid"] is None and row["final_loss"] is not None
+    step, folder = last_checkpoint(run_dir)
+    assert (folder / "optimizer.pt").is_file()
+    assert tab.monitor.resume_button.isEnabled() and tab.monitor.resume_button.text() == f"Resume from step {step}"
+    assert "Stopped" in tab.monitor.banner.text()
+    assert "step" in tab.monitor.progress.format() and "ETA" not in tab.monitor.progress.format()
+
+    set_max_steps(run_dir, step + 3)  # the test's shortcut to an end; a user resumes the same config
+    qtbot.mouseClick(tab.monitor.resume_button, Qt.MouseButton.LeftButton)
+    assert session.is_running()
+    status, message = wait_finished(qtbot, session)
+    assert status == "done", message
+    row = tab.store.training_runs()[0]
+    assert row["status"] == "done" and row["error"] is None and row["finished_at"] >= row["started_at"]
+    steps = loss_steps(tab)
+    assert steps == sorted(set(steps)) and steps[-1] == step + 3  # resumed points continue the curve
+    assert (run_dir / "final" / "adapter_config.json").is_file()
+    assert tab.monitor.chat_button.isEnabled() and tab.monitor.export_button.isEnabled()
+    assert tab.table_model.data(tab.table_model.index(0, 1)) == "done"
+    with qtbot.waitSignal(tab.sig_chat_requested) as blocker:
+        qtbot.mouseClick(tab.monitor.chat_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [str(run_dir / "final")]
+
+    # a fresh tab (the next app start) redraws the finished run from its events.jsonl
+    tab2 = make_tab()
+    assert tab2.monitor.run_id() == run_id and not tab2.sessions
+    metric_losses = [(e.step, e.values["loss"]) for e in read_events_file(run_dir / "events.jsonl")
+                     if isinstance(e, Metric) and "loss" in e.values]
+    assert tab2.monitor.loss_chart.drawn_points("loss") == [(float(s), pytest.approx(v)) for s, v in metric_losses]
+    assert tab2.monitor.lr_chart.drawn_points("learning_rate")
+    assert "checkpoint at step" in tab2.monitor.log_view.toPlainText()
+
+
+def test_a_crashed_worker_is_failed_and_resumes(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    tab = make_tab()
+    saved = write_config(tiny_llama_dir, tmp_path / "elsewhere", max_steps=100_000, save_steps=2)
+    run_id = tab.launch_saved_config(saved)  # "Run a saved config…": a fresh folder under the runs folder
+    run_dir = Path(tab.store.training_runs()[0]["run_dir"])
+    assert run_dir.parent == paths.runs_dir() and run_dir.name.endswith("-tiny_llama0-lora")
+    assert TrainConfig.load(run_dir / "config.yaml").output_dir == str(run_dir)
+    session = tab.sessions[run_id]
+    qtbot.waitUntil(lambda: last_checkpoint(run_dir) is not None and len(loss_steps(tab)) >= 3, timeout=RUN_MS)
+    os.kill(session.pid, signal.SIGKILL)
+    status, message = wait_finished(qtbot, session)
+    assert status == "failed" and "killed" in message
+    row = tab.store.training_runs()[0]
+    assert row["status"] == "failed" and row["error"] == message
+    assert tab.monitor.banner.isVisibleTo(tab) and "The run failed" in tab.monitor.banner.text()
+    step, _ = last_checkpoint(run_dir)
+    assert tab.monitor.resume_button.isEnabled() and f"step {step}" in tab.monitor.resume_button.text()
+    assert tab.table_model.data(tab.table_model.index(0, 1)) == "failed"
+    assert tab.table_model.data(tab.table_model.index(0, 1), Qt.ItemDataRole.ToolTipRole) == message
+
+    set_max_steps(run_dir, step + 2)
+    assert tab.resume(run_id)
+    status, message = wait_finished(qtbot, session)
+    assert status == "done", message
+    assert loss_steps(tab)[-1] == step + 2
+
+
+def test_bad_data_fails_with_the_file_and_line(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text(SAMPLE.read_text().splitlines()[0] + "\n{not json\n")
+    tab = make_tab()
+    tab.wizard.sig_launch_requested.emit(str(write_config(tiny_llama_dir, tmp_path / "run", data=[str(data)])))
+    run_id = tab.store.training_runs()[0]["id"]
+    status, message = wait_finished(qtbot, tab.sessions[run_id])
+    assert status == "failed" and "broken.jsonl" in message and "2" in message
+    assert message in tab.monitor.banner.text() or message.split(":")[0] in tab.monitor.banner.text()
+    assert "[error]" in tab.monitor.log_view.toPlainText()
+
+
+def test_a_dead_running_row_is_marked_failed_on_start(qtbot, make_tab, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run_dir = tmp_path / "gone"
+    run_dir.mkdir()
+    (run_dir / "worker.log").write_text("Segmentation fault (core dumped)\n")
+    with Store() as store:
+        run_id = store.create_training_run("gone", str(run_dir), method="lora", base_model="/models/x",
+                                           data=["a.jsonl"])
+        store.update_training_run(run_id, status="running", pid=proc.pid, started_at=time.time() - 60)
+    tab = make_tab()
+    row = tab.store.training_runs()[0]
+    assert row["status"] == "failed" and "Segmentation fault" in row["error"]
+    assert tab.monitor.resume_button.isEnabled() and tab.monitor.resume_button.text() == "Resume"
+
+
+# --------------------------------------------------------------------------- main window
+
+
+def make_window(qtbot) -> MainWindow:
+    probe = DeviceProbe(command=fake_probe_command(NO_GPU_REPORT))
+    window = MainWindow(device_probe=probe)
+    probe.setParent(window)
+    qtbot.addWidget(window)
+    return window
+
+
+@pytest.fixture
+def window(qtbot):
+    window = make_window(qtbot)
+    yield window
+    pids = [s.pid for s in window.finetune_tab.sessions.values() if s.is_running()]
+    window.shutdown()
+    for pid in pids:
+        kill_group(pid)
+
+
+def test_main_window_chats_with_the_result(qtbot, window, tiny_llama_dir, tmp_path):
+    assert window.tabs.widget(TAB_FINETUNE) is window.finetune_tab
+    run_dir = tmp_path / "run"
+    run_id = window.finetune_tab.launch(str(write_config(tiny_llama_dir, run_dir, max_steps=2, val_split=0.0)))
+    assert wait_finished(qtbot, window.finetune_tab.sessions[run_id])[0] == "done"
+    with qtbot.waitSignal(window.chat_tab.host.sig_model_loaded, timeout=RUN_MS) as blocker:
+        qtbot.mouseClick(window.finetune_tab.monitor.chat_button, Qt.MouseButton.LeftButton)
+        assert window.tabs.currentIndex() == TAB_CHAT
+    loaded = blocker.args[0]
+    assert loaded.adapter == str(run_dir / "final") and Path(loaded.path) == tiny_llama_dir  # base + adapter
+    picked = window.chat_tab.picker.current_model()
+    assert picked.path == str(run_dir / "final") and picked.name == "run (final)"  # named after its run
+    with qtbot.waitSignal(window.chat_tab.host.sig_generation_finished, timeout=RUN_MS):
+        assert window.chat_tab.send("What is the antidote for paracetamol overdose?")
+    assert window.chat_tab.host.loaded.adapter == str(run_dir / "final")  # answered without reloading
+
+
+def test_closing_over_a_run_asks_and_a_run_left_running_is_picked_up(qtbot, window, tiny_llama_dir, tmp_path,
+                                                                       monkeypatch):
+    tab = window.finetune_tab
+    run_id = tab.launch(str(write_config(tiny_llama_dir, tmp_path / "run", max_steps=100_000, save_steps=100_000)))
+    session = tab.sessions[run_id]
+    pid = session.pid
+    qtbot.waitUntil(lambda: len(loss_steps(tab)) >= 2, timeout=RUN_MS)
+    answers = ["cancel", "leave"]
+    asked: list[int] = []
+    monkeypatch.setattr(MainWindow, "ask_about_active_runs", lambda self, count: asked.append(count) or answers.pop(0))
+    window.show()
+    assert not window.close() and window.isVisible() and session.is_running()  # cancel: nothing happens
+    assert window.close() and not window.isVisible()  # leave running: it trains on without the window
+    assert asked == [1, 1]
+    assert pid_is_running(pid) and tab.store.training_runs()[0]["status"] == "running"
+
+    # the next start picks it up: its history from events.jsonl, then new points as they come
+    window2 = make_window(qtbot)
+    tab2 = window2.finetune_tab
+    session2 = tab2.sessions[run_id]
+    assert session2.is_running() and tab2.monitor.run_id() == run_id and tab2.monitor.stop_button.isEnabled()
+    seen = len(loss_steps(tab2))
+    assert seen >= 2
+    qtbot.waitUntil(lambda: len(loss_steps(tab2)) > seen + 2, timeout=RUN_MS)
+    # closing this window with "stop": the trainer saves a checkpoint and ends on its own
+    answers.append("stop")
+    window2.show()
+    assert window2.close()
+    qtbot.waitUntil(lambda: not pid_is_running(pid), timeout=RUN_MS)
+    tab3 = FinetuneTab(store=Store())  # and the start after that records how it ended
+    qtbot.addWidget(tab3)
+    row = tab3.store.training_runs()[0]
+    assert row["status"] == "stopped" and last_checkpoint(tmp_path / "run") is not None
+    assert tab3.monitor.resume_button.isEnabled()
+    tab3.shutdown()
