@@ -30,7 +30,6 @@ from medalpaca_desktop.ui.about import AboutDialog
 from medalpaca_desktop.ui.benchmark.tab import BenchmarkTab
 from medalpaca_desktop.ui.chat.tab import ChatTab
 from medalpaca_desktop.ui.devices import DeviceProbe, DevicesDialog, summarize
-from medalpaca_desktop.ui.empty_state import EmptyState
 from medalpaca_desktop.ui.finetune.tab import FinetuneTab
 from medalpaca_desktop.ui.icons import app_icon
 from medalpaca_desktop.ui.models.manager import ModelManager
@@ -39,48 +38,7 @@ from medalpaca_desktop.ui.settings_store import SettingsStore
 from medalpaca_desktop.ui.workers import TaskManager
 
 WINDOW_TITLE = "MedAlpaca Desktop"
-NOT_YET = "Not available in this version yet."
-
 TAB_MODELS, TAB_CHAT, TAB_FINETUNE, TAB_BENCHMARK = range(4)
-
-FEATURE_PAGES = {
-    TAB_CHAT: dict(
-        title="Chat with a local model",
-        icon="chat",
-        text="Ask a model questions in a conversation. Answers stream in as the model writes them, "
-             "and every conversation is saved in a private database on this computer.",
-        bullets=[
-            "Pick any model from the model manager: GGUF files or Hugging Face folders, optionally 8-bit "
-            "or 4-bit, with a LoRA adapter on top.",
-            "The MedAlpaca prompt format for MedAlpaca models, the model's own chat template for others, "
-            "and an editable system prompt.",
-            "Stop an answer at any time; unloading a model gives all its memory back.",
-        ],
-    ),
-    TAB_FINETUNE: dict(
-        title="Fine-tune a model on your data",
-        icon="finetune",
-        text="A step-by-step wizard that adapts a model to medical instructions, the way the MedAlpaca "
-             "paper trained LLaMA on Medical Meadow.",
-        bullets=[
-            "Choose a base model and a dataset (Medical Meadow style: instruction, input, output).",
-            "Full fine-tune, LoRA, LoRA on an 8-bit base or 4-bit QLoRA, with presets that fit your GPU.",
-            "Watch loss and learning rate live; stop safely and resume from the last checkpoint.",
-            "See the exact command before it runs, and export the result as a GGUF file.",
-        ],
-    ),
-    TAB_BENCHMARK: dict(
-        title="Score models on USMLE-style exams",
-        icon="benchmark",
-        text="Measure how often a model picks the right answer on USMLE Step 1, 2 and 3 "
-             "self-assessment questions, zero-shot, as in the MedAlpaca paper.",
-        bullets=[
-            "Accuracy per Step with 95% confidence intervals, next to the paper's reported scores.",
-            "Every question's prediction and raw answer kept, so you can see where a model fails.",
-            "Compare several models in one chart; export the results as CSV and PNG.",
-        ],
-    ),
-}
 
 
 class MainWindow(QMainWindow):
@@ -115,27 +73,9 @@ class MainWindow(QMainWindow):
         self.benchmark_tab.sig_add_model_requested.connect(self.show_model_manager)
         self.benchmark_tab.sig_status_changed.connect(self._on_model_manager_status_changed)
         self.model_manager.sig_discovery_finished.connect(self.benchmark_tab.set_models)
-        self.feature_pages: dict[int, EmptyState] = {}
-        for index, name in ((TAB_CHAT, "Chat"), (TAB_FINETUNE, "Fine-tune"), (TAB_BENCHMARK, "Benchmark")):
-            if index == TAB_CHAT:
-                self.tabs.addTab(self.chat_tab, app_icon("chat"), name)
-                continue
-            if index == TAB_FINETUNE:
-                self.tabs.addTab(self.finetune_tab, app_icon("finetune"), name)
-                continue
-            if index == TAB_BENCHMARK:
-                self.tabs.addTab(self.benchmark_tab, app_icon("benchmark"), name)
-                continue
-            spec = FEATURE_PAGES[index]
-            page = EmptyState(
-                spec["title"], spec["text"], icon=app_icon(spec["icon"]), bullets=spec["bullets"],
-                notice=f"<b>{NOT_YET}</b> This feature comes in a later release. Meanwhile the "
-                       "model manager shows which models on this computer are ready to use.",
-                action_text="Open the model manager",
-            )
-            page.sig_action_requested.connect(self.show_model_manager)
-            self.feature_pages[index] = page
-            self.tabs.addTab(page, app_icon(spec["icon"]), name)
+        self.tabs.addTab(self.chat_tab, app_icon("chat"), "Chat")
+        self.tabs.addTab(self.finetune_tab, app_icon("finetune"), "Fine-tune")
+        self.tabs.addTab(self.benchmark_tab, app_icon("benchmark"), "Benchmark")
         for index, tip in ((TAB_MODELS, "Models found on this computer (Ctrl+1)"),
                            (TAB_CHAT, "Chat with a local model (Ctrl+2)"),
                            (TAB_FINETUNE, "Fine-tune a model on your data, watch and resume runs (Ctrl+3)"),

@@ -94,7 +94,7 @@ class DataPage(WizardPage):
         self.recheck_button = QPushButton("Check again")
         self.recheck_button.setToolTip("Read the files again (after fixing them)")
         self.recheck_button.clicked.connect(self._on_recheck_button_clicked)
-        buttons = QHBoxLayout()
+        buttons = QVBoxLayout()  # a column beside the list: the page must fit a 1280-pixel window
         for b in (self.add_files_button, self.add_dataset_button, self.sample_button, self.remove_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
@@ -168,8 +168,8 @@ class DataPage(WizardPage):
         splitter.setStretchFactor(1, 2)
 
         top = QHBoxLayout()
-        source_col = QVBoxLayout()
-        source_col.addWidget(self.sources)
+        source_col = QHBoxLayout()
+        source_col.addWidget(self.sources, 1)
         source_col.addLayout(buttons)
         top.addLayout(source_col, 3)
         top.addLayout(options, 2)
