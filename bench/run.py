@@ -294,7 +294,9 @@ class _Job:
         for pos, q in remaining:
             if self.stop.is_set():
                 return
-            item = generate_item(self.backend, q, pos, self.config, prompt_info)
+            item = generate_item(self.backend, q, pos, self.config, prompt_info, self.stop.is_set)
+            if item is None:  # stopped mid-answer: asked again on resume
+                return
             self._add(item, items, counts, reporter)
 
     def _score_loglikelihood(self, remaining: list[tuple[int, Question]], prompt_info: Any,
@@ -306,7 +308,7 @@ class _Job:
             if self.stop.is_set():
                 return
             chunk = [q for _, q in remaining[start:start + size]]
-            for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info):
+            for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
                 self._add(item, items, counts, reporter)
 
     def _add(self, item: dict[str, Any], items: list[dict[str, Any]], counts: dict[str, int],

@@ -16,6 +16,7 @@ Ties go to the first option, as numpy's argmax in lm-eval.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
@@ -39,7 +40,12 @@ def sampling_for(config: BenchConfig, position: int, stop: list[str]) -> Samplin
         stop=list(stop))
 
 
-def generate_item(backend: Any, q: Question, position: int, config: BenchConfig, prompt_info: Any) -> dict[str, Any]:
+def generate_item(backend: Any, q: Question, position: int, config: BenchConfig, prompt_info: Any,
+                  should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+    """One question's answer, parsed with both rules; None when a stop cut the answer short.
+
+    A cut answer is not recorded: resuming asks the question again, so no item is half-answered.
+    """
     prompt = build_prompt(q, "generate", config.prompt_style, prompt_info)
     item = base_item(q, prompt.text)
     sampling = sampling_for(config, position, prompt.stop)
@@ -51,7 +57,9 @@ def generate_item(backend: Any, q: Question, position: int, config: BenchConfig,
         item["latency_s"] = time.perf_counter() - started
         return item
     pieces: list[str] = []
-    stats = backend.generate(ids, sampling, pieces.append, lambda: False)
+    stats = backend.generate(ids, sampling, pieces.append, should_stop)
+    if stats.stop_reason == "stopped":
+        return None
     output = "".join(pieces)
     item["latency_s"] = round(time.perf_counter() - started, 4)
     item.update(output=output, tokens=stats.completion_tokens, stop_reason=stats.stop_reason)
@@ -71,15 +79,26 @@ def _argmax(values: dict[str, float]) -> str | None:
 
 
 def loglikelihood_items(backend: Any, questions: list[Question], config: BenchConfig,
-                        prompt_info: Any) -> list[dict[str, Any]]:
-    """Score a batch of questions in one `score_batch` call (or option by option with `score`)."""
+                        prompt_info: Any, should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+    """Score a batch of questions in one `score_batch` call (or option by option with `score`).
+
+    A stop during the batch (the backend raises InferenceError kind "stopped") returns no items:
+    the batch is scored again on resume.
+    """
+    from medalpaca_desktop.inference.base import InferenceError
+
     prompts = [build_prompt(q, "loglikelihood", config.prompt_style, prompt_info) for q in questions]
     requests = [(p.text, list(p.continuations.values())) for p in prompts]
     started = time.perf_counter()
-    if hasattr(backend, "score_batch"):
-        sums = backend.score_batch(requests, lambda: False, max_rows=config.batch_size)
-    else:
-        sums = [backend.score(ctx, conts, lambda: False) for ctx, conts in requests]
+    try:
+        if hasattr(backend, "score_batch"):
+            sums = backend.score_batch(requests, should_stop, max_rows=config.batch_size)
+        else:
+            sums = [backend.score(ctx, conts, should_stop) for ctx, conts in requests]
+    except InferenceError as exc:
+        if exc.kind == "stopped":
+            return []
+        raise
     latency = round((time.perf_counter() - started) / max(1, len(questions)), 4)
     items = []
     for q, prompt, values in zip(questions, prompts, sums):

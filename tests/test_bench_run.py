@@ -313,6 +313,43 @@ def test_stop_then_resume_skips_and_repeats_nothing(stop_after, tiny_long, tmp_p
     assert [it["output"] for it in items_of(tmp_path / "straight")] == [json.loads(x)["output"] for x in lines]
 
 
+class StopMidAnswer(threading.Event):
+    """A Stop pressed while the second question's answer is being generated (a few tokens in)."""
+
+    def __init__(self, rec_holder: list) -> None:
+        super().__init__()
+        self.rec_holder, self.polls = rec_holder, 0
+
+    def is_set(self) -> bool:
+        rec = self.rec_holder[0] if self.rec_holder else None
+        if rec is not None and len(rec.of("result")) == 1:
+            self.polls += 1  # the first poll is the loop's before the question; the rest are per token
+            if self.polls > 3:
+                self.set()
+        return super().is_set()
+
+
+@pytest.mark.parametrize("mode", ["generate", "loglikelihood"])
+def test_stop_mid_question_records_nothing_half_done(mode, tiny_long, tmp_path):
+    """A stop while a question is being answered/scored cuts it short; it is asked again on resume."""
+    holder: list = []
+    stop = StopMidAnswer(holder)
+    rec = Recorder()
+    holder.append(rec)
+    cfg = config(tiny_long.llamacpp, tmp_path / "run", limit=3, max_new_tokens=32, mode=mode, batch_size=1)
+    assert run_job(cfg, writer=rec, stop=stop) == EXIT_STOPPED
+    assert stop.polls > 1 or mode == "loglikelihood"
+    assert len(items_of(tmp_path / "run")) == 1
+    partial = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert partial["complete"] is False and partial["n_scored"] == 1
+    rc, rec = run(cfg, resume=True)
+    assert rc == EXIT_OK and len(rec.of("result")) == 2
+    rc, _ = run(config(tiny_long.llamacpp, tmp_path / "straight", limit=3, max_new_tokens=32, mode=mode,
+                       batch_size=1))
+    key = "output" if mode == "generate" else "scores"
+    assert [it[key] for it in items_of(tmp_path / "run")] == [it[key] for it in items_of(tmp_path / "straight")]
+
+
 def test_torn_line_and_finished_run(tiny_long, tmp_path):
     out = tmp_path / "run"
     cfg = config(tiny_long.hf, out, mode="loglikelihood", prompt_style="lm-eval", limit=4)
