@@ -217,6 +217,26 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
                               detail=traceback.format_exc()[-4000:]))
         writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))
         return EXIT_FAILED
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """End this rank's part in the process group before the interpreter exits.
+
+    Why: a gloo group still alive at exit lets C++ destructors meet running worker
+    threads ("terminate called without an active exception", SIGABRT) in some ranks,
+    which turns a finished run into a failed launch.
+    """
+    if world()[1] <= 1:
+        return
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort at the very end
+        pass
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
