@@ -10,15 +10,21 @@ protocol and the Open Medical-LLM Leaderboard's (lm-eval medqa_4options).
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import sys
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+
+from medalpaca_desktop.core.typed_config import (
+    ConfigError,
+    coerce_value,
+    fields_of,
+    read_yaml_mapping,
+    save_yaml_atomic,
+)
+from medalpaca_desktop.core.typed_config import config_field as _f
 
 MODES: tuple[str, ...] = ("generate", "loglikelihood")
 PROMPT_STYLES: tuple[str, ...] = ("medalpaca", "lm-eval")
@@ -26,18 +32,6 @@ RULES: tuple[str, ...] = ("paper", "lenient")  # bench.answers.RULES (kept here 
 BACKENDS: tuple[str, ...] = ("auto", "llamacpp", "hf")
 QUANTIZATIONS: tuple[str, ...] = ("none", "8bit", "4bit")
 DATASETS: tuple[str, ...] = ("auto", "usmle", "medqa", "table", "hf")
-
-
-def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, group: str = "common",
-       **extra: Any) -> Any:
-    meta = {"help": help, "group": group, **extra}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and is one line."""
 
 
 @dataclass
@@ -181,33 +175,13 @@ class BenchConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
         """Read YAML, apply overrides (field -> value), validate (paths too)."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: a folder; give its config.yaml") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
+        data = read_yaml_mapping(path)
         data.update(overrides or {})
         return cls.from_dict(data).validate(check_paths=True)
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                yaml.safe_dump(self.to_dict(), fh, sort_keys=False, allow_unicode=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_yaml_atomic(self.to_dict(), path)
 
 
 def label_for(model: str, label: str = "") -> str:
@@ -300,38 +274,8 @@ def user_command(config: BenchConfig, *, jsonl: bool = False) -> str:
 
 
 def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(BenchConfig)}
+    return fields_of(BenchConfig)
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
-    """YAML gives the right types mostly; accept ints for floats and None for empty text."""
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if isinstance(default, dict):
-            if value is None:
-                return {}
-            if not isinstance(value, dict):
-                raise TypeError
-            return {str(k): str(v) for k, v in value.items()}
-        if isinstance(default, str):
-            if value is None:
-                return ""
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise TypeError
-            return str(value)
-    except (TypeError, ValueError):
-        kind = type(default).__name__
-        raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
-    return value
+    return coerce_value(name, f, value)

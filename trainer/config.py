@@ -10,29 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medalpaca_desktop.core.typed_config import (
+    ConfigError,
+    coerce_value,
+    fields_of,
+    read_yaml_mapping,
+    save_yaml_atomic,
+)
+from medalpaca_desktop.core.typed_config import config_field as _f
+
 METHODS: tuple[str, ...] = ("full", "lora", "lora-8bit", "qlora")
 TEMPLATES: tuple[str, ...] = ("medalpaca", "chat")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
-
-
-def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, group: str = "common",
-       **extra: Any) -> Any:
-    meta = {"help": help, "group": group, **extra}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and is one line."""
 
 
 @dataclass
@@ -161,15 +156,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Read YAML, apply `key=value` overrides, validate."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
+        data = read_yaml_mapping(path)
         data.pop("preset_source", None)  # presets name their source; not a training setting
         for item in overrides or []:
             key, sep, raw = item.partition("=")
@@ -180,52 +167,12 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                yaml.safe_dump(self.to_dict(), fh, sort_keys=False, allow_unicode=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_yaml_atomic(self.to_dict(), path)
 
 
 def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+    return fields_of(TrainConfig)
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
-    """YAML gives the right types mostly; accept ints for floats, one string for a list."""
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if isinstance(default, list):
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                raise TypeError
-            return [float(v) for v in value] if name == "data_weights" else [str(v) for v in value]
-        if isinstance(default, str):
-            if value is None:
-                return ""
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise TypeError
-            return str(value)
-    except (TypeError, ValueError):
-        kind = type(default).__name__
-        raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
-    return value
+    return coerce_value(name, f, value, float if name == "data_weights" else str)
