@@ -19,6 +19,7 @@ from typing import Any
 
 from medalpaca_desktop.core.typed_config import (
     ConfigError,
+    check_all_limits,
     coerce_value,
     fields_of,
     read_yaml_mapping,
@@ -107,16 +108,7 @@ class BenchConfig:
         `check_paths` also checks that the model, adapter and data exist (the runner does;
         a GUI form may validate before the files are chosen).
         """
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(choices)}")
-            lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
-            if lo is not None and value < lo:
-                raise ConfigError(f"{f.name}: {value} is below the minimum {lo}")
-            if hi is not None and value > hi:
-                raise ConfigError(f"{f.name}: {value} is above the maximum {hi}")
+        check_all_limits(self)
         if not self.model:
             raise ConfigError("model: give a .gguf file or a Hugging Face model folder")
         if not self.data:

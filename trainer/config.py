@@ -18,6 +18,7 @@ import yaml
 
 from medalpaca_desktop.core.typed_config import (
     ConfigError,
+    check_all_limits,
     coerce_value,
     fields_of,
     read_yaml_mapping,
@@ -105,16 +106,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError (one line, naming the field) for a config that cannot run."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(choices)}")
-            lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
-            if lo is not None and value < lo:
-                raise ConfigError(f"{f.name}: {value} is below the minimum {lo}")
-            if hi is not None and value > hi:
-                raise ConfigError(f"{f.name}: {value} is above the maximum {hi}")
+        check_all_limits(self)
         if not self.base_model:
             raise ConfigError("base_model: give a Hugging Face model folder or a GGUF file")
         if not self.data:

@@ -79,6 +79,24 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, list_item: Callabl
     return value
 
 
+def check_limits(name: str, f: dataclasses.Field, value: Any) -> None:
+    """The field's own rules from its metadata (choices, minimum, maximum); ConfigError naming it."""
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name}: {value} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name}: {value} is above the maximum {hi}")
+
+
+def check_all_limits(config: Any) -> None:
+    """`check_limits` for every field of a config dataclass instance, in field order."""
+    for f in dataclasses.fields(config):
+        check_limits(f.name, f, getattr(config, f.name))
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A config file's YAML mapping, or a ConfigError that says what is wrong with the file."""
     path = Path(path)

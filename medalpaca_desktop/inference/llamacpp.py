@@ -13,12 +13,14 @@ detokenisation (special tokens are not rendered).
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +330,17 @@ class LlamaCppBackend:
         continuation, and the continuation's tokens are those of context+continuation
         after the context's own tokens.
         """
+        with self._scoring(should_stop):
+            return [self._score_one(context, cont, should_stop) for cont in continuations]
+
+    @contextlib.contextmanager
+    def _scoring(self, should_stop: StopCheck) -> Iterator[Any]:
+        """Evaluation that `should_stop` can abort; llama.cpp errors become InferenceErrors."""
         llm = self._require()
         self._should_stop = should_stop
         self._abort_during_eval(True)
         try:
-            return [self._score_one(context, cont, should_stop) for cont in continuations]
+            yield llm
         except RuntimeError as exc:
             if should_stop():
                 raise InferenceError("Scoring was stopped.", "stopped") from None
@@ -386,11 +394,8 @@ class LlamaCppBackend:
         is accepted for symmetry with the transformers backend (llama.cpp runs one
         sequence at a time).
         """
-        llm = self._require()
-        self._should_stop = should_stop
-        self._abort_during_eval(True)
         out: list[list[float]] = []
-        try:
+        with self._scoring(should_stop) as llm:
             for context, continuations in requests:
                 if should_stop():
                     raise RuntimeError("stopped")
@@ -419,14 +424,6 @@ class LlamaCppBackend:
                     scores.append(float(logprobs[np.arange(len(cont)), np.array(cont)].sum()))
                 out.append(scores)
             return out
-        except RuntimeError as exc:
-            if should_stop():
-                raise InferenceError("Scoring was stopped.", "stopped") from None
-            raise InferenceError(f"llama.cpp failed while scoring: {exc}", "internal") from None
-        finally:
-            self._abort_during_eval(False)
-            self._should_stop = lambda: False
-            llm._requires_eval = True
 
     def _logits_for(self, tokens: list[int], first_needed: int) -> np.ndarray:
         """Logits (float64) at positions first_needed.. of `tokens`, reusing the cached prefix."""

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.core.typed_config import check_limits
 from medalpaca_desktop.ui.finetune.page_base import ERROR_TEXT_STYLE, INVALID_STYLE, WizardPage, WizardState
 from resources import resource_path
 from trainer.config import ConfigError, TrainConfig
@@ -317,15 +318,7 @@ class SettingsPage(WizardPage):
 
 def _check_field(config: TrainConfig, name: str) -> None:
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    value = getattr(config, name)
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-    lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
-    if lo is not None and value < lo:
-        raise ConfigError(f"{name}: {value} is below the minimum {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{name}: {value} is above the maximum {hi}")
+    check_limits(name, f, getattr(config, name))
 
 
 def _summary(errors: dict[str, str]) -> str | None:
