@@ -13,7 +13,6 @@ load/eval, Metric, Result per item, Done; Error for bad input, exit 2).
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 import time
 import traceback
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Result, Started, Warning
 from medalpaca_desktop.core.progress import ProgressReporter
+from medalpaca_desktop.core.stop_signals import install_stop_handlers
 
 from bench import results
 from bench.config import BenchConfig, ConfigError
@@ -75,7 +75,7 @@ def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | 
     writer = writer or EventWriter(None)
     stop = stop or threading.Event()
     if install_signals:
-        _install_signal_handlers(stop)
+        install_stop_handlers(stop)
     job = _Job(config, writer, stop, terminal, record_in_store)
     try:
         return job.run(resume)
@@ -96,18 +96,6 @@ def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | 
         return EXIT_FAILED
     finally:
         job.close()
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGINT/SIGTERM: finish the current question and write a partial summary; a second: leave now."""
-
-    def handler(signum, frame):  # noqa: ANN001, ANN202
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
 
 
 class _Job:

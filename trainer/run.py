@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
+from medalpaca_desktop.core.stop_signals import install_stop_handlers
 from trainer.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -201,7 +201,7 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
     writer = writer if (writer is not None and rank == 0) else EventWriter(None)
     stop = stop or threading.Event()
     if install_signals:
-        _install_signal_handlers(stop)
+        install_stop_handlers(stop)
     run_dir = Path(config.output_dir).expanduser()
     try:
         return _run(config, run_dir, resume, writer, stop, list(callbacks), prepare or _default_prepare)
@@ -237,18 +237,6 @@ def _leave_process_group() -> None:
             dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - best effort at the very end
         pass
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGINT/SIGTERM: checkpoint and stop at the end of the step; a second one: leave now."""
-
-    def handler(signum, frame):  # noqa: ANN001, ANN202
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
 
 
 def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, stop: threading.Event,

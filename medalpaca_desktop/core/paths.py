@@ -7,6 +7,7 @@ tmp dir so they never touch the user's real folders; a portable install can too)
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import platformdirs
@@ -62,3 +63,14 @@ def runs_dir() -> Path:
 
 def exports_dir() -> Path:
     return _ensure_private(data_dir() / "exports")
+
+
+def free_space(folder: Path) -> int | None:
+    """Free bytes on the disk that holds `folder` (or would: its nearest existing parent); None if unknown."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import IO, Any, Iterator, Sequence
 from medalpaca_desktop import __version__
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
 from medalpaca_desktop.core.model_info import format_size
+from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is_valid_repo_id, repo_folder
 
@@ -480,16 +480,10 @@ def _already_there(dest: Path, remote: RemoteFile, manifest: dict[str, Any]) -> 
 
 
 def _check_disk_space(dest: Path, needed: int) -> None:
-    probe = dest
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        return
-    if needed > free:
+    free = free_space(dest)
+    if free is not None and needed > free:
         raise DownloadError(f"Not enough disk space: the download needs {format_size(needed)} more, and "
-                            f"{probe} has {format_size(free)} free.", "disk")
+                            f"the disk of {dest} has {format_size(free)} free.", "disk")
 
 
 def _fetch(listing: RepoListing, remote: RemoteFile, part: Path, progress: ByteProgress, token: str | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.ui.finetune.page_base import WizardPage, WizardState, banner
 from medalpaca_desktop.ui.finetune.page_method import estimate
@@ -67,16 +67,6 @@ def disk_needed(state: WizardState) -> int:
     if state.model is not None and state.model.kind == "gguf":
         total += params * 4  # the de-quantized base in the app cache (once)
     return int(total)
-
-
-def free_space(folder: Path) -> int | None:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None
 
 
 def config_for_review(state: WizardState, run_dir: Path) -> TrainConfig:

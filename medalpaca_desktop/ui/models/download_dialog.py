@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
@@ -39,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from medalpaca_desktop.core.events import Event, Progress, Result
 from medalpaca_desktop.core.model_info import format_size
+from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.hub import downloads_dir, is_valid_repo_id, repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry, CatalogError, load_catalog
@@ -392,7 +391,7 @@ class DownloadDialog(QDialog):
         if self.listing is not None:
             sizes = {f["path"]: f.get("size") or 0 for f in self.listing.get("files", [])}
             chosen = sum(sizes.get(p, 0) for p in files)
-            free = _free_space(downloads_dir())
+            free = free_space(downloads_dir())
             free_text = f" · {format_size(free)} free on that disk" if free is not None else ""
             warn = " · not enough free space!" if free is not None and chosen > free else ""
             self.size_label.setText(f"{len(files)} of {len(sizes)} files selected: {format_size(chosen) or '0 B'} "
@@ -417,11 +416,3 @@ class DownloadDialog(QDialog):
         super().reject()
 
 
-def _free_space(folder: Path) -> int | None:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None
