@@ -320,3 +320,19 @@ def test_wrong_inputs_are_refused_with_a_message(qtbot, make_tab, tiny_gguf, tmp
         setup.skip_check.setChecked(True)
     assert checked.args[0].ok and checked.args[0].skipped == 1
     assert "1 malformed records skipped" in setup.dataset_label.text()
+
+
+def test_run_pressed_while_the_questions_are_read_starts_once_they_are_checked(qtbot, make_tab, tiny_gguf):
+    tab = make_tab()
+    tab.set_models([inspect_model(tiny_gguf)])
+    setup = tab.setup
+    setup.check_model(tiny_gguf)
+    with qtbot.waitSignal(setup.sig_runs_requested, timeout=10_000) as requested:
+        setup.set_dataset(MEDQA)
+        assert not setup.request_runs()  # still reading: remembered, no error shown
+        assert not setup.message_label.isVisible()
+        assert "the run starts as soon as" in setup.dataset_label.text()
+    (config,) = requested.args[0]
+    assert config.data == str(MEDQA) and config.model == str(tiny_gguf)
+    tab.queue.stop_all()
+    qtbot.waitUntil(lambda: not tab.queue.is_busy(), timeout=30_000)

@@ -110,6 +110,7 @@ class SetupPanel(QWidget):
         self.models: list[ModelInfo] = []
         self.dataset_summary: DatasetSummary | None = None
         self._probe_generation = 0
+        self._run_when_checked = False  # Run pressed while the questions were still being read
         self._updating = False
         help_of = BenchConfig.field_help
 
@@ -370,6 +371,9 @@ class SetupPanel(QWidget):
             self.dataset_label.setStyleSheet("" if summary.ok else "color: #b3261e;")
             self._refresh()
             self.sig_dataset_checked.emit(summary)
+            if self._run_when_checked:
+                self._run_when_checked = False
+                self.request_runs()
 
         self.tasks.run_in_background(lambda: probe_dataset(path, skip_malformed=skip), done,
                                      lambda exc: done(DatasetSummary(path=path, error=str(exc))))
@@ -463,6 +467,12 @@ class SetupPanel(QWidget):
 
     @Slot()
     def request_runs(self) -> bool:
+        """Queue one run per ticked model; pressed while the questions are being read, it runs once they are."""
+        if self.checked_models() and self.data_edit.text().strip() and self.dataset_summary is None:
+            self._run_when_checked = True
+            self.show_message("")
+            self.dataset_label.setText("Reading the questions… the run starts as soon as they are checked.")
+            return False
         try:
             configs = self.build_configs()
         except ConfigError as exc:
