@@ -135,3 +135,31 @@ def test_killed_writer_loses_nothing_committed(tmp_path):
         assert len(contents) >= last + 1
         assert contents[: last + 1] == [str(i) for i in range(last + 1)]
         store.add_message(chats[0].id, "user", "still writable")
+
+
+def test_version_1_database_migrates_crashed_runs_and_keeps_items(tmp_path):
+    """Schema 1 stored a crash as error='crashed: ...'; schema 2 has the status, and no item is lost."""
+    from medalpaca_desktop.core.store import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO eval_runs (id, name, run_dir, status, error, created_at) "
+                 "VALUES (1, 'a', '/r/a', 'failed', 'crashed: killed by a signal', 1.0)")
+    conn.execute("INSERT INTO eval_runs (id, name, run_dir, status, error, created_at) "
+                 "VALUES (2, 'b', '/r/b', 'failed', 'bad questions', 2.0)")
+    conn.execute("INSERT INTO eval_items (eval_run_id, item_key, correct) VALUES (1, 'q1', 1)")
+    conn.execute("INSERT INTO training_runs (name, run_dir, status, created_at) VALUES ('t', '/r/t', 'done', 3.0)")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        runs = {r["id"]: r for r in store.eval_runs()}
+        assert (runs[1]["status"], runs[1]["error"]) == ("crashed", "killed by a signal")
+        assert (runs[2]["status"], runs[2]["error"]) == ("failed", "bad questions")
+        assert [i["item_key"] for i in store.eval_items(1)] == ["q1"]
+        assert store.training_runs()[0]["status"] == "done"
+        store.update_eval_run(2, status="crashed", pid=123, started_at=5.0)
+        assert store._query("PRAGMA foreign_keys")[0][0] == 1
+        store.delete_eval_run(1)
+        assert store.eval_items(1) == []  # the cascade still holds after the rebuild

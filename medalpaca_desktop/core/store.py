@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.jobs import STORED_STATUSES
 
 # Each entry moves the schema from version i to i + 1. Never edit a released one.
 MIGRATIONS: list[str] = [
@@ -91,10 +92,60 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX eval_items_by_run ON eval_items(eval_run_id, id);
     """,
+    # 2: one status vocabulary (core.jobs.RunStatus) with 'crashed' (it was error='crashed: ...');
+    # eval runs get the pid and start time a detached benchmark is followed by.
+    """
+    CREATE TABLE training_runs_new (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        run_dir TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'created'
+            CHECK (status IN ('created', 'running', 'stopped', 'failed', 'crashed', 'done')),
+        method TEXT,
+        base_model TEXT,
+        data_json TEXT NOT NULL DEFAULT '[]',
+        config_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        final_loss REAL,
+        error TEXT,
+        pid INTEGER
+    );
+    INSERT INTO training_runs_new SELECT * FROM training_runs;
+    DROP TABLE training_runs;
+    ALTER TABLE training_runs_new RENAME TO training_runs;
+    CREATE TABLE eval_runs_new (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        run_dir TEXT UNIQUE,
+        status TEXT NOT NULL DEFAULT 'created'
+            CHECK (status IN ('created', 'running', 'stopped', 'failed', 'crashed', 'done')),
+        model_path TEXT,
+        model_label TEXT,
+        scoring TEXT,
+        dataset TEXT,
+        config_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        accuracy REAL,
+        n_items INTEGER,
+        error TEXT,
+        started_at REAL,
+        pid INTEGER
+    );
+    INSERT INTO eval_runs_new (id, name, run_dir, status, model_path, model_label, scoring, dataset, config_json,
+                               created_at, finished_at, accuracy, n_items, error)
+        SELECT id, name, run_dir, status, model_path, model_label, scoring, dataset, config_json,
+               created_at, finished_at, accuracy, n_items, error FROM eval_runs;
+    DROP TABLE eval_runs;
+    ALTER TABLE eval_runs_new RENAME TO eval_runs;
+    UPDATE eval_runs SET status = 'crashed', error = substr(error, 10) WHERE status = 'failed' AND error LIKE 'crashed: %';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-RUN_STATUSES = ("created", "running", "stopped", "failed", "done")
+RUN_STATUSES = tuple(status.value for status in STORED_STATUSES)
 
 
 class StoreError(RuntimeError):
@@ -185,12 +236,23 @@ class Store:
                 f"The database {self.path} was written by a newer MedAlpaca Desktop (schema {version}, "
                 f"this version knows {SCHEMA_VERSION}). Update the app; the file is left untouched."
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction() as conn:
-                for statement in MIGRATIONS[target - 1].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
+        if version == SCHEMA_VERSION:
+            return
+        # A migration may rebuild a table (SQLite cannot change a CHECK in place); with foreign keys
+        # on, dropping the old eval_runs would cascade into eval_items. The switch only works
+        # outside a transaction, and the keys are checked before each commit.
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                with self.transaction() as conn:
+                    for statement in MIGRATIONS[target - 1].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    if conn.execute("PRAGMA foreign_key_check").fetchall():
+                        raise sqlite3.DatabaseError(f"migration {target} broke a foreign key")
+                    conn.execute(f"PRAGMA user_version = {target}")
+        finally:
+            self._conn.execute("PRAGMA foreign_keys=ON")
 
     def integrity_ok(self) -> bool:
         return self._query("PRAGMA integrity_check")[0][0] == "ok"
@@ -272,7 +334,8 @@ class Store:
                 (name, run_dir, model_path, model_label, scoring, dataset, _json(config), time.time()))
             return int(cur.lastrowid)
 
-    _EVAL_FIELDS = frozenset({"status", "finished_at", "accuracy", "n_items", "error", "name", "model_label"})
+    _EVAL_FIELDS = frozenset({"status", "finished_at", "accuracy", "n_items", "error", "name", "model_label",
+                              "started_at", "pid"})
 
     def update_eval_run(self, run_id: int, **fields: Any) -> None:
         self._update("eval_runs", self._EVAL_FIELDS, run_id, fields)
