@@ -163,3 +163,12 @@ def test_version_1_database_migrates_crashed_runs_and_keeps_items(tmp_path):
         assert store._query("PRAGMA foreign_keys")[0][0] == 1
         store.delete_eval_run(1)
         assert store.eval_items(1) == []  # the cascade still holds after the rebuild
+
+
+def test_ensure_training_run_is_one_row_per_folder(tmp_path):
+    with Store(tmp_path / "db.sqlite3") as store:
+        first = store.ensure_training_run("r", "/runs/r", method="lora")
+        assert store.ensure_training_run("r", "/runs/r", method="full") == first
+        assert len(store.training_runs()) == 1
+        assert store.training_run_by_dir("/runs/r")["method"] == "lora"
+        assert store.training_run_by_dir("/runs/other") is None

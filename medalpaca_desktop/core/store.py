@@ -320,6 +320,23 @@ class Store:
     def update_training_run(self, run_id: int, **fields: Any) -> None:
         self._update("training_runs", self._TRAINING_FIELDS, run_id, fields)
 
+    def training_run_by_dir(self, run_dir: str) -> dict[str, Any] | None:
+        """The training run of `run_dir` (resolved path, as stored), or None."""
+        rows = self._query("SELECT * FROM training_runs WHERE run_dir = ?", (run_dir,))
+        return dict(rows[0]) if rows else None
+
+    def ensure_training_run(self, name: str, run_dir: str, method: str | None = None,
+                            base_model: str | None = None, data: list[str] | None = None,
+                            config: dict[str, Any] | None = None) -> int:
+        """The id of `run_dir`'s row, created if missing: the trainer and the GUI may both call it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO training_runs (name, run_dir, method, base_model, data_json, config_json, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, run_dir, method, base_model, json.dumps(data or []), _json(config), time.time()))
+            row = conn.execute("SELECT id FROM training_runs WHERE run_dir = ?", (run_dir,)).fetchone()
+            return int(row[0])
+
     def training_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM training_runs ORDER BY created_at DESC, id DESC")]
 
