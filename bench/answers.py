@@ -98,7 +98,7 @@ def _standalone(text: str, end: int, letter: str) -> bool:
     if not rest[0].isspace() or letter.islower():
         return False
     word = re.match(r"\s+([A-Za-z']+)", rest)
-    article = bool(word) and letter in ("A", "I") and word.group(1)[0].islower() \
+    article = word is not None and letter in ("A", "I") and word.group(1)[0].islower() \
         and word.group(1).lower() not in _CONNECTIVES
     return not article
 

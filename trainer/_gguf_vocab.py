@@ -80,7 +80,7 @@ class Vocab:
     def add_to_gguf(self, writer: gguf.GGUFWriter) -> None:
         writer.add_tokenizer_model(self.model)
         writer.add_tokenizer_pre(self.pre)
-        writer.add_token_list(self.tokens)
+        writer.add_token_list(self.tokens)  # type: ignore[arg-type]  # str or bytes per token, as gguf writes them
         if self.scores is not None:
             writer.add_token_scores(self.scores)
         writer.add_token_types(self.toktypes)
@@ -126,7 +126,7 @@ def _structural_pre(tj: dict[str, Any]) -> str | None:
     if tj.get("normalizer") not in (None, {}):
         return None
     pre = tj.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    steps: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
 
     def byte_level_with_regex(s: dict[str, Any]) -> bool:

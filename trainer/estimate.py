@@ -154,6 +154,7 @@ def estimate_training_memory(
     embedding_params = min(params, vocab * hidden * (1 if tied_embeddings else 2))
     linear_params = params - embedding_params  # the transformer blocks (norms are negligible)
 
+    weights: float
     if method == "full":
         weights = params * (4 if fp32 else 2)
         gradients = params * (4 if fp32 else 2)

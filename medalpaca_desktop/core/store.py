@@ -265,7 +265,7 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO chats (title, model_path, system_prompt, settings_json, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (title, model_path, system_prompt, _json(settings), now, now))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def add_message(self, chat_id: int, role: str, content: str, token_count: int | None = None,
                     meta: dict[str, Any] | None = None) -> int:
@@ -276,7 +276,7 @@ class Store:
                 "INSERT INTO messages (chat_id, role, content, created_at, token_count, meta_json) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (chat_id, role, content, now, token_count, _json(meta)))
             conn.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, chat_id))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def update_message(self, message_id: int, content: str, token_count: int | None = None,
                        meta: dict[str, Any] | None = None) -> None:
@@ -313,7 +313,7 @@ class Store:
                 "INSERT INTO training_runs (name, run_dir, method, base_model, data_json, config_json, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (name, run_dir, method, base_model, json.dumps(data or []), _json(config), time.time()))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     _TRAINING_FIELDS = frozenset({"status", "started_at", "finished_at", "final_loss", "error", "pid", "name"})
 
@@ -349,7 +349,7 @@ class Store:
                 "INSERT INTO eval_runs (name, run_dir, model_path, model_label, scoring, dataset, config_json, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, run_dir, model_path, model_label, scoring, dataset, _json(config), time.time()))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     _EVAL_FIELDS = frozenset({"status", "finished_at", "accuracy", "n_items", "error", "name", "model_label",
                               "started_at", "pid"})
@@ -368,7 +368,7 @@ class Store:
                 "correct, raw_output, latency_s, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, item_key, subset, question, answer, prediction,
                  None if correct is None else int(bool(correct)), raw_output, latency_s, _json(meta)))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def eval_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM eval_runs ORDER BY created_at DESC, id DESC")]

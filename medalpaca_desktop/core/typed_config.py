@@ -36,7 +36,7 @@ def fields_of(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def default_of(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def coerce_value(name: str, f: dataclasses.Field, value: Any, list_item: Callable[[Any], Any] = str) -> Any:
