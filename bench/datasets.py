@@ -314,7 +314,11 @@ def _own_id(row: dict[str, Any], position: int, keys: tuple[str, ...] = ("realid
 # ------------------------------------------------------------------ record parsers
 
 
-def _medqa_question(row: Any, position: int) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+Parsed = tuple[str, str, str, dict[str, str], str, dict[str, Any]]
+"""A record parser's result: (id, step, question, options, gold letter, meta)."""
+
+
+def _medqa_question(row: Any, position: int) -> Parsed:
     """(id, step, question, options, gold) of a MedQA record (either variant)."""
     if not isinstance(row, dict):
         raise _Bad(f"expected a JSON object, got {type(row).__name__}")
@@ -348,7 +352,7 @@ def _medqa_question(row: Any, position: int) -> tuple[str, str, str, dict[str, s
 
 
 def _usmle_question(row: Any, position: int, step: str, solutions: dict[str, Any],
-                    solutions_name: str) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+                    solutions_name: str) -> Parsed:
     """A stepN.json record ({no, question, options}) with its letter from stepN_solutions.json."""
     if not isinstance(row, dict):
         raise _Bad(f"record {position + 1}: expected an object with no, question, options")
@@ -364,7 +368,7 @@ def _usmle_question(row: Any, position: int, step: str, solutions: dict[str, Any
 
 
 def _table_question(row: Any, position: int, mapping: dict[str, str],
-                    header: list[str]) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+                    header: list[str]) -> Parsed:
     if not isinstance(row, dict):
         raise _Bad(f"expected an object, got {type(row).__name__}")
     col = lambda name: mapping.get(name, name)
@@ -417,12 +421,11 @@ class _Collector:
         self.problems: list[RecordProblem] = []
         self._seen: dict[str, str] = {}
 
-    def add(self, where: Where,
-            parse: Callable[[], tuple[str, str, str, dict[str, str], str, dict[str, Any]]]) -> Question | None:
-        """The record's Question, or None after noting why not (at its line, else 'record N')."""
+    def add(self, where: Where, parse: Callable[..., Parsed], *args: Any) -> Question | None:
+        """`parse(*args)` as a Question, or None after noting why not (at its line, else 'record N')."""
         line = where.line
         try:
-            ident, step, stem, options, gold, meta = parse()
+            ident, step, stem, options, gold, meta = parse(*args)
         except _Bad as exc:
             self.problems.append(self._problem(where, str(exc)))
             return None
@@ -474,12 +477,7 @@ def _load_usmle(path: Path, collector: _Collector) -> tuple[list[Question], str,
                                f"got {type(solutions).__name__}")
         solutions = {str(k).strip(): v for k, v in solutions.items()}
         for where, row in _open(qfile, collector).rows:
-
-            def parse(row: Any = row, position: int = where.index, step: str = step,
-                      solutions: dict[str, Any] = solutions, sfile: Path = sfile):
-                return _usmle_question(row, position, step, solutions, sfile.name)
-
-            question = collector.add(where, parse)
+            question = collector.add(where, _usmle_question, row, where.index, step, solutions, sfile.name)
             if question is not None and images.excluded(step, question.meta["no"]):
                 question.meta["excluded"] = "image"
                 collector.questions.pop()
@@ -496,14 +494,14 @@ def _load_file(path: Path, kind: str, mapping: dict[str, str], collector: _Colle
         header = source.columns
         _check_columns(path, mapping, header)
         for where, row in source.rows:
-            collector.add(where, lambda row=row, p=where.index: _table_question(row, p, mapping, header))
+            collector.add(where, _table_question, row, where.index, mapping, header)
         return
     for where, row in source.rows:
         if kind == "medqa":
-            collector.add(where, lambda row=row, p=where.index: _medqa_question(row, p))
+            collector.add(where, _medqa_question, row, where.index)
         else:
             header = list(row) if isinstance(row, dict) else []
-            collector.add(where, lambda row=row, p=where.index, h=header: _table_question(row, p, mapping, h))
+            collector.add(where, _table_question, row, where.index, mapping, header)
 
 
 def _check_columns(path: Path, mapping: dict[str, str], header: list[str]) -> None:
@@ -529,9 +527,9 @@ def _load_hf(path: Path, mapping: dict[str, str], collector: _Collector) -> list
         _check_columns(path, mapping, columns)
     for where, row in source.rows:
         if medqa:
-            collector.add(where, lambda row=row, p=where.index: _medqa_question(row, p))
+            collector.add(where, _medqa_question, row, where.index)
         else:
-            collector.add(where, lambda row=row, p=where.index: _table_question(row, p, mapping, columns))
+            collector.add(where, _table_question, row, where.index, mapping, columns)
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
