@@ -23,8 +23,12 @@ Formats (`detect_format` picks one; `load_dataset(kind=...)` forces it):
   "options". Example: ``{"question": "stem", "A": "opa", "B": "opb", "answer": "key"}``.
 - ``hf``: a folder written by ``datasets.Dataset.save_to_disk`` (a DatasetDict uses
   "test", else its only split). Rows shaped like MedQA are read as MedQA, others as
-  a table with `mapping`. `datasets` is imported inside the reader only, so this
-  module stays light (standard library + yaml) for the GUI.
+  a table with `mapping`.
+
+The files themselves are read by `medalpaca_desktop.core.records` (shared with the
+trainer's data sources); this module parses the rows into questions. Both stay
+light (standard library + yaml) for the GUI: `datasets` is imported only when a
+saved dataset is read.
 
 Ids are the dataset's own (realidx, id or no), else the 0-based position in the
 file, as text. Record problems (bad JSON line, missing options, a gold letter
@@ -36,11 +40,10 @@ such file, unreadable, no solutions file) always raise.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,22 @@ from bench.image_questions import (
     lists_for_folder,
 )
 from bench.questions import LETTERS, Question
+from medalpaca_desktop.core.records import (
+    JSON_LINES,
+    JSON_SUFFIXES,
+    JSONL_SUFFIXES,
+    SAVED_DATASET,
+    SAVED_DATASET_MARKERS,
+    TABLE_SUFFIXES,
+    RecordProblem,
+    RecordsError,
+    RecordSource,
+    Where,
+    first_record,
+    open_records,
+    read_json,
+    record_format,
+)
 
 __all__ = [
     "KINDS",
@@ -68,22 +87,8 @@ __all__ = [
 KINDS: tuple[str, ...] = ("usmle", "medqa", "table", "hf")
 TABLE_FIELDS: tuple[str, ...] = ("id", "step", "question", "answer", "answer_index", "options", *LETTERS)
 SHOWN_PROBLEMS = 5
-_JSONL = (".jsonl", ".ndjson")
-_TABLES = {".csv": ",", ".tsv": "\t"}
-_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-
-
-@dataclass(frozen=True)
-class RecordProblem:
-    """One record that cannot be used: the file, the 1-based line (None when unknown), what is wrong."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file} line {self.line}: {self.message}" if self.line is not None else \
-            f"{self.file}: {self.message}"
+SCORED_SPLIT = "test"
+"""The split of a saved DatasetDict that is scored (a dataset with one split uses that one)."""
 
 
 class DatasetError(ValueError):
@@ -150,21 +155,6 @@ def _is_usmle_folder(path: Path) -> bool:
     return any((path / f"{step}.json").is_file() for step in STEPS)
 
 
-def _peek_record(path: Path) -> Any:
-    """The first record of a JSON/JSONL file, or None when it cannot be read."""
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            if path.suffix.lower() in _JSONL:
-                for line in fh:
-                    if line.strip():
-                        return json.loads(line)
-                return None
-            data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data[0] if isinstance(data, list) and data else data
-
-
 def _medqa_shaped(row: Any) -> bool:
     if not isinstance(row, dict):
         return False
@@ -180,17 +170,17 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if _is_usmle_folder(path):
             return "usmle"
-        if any((path / marker).is_file() for marker in _HF_MARKERS):
+        if any((path / marker).is_file() for marker in SAVED_DATASET_MARKERS):
             return "hf"
         raise DatasetError(f"{path}: a folder, but neither a USMLE self-assessment folder (step1.json, "
                            "step1_solutions.json, ...) nor a dataset saved with save_to_disk")
     suffix = path.suffix.lower()
-    if suffix in _TABLES:
+    if suffix in TABLE_SUFFIXES:
         return "table"
     if re.fullmatch(r"step[123](_solutions)?\.json", path.name.lower()) or path.name == FOLDER_FILE:
         return "usmle"
-    if suffix in _JSONL or suffix == ".json":
-        return "medqa" if _medqa_shaped(_peek_record(path)) else "table"
+    if suffix in JSONL_SUFFIXES or suffix in JSON_SUFFIXES:
+        return "medqa" if _medqa_shaped(first_record(path)) else "table"
     raise DatasetError(f"{path}: unsupported file type {suffix or '(no extension)'!r}; use a USMLE folder, "
                        ".jsonl, .json, .csv, .tsv or a folder saved with datasets' save_to_disk")
 
@@ -198,78 +188,12 @@ def detect_format(path: str | Path) -> str:
 # ------------------------------------------------------------------ reading files
 
 
-def _read_text(path: Path) -> str:
+def _open(path: Path, collector: _Collector, fmt: str | None = None) -> RecordSource:
+    """core.records' reader for one file or saved dataset; its file errors become DatasetErrors."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not text.strip():
-        raise DatasetError(f"{path}: the file is empty")
-    return text
-
-
-def _json_list(path: Path, text: str) -> Iterator[tuple[int, int, Any]]:
-    """(0-based index, 1-based start line, value) of each item of a top-level JSON list."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
-    decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-    line = text.count("\n", 0, pos) + 1
-    for index in range(len(data)):
-        start = pos
-        while text[start] in " \t\r\n,":
-            start += 1
-        line += text.count("\n", pos, start)
-        _, end = decoder.raw_decode(text, start)
-        yield index, line, data[index]
-        line += text.count("\n", start, end)
-        pos = end
-
-
-def _jsonl(path: Path, text: str, problems: list[RecordProblem]) -> Iterator[tuple[int, int, Any]]:
-    """(0-based record position, 1-based line, value); undecodable lines become problems."""
-    position = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(RecordProblem(str(path), number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-        else:
-            yield position, number, value
-        position += 1
-
-
-def _records(path: Path, problems: list[RecordProblem]) -> Iterator[tuple[int, int, Any, bool]]:
-    """(position, line, record, line_is_exact) of a JSON list or JSON Lines file (a .json may be JSONL)."""
-    text = _read_text(path)
-    if path.suffix.lower() == ".json":
-        stripped = text.lstrip()
-        if stripped.startswith("{"):
-            try:
-                single = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if exc.msg != "Extra data":
-                    raise DatasetError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} "
-                                       f"column {exc.colno})") from None
-            else:
-                yield 0, 1, single, False
-                return
-            for position, line, value in _jsonl(path, text, problems):
-                yield position, line, value, True
-            return
-        for position, line, value in _json_list(path, text):
-            yield position, line, value, False
-        return
-    for position, line, value in _jsonl(path, text, problems):
-        yield position, line, value, True
+        return open_records(path, collector.problems.append, split=SCORED_SPLIT, fmt=fmt)
+    except RecordsError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ field checks
@@ -390,7 +314,11 @@ def _own_id(row: dict[str, Any], position: int, keys: tuple[str, ...] = ("realid
 # ------------------------------------------------------------------ record parsers
 
 
-def _medqa_question(row: Any, position: int) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+Parsed = tuple[str, str, str, dict[str, str], str, dict[str, Any]]
+"""A record parser's result: (id, step, question, options, gold letter, meta)."""
+
+
+def _medqa_question(row: Any, position: int) -> Parsed:
     """(id, step, question, options, gold) of a MedQA record (either variant)."""
     if not isinstance(row, dict):
         raise _Bad(f"expected a JSON object, got {type(row).__name__}")
@@ -424,7 +352,7 @@ def _medqa_question(row: Any, position: int) -> tuple[str, str, str, dict[str, s
 
 
 def _usmle_question(row: Any, position: int, step: str, solutions: dict[str, Any],
-                    solutions_name: str) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+                    solutions_name: str) -> Parsed:
     """A stepN.json record ({no, question, options}) with its letter from stepN_solutions.json."""
     if not isinstance(row, dict):
         raise _Bad(f"record {position + 1}: expected an object with no, question, options")
@@ -440,7 +368,7 @@ def _usmle_question(row: Any, position: int, step: str, solutions: dict[str, Any
 
 
 def _table_question(row: Any, position: int, mapping: dict[str, str],
-                    header: list[str]) -> tuple[str, str, str, dict[str, str], str, dict[str, Any]]:
+                    header: list[str]) -> Parsed:
     if not isinstance(row, dict):
         raise _Bad(f"expected an object, got {type(row).__name__}")
     col = lambda name: mapping.get(name, name)
@@ -493,22 +421,28 @@ class _Collector:
         self.problems: list[RecordProblem] = []
         self._seen: dict[str, str] = {}
 
-    def add(self, source: Path, line: int | None, exact_line: bool,
-            parse: Callable[[], tuple[str, str, str, dict[str, str], str, dict[str, Any]]]) -> Question | None:
+    def add(self, where: Where, parse: Callable[..., Parsed], *args: Any) -> Question | None:
+        """`parse(*args)` as a Question, or None after noting why not (at its line, else 'record N')."""
+        line = where.line
         try:
-            ident, step, stem, options, gold, meta = parse()
+            ident, step, stem, options, gold, meta = parse(*args)
         except _Bad as exc:
-            self.problems.append(RecordProblem(str(source), line, str(exc)))
+            self.problems.append(self._problem(where, str(exc)))
             return None
         if ident in self._seen:
-            self.problems.append(RecordProblem(str(source), line,
-                                               f"duplicate id {ident!r} (first at {self._seen[ident]})"))
+            self.problems.append(self._problem(where, f"duplicate id {ident!r} (first at {self._seen[ident]})"))
             return None
-        self._seen[ident] = f"line {line}" if line is not None else "an earlier record"
-        question = Question(id=ident, step=step, question=stem, options=options, gold=gold, source=str(source),
-                            line=line if exact_line else None, meta=meta)
+        self._seen[ident] = f"line {line}" if line is not None else f"record {where.index + 1}"
+        question = Question(id=ident, step=step, question=stem, options=options, gold=gold, source=where.file,
+                            line=line if where.own_line else None, meta=meta)
         self.questions.append(question)
         return question
+
+    @staticmethod
+    def _problem(where: Where, message: str) -> RecordProblem:
+        if where.line is None:  # a saved dataset's row: no line, so its position
+            return RecordProblem(where.file, None, f"record {where.index + 1}: {message}")
+        return RecordProblem(where.file, where.line, message)
 
 
 def _load_usmle(path: Path, collector: _Collector) -> tuple[list[Question], str, list[Path]]:
@@ -535,20 +469,15 @@ def _load_usmle(path: Path, collector: _Collector) -> tuple[list[Question], str,
             raise DatasetError(f"{sfile}: no such file; the answers to {qfile.name} are read from it")
         files += [qfile, sfile]
         try:
-            solutions = json.loads(_read_text(sfile))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{sfile}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+            solutions = read_json(sfile)
+        except RecordsError as exc:
+            raise DatasetError(str(exc)) from None
         if not isinstance(solutions, dict):
             raise DatasetError(f"{sfile}: expected an object {{question number: letter}}, "
                                f"got {type(solutions).__name__}")
         solutions = {str(k).strip(): v for k, v in solutions.items()}
-        for position, line, row, _ in _records(qfile, collector.problems):
-
-            def parse(row: Any = row, position: int = position, step: str = step,
-                      solutions: dict[str, Any] = solutions, sfile: Path = sfile):
-                return _usmle_question(row, position, step, solutions, sfile.name)
-
-            question = collector.add(qfile, line, False, parse)
+        for where, row in _open(qfile, collector).rows:
+            question = collector.add(where, _usmle_question, row, where.index, step, solutions, sfile.name)
             if question is not None and images.excluded(step, question.meta["no"]):
                 question.meta["excluded"] = "image"
                 collector.questions.pop()
@@ -559,23 +488,20 @@ def _load_usmle(path: Path, collector: _Collector) -> tuple[list[Question], str,
 
 
 def _load_file(path: Path, kind: str, mapping: dict[str, str], collector: _Collector) -> None:
-    if path.suffix.lower() in _TABLES:
-        text = _read_text(path)
-        reader = csv.DictReader(text.splitlines(keepends=True), delimiter=_TABLES[path.suffix.lower()])
-        header = reader.fieldnames or []
+    """A CSV/TSV is always a table; JSON by `kind`; any other file is read as JSON Lines (a forced kind)."""
+    source = _open(path, collector, fmt=record_format(path) or JSON_LINES)
+    if source.columns is not None:
+        header = source.columns
         _check_columns(path, mapping, header)
-        start = reader.line_num + 1
-        for position, row in enumerate(reader):
-            line, start = start, reader.line_num + 1
-            collector.add(path, line, True, lambda row=row, p=position: _table_question(row, p, mapping, header))
+        for where, row in source.rows:
+            collector.add(where, _table_question, row, where.index, mapping, header)
         return
-    for position, line, row, exact in _records(path, collector.problems):
+    for where, row in source.rows:
         if kind == "medqa":
-            collector.add(path, line, exact, lambda row=row, p=position: _medqa_question(row, p))
+            collector.add(where, _medqa_question, row, where.index)
         else:
             header = list(row) if isinstance(row, dict) else []
-            collector.add(path, line, exact,
-                          lambda row=row, p=position, h=header: _table_question(row, p, mapping, h))
+            collector.add(where, _table_question, row, where.index, mapping, header)
 
 
 def _check_columns(path: Path, mapping: dict[str, str], header: list[str]) -> None:
@@ -593,42 +519,17 @@ def _check_columns(path: Path, mapping: dict[str, str], header: list[str]) -> No
 
 
 def _load_hf(path: Path, mapping: dict[str, str], collector: _Collector) -> list[Path]:
-    try:
-        import datasets  # heavy: only here, never at module import
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        raise DatasetError(f"{path}: reading a saved dataset needs the 'datasets' package") from None
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DatasetError(f"{path}: a folder, but not a dataset saved with save_to_disk ({first})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        splits = list(ds)
-        if "test" in ds:
-            ds = ds["test"]
-        elif len(splits) == 1:
-            ds = ds[splits[0]]
-        else:
-            raise DatasetError(f"{path}: a dataset with splits {', '.join(splits)} and no 'test'; "
-                               "save the split to score by itself")
-    columns = list(ds.column_names)
+    """Rows of a saved dataset (its "test" split, or its only one): MedQA-shaped ones as MedQA, else a table."""
+    source = _open(path, collector, fmt=SAVED_DATASET)
+    columns = source.columns or []
     medqa = not mapping and _medqa_shaped({c: None for c in columns})
     if not medqa:
         _check_columns(path, mapping, columns)
-    for position, row in enumerate(ds):
-        where = f"record {position + 1}"
+    for where, row in source.rows:
         if medqa:
-            parse = lambda row=row, p=position: _medqa_question(row, p)
+            collector.add(where, _medqa_question, row, where.index)
         else:
-            parse = lambda row=row, p=position: _table_question(row, p, mapping, columns)
-
-        def located(parse=parse, where=where):
-            try:
-                return parse()
-            except _Bad as exc:
-                raise _Bad(f"{where}: {exc}") from None
-
-        collector.add(path, None, False, located)
+            collector.add(where, _table_question, row, where.index, mapping, columns)
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 

@@ -19,9 +19,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from medalpaca_desktop.core import gguf_meta
-from medalpaca_desktop.core.demo_model import DEMO_NAME, demo_model_info, demo_model_path
+from medalpaca_desktop.core.demo_model import DEMO_NAME, demo_model_path
 from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, ModelInspectError
-from medalpaca_desktop.core.models import discover_models, hf_hub_cache, inspect_model
+from medalpaca_desktop.core.models import demo_model_info, discover_models, hf_hub_cache, inspect_model
 
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
 LLAMA_CONFIG = {

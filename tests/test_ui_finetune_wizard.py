@@ -15,10 +15,9 @@ from PySide6.QtCore import Qt
 
 from helpers.ui_support import GPU_REPORT, NO_GPU_REPORT, isolate_user_home
 from medalpaca_desktop.core import paths
-from medalpaca_desktop.core.demo_model import demo_model_info
 from medalpaca_desktop.core.devices import DeviceReport
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.models import inspect_model
+from medalpaca_desktop.core.models import demo_model_info, inspect_model
 from medalpaca_desktop.ui.finetune.page_data import sample_data_path
 from medalpaca_desktop.ui.finetune.wizard import FinetuneWizard
 from trainer.commands import user_command

@@ -1,4 +1,4 @@
-"""Reading and checking training records: JSON, JSONL, CSV/TSV, saved HF datasets.
+"""Checking training records read by core.records (JSON, JSONL, CSV/TSV, saved HF datasets).
 
 Every record is checked before a model is loaded, because a bad record found
 an hour into a run wastes the hour. Errors name the source and where in it
@@ -11,24 +11,24 @@ A source is a path, optionally followed by a column mapping as a query string:
 from the column (or JSON key) "question" and its output from "answer". Without
 a mapping the names are instruction, input, output; input is optional.
 
-Torch-free and transformers-free: the wizard can validate files in-process.
-`datasets` is imported only for a saved dataset folder.
+Torch-free and transformers-free: the wizard can validate files in-process
+(core.records imports `datasets` only for a saved dataset folder, reading its
+"train" split, or its only one).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
+
+from medalpaca_desktop.core.records import RecordsError, RecordSource, open_records
 
 FIELDS: tuple[str, ...] = ("instruction", "input", "output")
 MAX_ERRORS = 20
-JSON_SUFFIXES = (".json",)
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+TRAIN_SPLIT = "train"
+"""The split of a saved DatasetDict that is trained on (a dataset with one split uses that one)."""
 
 
 class DataError(ValueError):
@@ -146,122 +146,38 @@ def check_record(raw: Any, spec: SourceSpec, where: str, problems: _Problems) ->
     return Record(instruction or "", inp or "", output or "", spec.text, where)
 
 
-# ------------------------------------------------------------------ formats
+# ------------------------------------------------------------------ sources
 
 
-def _read_text(spec: SourceSpec) -> str:
+def _open(spec: SourceSpec, problems: _Problems) -> RecordSource:
+    """The source's rows (core.records reads the formats); the mapped columns must be there."""
     try:
-        text = spec.path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{spec.text}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"{spec.text}: cannot be read ({exc.strerror})") from None
-    if not text.strip():
-        raise DataError(f"{spec.text}: the file is empty")
-    return text
+        source = open_records(spec.path, lambda problem: problems.add(str(problem)), name=spec.text,
+                              split=TRAIN_SPLIT)
+    except RecordsError as exc:
+        raise DataError(str(exc)) from None
+    if source.columns is not None:
+        _check_columns(spec, source.columns)
+    return source
 
 
-def _jsonl_rows(spec: SourceSpec, text: str, problems: _Problems) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{spec.text} line {number}"
-        try:
-            yield where, json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.add(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
-
-
-def _json_rows(spec: SourceSpec, text: str, problems: _Problems) -> Iterator[tuple[str, Any]]:
-    """A JSON list of records; a .json file that is really JSON Lines (datasets' to_json) is read as such."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        first = text.lstrip()[:1]
-        if first == "{" and exc.msg == "Extra data":
-            yield from _jsonl_rows(spec, text, problems)
-            return
-        raise DataError(f"{spec.text}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise DataError(f"{spec.text}: expected a JSON list of records, got {type(data).__name__}")
-    for index, item in enumerate(data):
-        yield f"{spec.text} record {index + 1}", item
-
-
-def _table_rows(spec: SourceSpec, text: str, delimiter: str) -> Iterator[tuple[str, Any]]:
-    """CSV/TSV rows as dicts; `where` is the row's first line in the file (the header is line 1)."""
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
-    header = reader.fieldnames or []
+def _check_columns(spec: SourceSpec, columns: list[str]) -> None:
+    """A table's header or a saved dataset's columns hold the mapped fields, before any row is read."""
     for name in ("instruction", "output"):
-        if spec.column(name) not in header:
+        if spec.column(name) not in columns:
             raise DataError(f"{spec.text}: no column {spec.column(name)!r} for the {name} (columns: "
-                            f"{', '.join(header) or 'none'}); map columns with "
+                            f"{', '.join(columns) or 'none'}); map columns with "
                             f"{spec.path.name}?instruction=COLUMN&output=COLUMN")
-    if "input" in spec.columns and spec.columns["input"] not in header:
+    if "input" in spec.columns and spec.columns["input"] not in columns:
         raise DataError(f"{spec.text}: no column {spec.columns['input']!r} for the input "
-                        f"(columns: {', '.join(header)})")
-    start = reader.line_num + 1
-    for row in reader:
-        where = f"{spec.text} line {start}"
-        start = reader.line_num + 1
-        if None in row:  # more cells than header columns
-            row = {k: v for k, v in row.items() if k is not None}
-        yield where, row
-
-
-def _dataset_rows(spec: SourceSpec) -> Iterator[tuple[str, Any]]:
-    """Rows of a folder written by datasets' save_to_disk (a DatasetDict uses its 'train' split)."""
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        raise DataError(f"{spec.text}: reading a saved dataset needs the 'datasets' package") from None
-    try:
-        ds = datasets.load_from_disk(str(spec.path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise DataError(f"{spec.text}: a folder, but not a dataset saved with save_to_disk "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        splits = list(ds)
-        if "train" in ds:
-            ds = ds["train"]
-        elif len(splits) == 1:
-            ds = ds[splits[0]]
-        else:
-            raise DataError(f"{spec.text}: a dataset with splits {', '.join(splits)} and no 'train'; "
-                            "save the split to train on by itself")
-    missing = [spec.column(n) for n in ("instruction", "output") if spec.column(n) not in ds.column_names]
-    if missing:
-        raise DataError(f"{spec.text}: no column {missing[0]!r} (columns: {', '.join(ds.column_names)}); "
-                        "map columns with FOLDER?instruction=COLUMN&output=COLUMN")
-    for index, row in enumerate(ds):
-        yield f"{spec.text} record {index + 1}", row
-
-
-def _raw_rows(spec: SourceSpec, problems: _Problems) -> Iterable[tuple[str, Any]]:
-    if not spec.path.exists():
-        raise DataError(f"{spec.text}: no such file or folder")
-    if spec.path.is_dir():
-        return _dataset_rows(spec)
-    suffix = spec.path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return _jsonl_rows(spec, _read_text(spec), problems)
-    if suffix in JSON_SUFFIXES:
-        return _json_rows(spec, _read_text(spec), problems)
-    if suffix in TABLE_SUFFIXES:
-        return _table_rows(spec, _read_text(spec), TABLE_SUFFIXES[suffix])
-    raise DataError(f"{spec.text}: unsupported file type {suffix or '(no extension)'!r}; use .json, .jsonl, "
-                    ".csv, .tsv or a folder saved with datasets' save_to_disk")
+                        f"(columns: {', '.join(columns)})")
 
 
 def read_source(spec: SourceSpec, problems: _Problems) -> list[Record]:
     """All valid records of one source; record problems go to `problems`, file problems raise."""
     records = []
-    for where, raw in _raw_rows(spec, problems):
-        record = check_record(raw, spec, where, problems)
+    for where, raw in _open(spec, problems).rows:
+        record = check_record(raw, spec, str(where), problems)
         if record is not None:
             records.append(record)
     return records

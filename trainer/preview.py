@@ -13,7 +13,6 @@ Exit code 2 only for a config that cannot be read.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -24,17 +23,9 @@ from typing import Any
 
 import yaml
 
+from medalpaca_desktop.core.records import RecordsError, open_records, record_format
 from trainer.config import ConfigError, TrainConfig
-from trainer.data_sources import (
-    JSON_SUFFIXES,
-    JSONL_SUFFIXES,
-    TABLE_SUFFIXES,
-    DataError,
-    Record,
-    _Problems,
-    parse_source,
-    read_source,
-)
+from trainer.data_sources import TRAIN_SPLIT, DataError, Record, _Problems, parse_source, read_source
 
 DEFAULT_ROWS = 5
 DEFAULT_BINS = 20
@@ -69,48 +60,22 @@ def load_config_loose(path: str | Path) -> TrainConfig:
 
 
 def detect_format(path: Path) -> str:
+    """The format core.records reads the source as (see its FORMATS), or "missing" / "unknown"."""
     if not path.exists():
         return "missing"
-    if path.is_dir():
-        return "saved dataset"
-    suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return "JSON Lines"
-    if suffix in JSON_SUFFIXES:
-        return "JSON"
-    if suffix in TABLE_SUFFIXES:
-        return suffix[1:].upper()
-    return "unknown"
+    return record_format(path) or "unknown"
 
 
-def source_columns(path: Path, fmt: str) -> list[str]:
+def source_columns(path: Path) -> list[str]:
     """Column (or key) names a mapping can choose from: a table's header, a JSON record's keys."""
     try:
-        if fmt in ("CSV", "TSV"):
-            with path.open(encoding="utf-8-sig", newline="") as fh:
-                return next(csv.reader(fh, delimiter=TABLE_SUFFIXES[path.suffix.lower()]), [])
-        if fmt == "JSON Lines":
-            with path.open(encoding="utf-8-sig") as fh:
-                for line in fh:
-                    if line.strip():
-                        first = json.loads(line)
-                        return list(first) if isinstance(first, dict) else []
-        if fmt == "JSON":
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]
-            first = data[0] if isinstance(data, list) and data else data
-            return list(first) if isinstance(first, dict) else []
-        if fmt == "saved dataset":
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else ds[list(ds)[0]]
-            return list(ds.column_names)
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, IndexError):
+        source = open_records(path, lambda problem: None, split=TRAIN_SPLIT)
+    except (RecordsError, OSError):
         return []
-    return []
+    if source.columns is not None:
+        return source.columns
+    first = next((row for _, row in source.rows), None)
+    return list(first) if isinstance(first, dict) else []
 
 
 def parse_problem(message: str) -> dict[str, Any]:
@@ -145,7 +110,7 @@ def read_with_problems(sources: list[str]) -> tuple[list[SourceReport], list[Rec
         except DataError as exc:
             problems.add(str(exc))
         records += found
-        reports.append(SourceReport(text, str(spec.path), fmt, len(found), source_columns(spec.path, fmt),
+        reports.append(SourceReport(text, str(spec.path), fmt, len(found), source_columns(spec.path),
                                     dict(spec.columns)))
     return reports, records, [parse_problem(m) for m in problems.items], problems.total
 

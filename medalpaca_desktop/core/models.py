@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from medalpaca_desktop.core import gguf_meta, hf_meta
-from medalpaca_desktop.core.demo_model import DEMO_FILE, DEMO_NAME, demo_model_info, demo_model_path
+from medalpaca_desktop.core.demo_model import DEMO_FILE, DEMO_NAME, demo_model_path
 from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, DiscoveryProblem, ModelInfo, ModelInspectError
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,20 @@ def _label_if_demo(info: ModelInfo) -> ModelInfo:
     demo = demo_model_path()
     if demo is not None and _key(demo) == _key(Path(info.path)):
         info.name, info.source, info.note = DEMO_NAME, "demo", DEMO_MODEL_NOTE
+    return info
+
+
+def demo_model_info() -> ModelInfo | None:
+    """The shipped demo's inspected metadata, labelled as the demo; None when the wheel is missing.
+
+    Raises ModelInspectError when the file exists but cannot be read (a broken
+    install), so discovery can report it instead of silently hiding the demo.
+    """
+    path = demo_model_path()
+    if path is None:
+        return None
+    info = inspect_model(path)
+    info.name, info.source, info.note = DEMO_NAME, "demo", DEMO_MODEL_NOTE
     return info
 
 

@@ -1,0 +1,272 @@
+"""Reading records from JSON, JSON Lines, CSV/TSV files and saved Hugging Face datasets.
+
+Benchmark questions (bench.datasets) and training examples (trainer.data_sources)
+come in the same formats, so this module reads them and each caller only parses
+its own rows. `open_records` gives a file's format, its columns (tables and saved
+datasets) and its rows as (where, row): `where` names the file and the line the
+record starts on, or the record's position where there is no line of its own.
+
+A file that cannot be read at all (missing, not UTF-8, empty, not JSON, a saved
+dataset without the wanted split) raises RecordsError. A JSON Lines line that is
+not JSON is a record problem: it goes to the caller's `report` and reading goes
+on, so a user fixes every bad line of a file in one go.
+
+Formats, by suffix: .jsonl/.ndjson JSON Lines; .json a list of objects, one object,
+{"data": [...]}, or JSON Lines (datasets' to_json writes those into a .json); .csv
+and .tsv with a header row; a folder written by `save_to_disk` (of a DatasetDict
+the caller's split, else its only one). Standard library only at import time, for
+the GUI: `datasets` is imported inside `_saved_dataset`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json",)
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+"""Files save_to_disk writes: one of them tells a saved dataset from any other folder."""
+
+JSON_LINES, JSON_DOCUMENT, SAVED_DATASET = "JSON Lines", "JSON", "saved dataset"
+FORMATS: tuple[str, ...] = (JSON_LINES, JSON_DOCUMENT, "CSV", "TSV", SAVED_DATASET)
+
+
+class RecordsError(ValueError):
+    """A file or folder that cannot be read at all; the message starts with its name."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a record is: the file (as the caller names it), its 0-based position and its first line.
+
+    `line` is None in a saved dataset (no lines) and in a {"data": [...]} document.
+    `own_line` is True when the record is that line's own (JSON Lines, a table row);
+    an object inside a JSON document only starts there, so it is named by position.
+    """
+
+    file: str
+    index: int
+    line: int | None = None
+    own_line: bool = False
+
+    def __str__(self) -> str:
+        if self.own_line:
+            return f"{self.file} line {self.line}"
+        return f"{self.file} record {self.index + 1}"
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """One record that cannot be used: the file, the 1-based line (None when unknown), what is wrong."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            return f"{self.file} line {self.line}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+Report = Callable[[RecordProblem], None]
+"""Where record problems go (a list's append, a capped collector); reading goes on after each."""
+
+
+@dataclass
+class RecordSource:
+    """An opened file or saved dataset. `rows` is read once; `columns` is None for JSON (no header)."""
+
+    path: Path
+    name: str
+    format: str
+    columns: list[str] | None
+    rows: Iterator[tuple[Where, Any]]
+
+
+def record_format(path: Path) -> str | None:
+    """The format a path is read as: a folder is a saved dataset, a file goes by its suffix; None if unknown."""
+    if path.is_dir():
+        return SAVED_DATASET
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return JSON_LINES
+    if suffix in JSON_SUFFIXES:
+        return JSON_DOCUMENT
+    if suffix in TABLE_SUFFIXES:
+        return suffix[1:].upper()
+    return None
+
+
+def open_records(path: str | Path, report: Report, *, name: str | None = None, split: str = "train",
+                 fmt: str | None = None) -> RecordSource:
+    """Open one source for reading; RecordsError (naming `name`, default the path) when it cannot be read.
+
+    `split` is the DatasetDict split to read; `fmt` (one of FORMATS) overrides the suffix.
+    """
+    path = Path(path).expanduser()
+    name = name or str(path)
+    if not path.exists():
+        raise RecordsError(f"{name}: no such file or folder")
+    fmt = fmt or record_format(path)
+    if fmt == SAVED_DATASET:
+        ds = _saved_dataset(path, name, split)
+        return RecordSource(path, name, fmt, list(ds.column_names), _dataset_rows(name, ds))
+    if fmt is None:
+        raise RecordsError(f"{name}: unsupported file type {path.suffix.lower() or '(no extension)'!r}; use .json, "
+                           ".jsonl, .csv, .tsv or a folder saved with datasets' save_to_disk")
+    if path.is_dir():
+        raise RecordsError(f"{name}: a folder; {fmt} records are read from one file")
+    text = read_text(path, name)
+    if fmt == JSON_LINES:
+        return RecordSource(path, name, fmt, None, _json_lines(name, text, report))
+    if fmt == JSON_DOCUMENT:
+        return RecordSource(path, name, fmt, None, _json_document(name, text, report))
+    if fmt in ("CSV", "TSV"):
+        reader = csv.DictReader(text.splitlines(keepends=True), delimiter="," if fmt == "CSV" else "\t")
+        return RecordSource(path, name, fmt, list(reader.fieldnames or []), _table_rows(name, reader))
+    raise ValueError(f"unknown record format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def first_record(path: str | Path) -> Any:
+    """The first record of a file (to tell its shape), or None when it has none or cannot be read.
+
+    Never a saved dataset's: telling a file's shape must not import `datasets` (the GUI does it).
+    """
+    if Path(path).expanduser().is_dir():
+        return None
+    try:
+        source = open_records(path, lambda problem: None)
+    except RecordsError:
+        return None
+    return next((row for _, row in source.rows), None)
+
+
+# ------------------------------------------------------------------ files
+
+
+def read_text(path: Path, name: str | None = None) -> str:
+    """A UTF-8 file's text (a byte-order mark dropped); RecordsError when unreadable or blank."""
+    name = name or str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordsError(f"{name}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise RecordsError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise RecordsError(f"{name}: the file is empty")
+    return text
+
+
+def read_json(path: Path, name: str | None = None) -> Any:
+    """A whole JSON file's value (e.g. a solutions table); RecordsError with line and column when invalid."""
+    name = name or str(path)
+    text = read_text(path, name)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _invalid_json(name, exc) from None
+
+
+def _invalid_json(name: str, exc: json.JSONDecodeError) -> RecordsError:
+    return RecordsError(f"{name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})")
+
+
+def _json_lines(name: str, text: str, report: Report) -> Iterator[tuple[Where, Any]]:
+    """One record per non-blank line; a line that is not JSON is reported and still counts a position."""
+    position = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report(RecordProblem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        else:
+            yield Where(name, position, number, True), value
+        position += 1
+
+
+def _json_document(name: str, text: str, report: Report) -> Iterator[tuple[Where, Any]]:
+    """Records of a .json file, parsed now so that a broken file raises at open, not halfway through."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip()[:1] == "{" and exc.msg == "Extra data":  # JSON Lines in a .json file
+            return _json_lines(name, text, report)
+        raise _invalid_json(name, exc) from None
+    if isinstance(data, list):
+        return _list_items(name, text, data)
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        return iter([(Where(name, index), item) for index, item in enumerate(data["data"])])
+    if isinstance(data, dict):
+        return iter([(Where(name, 0, text.count("\n", 0, text.index("{")) + 1), data)])
+    raise RecordsError(f"{name}: expected a JSON list of records, got {type(data).__name__}")
+
+
+def _list_items(name: str, text: str, data: list[Any]) -> Iterator[tuple[Where, Any]]:
+    """Items of a top-level JSON list, each with the line its value starts on."""
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    line = text.count("\n", 0, pos) + 1
+    for index, item in enumerate(data):
+        start = pos
+        while text[start] in " \t\r\n,":
+            start += 1
+        line += text.count("\n", pos, start)
+        _, end = decoder.raw_decode(text, start)
+        yield Where(name, index, line), item
+        line += text.count("\n", start, end)
+        pos = end
+
+
+def _table_rows(name: str, reader: csv.DictReader) -> Iterator[tuple[Where, dict[str, Any]]]:
+    """CSV/TSV rows as dicts; a row's line is its first in the file (a quoted cell may span lines)."""
+    start = reader.line_num + 1
+    for index, row in enumerate(reader):
+        where = Where(name, index, start, True)
+        start = reader.line_num + 1
+        if None in row:  # more cells than header columns
+            row = {k: v for k, v in row.items() if k is not None}
+        yield where, row
+
+
+# ------------------------------------------------------------------ saved datasets
+
+
+def choose_split(name: str, splits: list[str], wanted: str) -> str:
+    """`wanted`, else a DatasetDict's only split; RecordsError naming the splits there are."""
+    if wanted in splits:
+        return wanted
+    if len(splits) == 1:
+        return splits[0]
+    raise RecordsError(f"{name}: a dataset with splits {', '.join(splits) or '(none)'} and no {wanted!r}; "
+                       "save the split to use by itself")
+
+
+def _saved_dataset(path: Path, name: str, split: str) -> Any:
+    """The `datasets.Dataset` in a save_to_disk folder (of a DatasetDict, the chosen split)."""
+    try:
+        import datasets  # heavy: only here, never at module import (the GUI imports this module)
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        raise RecordsError(f"{name}: reading a saved dataset needs the 'datasets' package") from None
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordsError(f"{name}: a folder, but not a dataset saved with save_to_disk ({first})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[choose_split(name, list(ds), split)]
+    return ds
+
+
+def _dataset_rows(name: str, ds: Any) -> Iterator[tuple[Where, Any]]:
+    for index, row in enumerate(ds):
+        yield Where(name, index), row
