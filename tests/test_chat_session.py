@@ -106,7 +106,7 @@ def test_send_streams_saves_and_regenerates(qtbot, make_session, tiny_gguf):
     # edit and resend: the thread from the edited question on is replaced
     assert session.send(conv, "Hello again", model, _settings(max_tokens=4), replacing=conv.visible[0])
     _wait(qtbot, session)
-    assert [e.content for e in conv.visible][0] == "Hello again" and len(conv.visible) == 2
+    assert conv.visible[0].content == "Hello again" and len(conv.visible) == 2
     assert conv.title == "Hello tiny model"  # a chat keeps its title
     assert len(session.store.messages(conv.chat_id)) == 5
 

@@ -161,9 +161,7 @@ class ChatSession:
                 payload = parse_payload(event.data)
                 if isinstance(payload, Prompt):
                     answer.prompt = payload
-            elif isinstance(event, Result) and not until_done:
-                return event
-            elif isinstance(event, Done):
+            elif isinstance(event, Done) or (isinstance(event, Result) and not until_done):
                 return event
 
     def load(self) -> Loaded:
