@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Result, Started, Warning
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Started, Warning
+from medalpaca_desktop.core.payloads import Item, parse_payload
 from medalpaca_desktop.core.progress import ProgressReporter
 from medalpaca_desktop.core.stop_signals import install_stop_handlers
 
@@ -306,7 +307,9 @@ class _Job:
             fh.write(results.item_line(item))
             fh.flush()
         items.append(item)
-        self.writer.emit(Result(data={"kind": "item", **{k: v for k, v in item.items() if k != "prompt"}}))
+        row = parse_payload({**{k: v for k, v in item.items() if k != "prompt"}, "kind": "item"})
+        assert isinstance(row, Item)  # bench.scoring writes every field an Item has
+        self.writer.emit(row.to_result())
         self._db_item(item)
         correct = sum(1 for it in items if it.get("correct"))
         accuracy = correct / len(items)

@@ -20,6 +20,7 @@ import pytest
 from bench.config import BenchConfig
 from bench.run import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED, run_job
 from medalpaca_desktop.core.events import EventWriter
+from medalpaca_desktop.core.payloads import Item, parse_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "resources" / "sample_questions"
@@ -174,6 +175,10 @@ def test_generate_run_writes_everything(backend, tiny_long, tmp_path):
 
     items = items_of(out)
     assert [it["id"] for it in items] == medqa_ids(4)
+    payloads = [parse_payload(r) for r in results]  # the GUI's reading of each item event: items.jsonl less the prompt
+    assert all(isinstance(p, Item) and p.generated is not None and not p.extra for p in payloads)
+    assert [p.to_data() for p in payloads] == [{"kind": "item", **{k: v for k, v in it.items() if k != "prompt"}}
+                                               for it in items]
     for it in items:
         assert ITEM_KEYS | {"pred_paper", "pred_lenient", "seed", "tokens", "stop_reason"} <= set(it)
         assert it["prompt"].startswith("Below is an instruction") and it["prompt"].endswith("### Response:\n")
@@ -222,6 +227,9 @@ def test_loglikelihood_run(backend, tiny_long, tmp_path):
     assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
     items = items_of(out)
     assert [it["id"] for it in items] == medqa_ids(7)
+    payloads = [parse_payload(e.data) for e in rec.of("result")]
+    assert all(isinstance(p, Item) and p.option_scores is not None and p.generated is None for p in payloads)
+    assert [p.option_scores.scores for p in payloads] == [it["scores"] for it in items]
     for it in items:
         assert ITEM_KEYS | {"scores", "scores_norm", "pred_norm", "correct_norm"} <= set(it)
         assert set(it["scores"]) == set(it["options"]) and all(v < 0 for v in it["scores"].values())

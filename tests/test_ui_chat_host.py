@@ -57,7 +57,7 @@ def _use(tab: ChatTab, path, *, max_tokens: int = 16, temperature: float = 0.0) 
 
 
 def _wait_answer(qtbot, tab: ChatTab, timeout: int = ANSWER_MS) -> None:
-    qtbot.waitUntil(lambda: tab._answer is None, timeout=timeout)
+    qtbot.waitUntil(lambda: tab.session.answer is None, timeout=timeout)
 
 
 def _last_answer(tab: ChatTab):
@@ -68,12 +68,12 @@ def test_send_stream_regenerate_edit_on_tiny_gguf(qtbot, make_tab, tiny_gguf):
     tab = make_tab()
     _use(tab, tiny_gguf, max_tokens=12)
     tokens: list[str] = []
-    tab.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
+    tab.session.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
 
     # send: the question is on disk before the host hears of it
     assert tab.send("Hello tiny model")
-    chat = tab.store.list_chats()[0]
-    assert [m.role for m in tab.store.messages(chat.id)][0] == "user"
+    chat = tab.session.store.list_chats()[0]
+    assert [m.role for m in tab.session.store.messages(chat.id)][0] == "user"
     _wait_answer(qtbot, tab)
     answer = _last_answer(tab)
     assert answer.meta["status"] == "done", answer.meta
@@ -81,20 +81,20 @@ def test_send_stream_regenerate_edit_on_tiny_gguf(qtbot, make_tab, tiny_gguf):
     qtbot.waitUntil(lambda: tab.view.widget_for(answer).shown_text() != "", timeout=2000)
     prompt = answer.meta["prompt"]
     assert "Hello tiny model" in prompt["text"] and prompt["tokens"] > 0
-    saved = tab.store.messages(chat.id)[-1]
+    saved = tab.session.store.messages(chat.id)[-1]
     assert saved.content == answer.content and saved.meta["status"] == "done"
     assert saved.token_count == answer.meta["stats"]["completion_tokens"]
     assert "tokens/s" in tab.status_text()
-    assert tab.host.loaded is not None and tab.host.loaded.backend == "llamacpp"
+    assert tab.session.host.loaded is not None and tab.session.host.loaded.backend == "llamacpp"
     assert "llama.cpp" in tab.picker.state_label.text()
 
     # regenerate: a new answer replaces the last one; the old one stays in the database
     tab.sampling.fields["max_tokens"].setValue(8)
     tab.sampling.fields["temperature"].setValue(0.0)
-    before = len(tab.store.messages(chat.id))
+    before = len(tab.session.store.messages(chat.id))
     assert tab.regenerate()
     _wait_answer(qtbot, tab)
-    rows = tab.store.messages(chat.id)
+    rows = tab.session.store.messages(chat.id)
     assert len(rows) == before + 1 and rows[-2].meta.get("superseded")
     assert len(tab.current.visible) == 2
 
@@ -107,7 +107,7 @@ def test_send_stream_regenerate_edit_on_tiny_gguf(qtbot, make_tab, tiny_gguf):
     _wait_answer(qtbot, tab)
     assert [e.role for e in tab.current.visible] == ["user", "assistant"]
     assert tab.current.visible[0].content == "Hello again"
-    live = [m for m in tab.store.messages(chat.id) if not m.meta.get("superseded")]
+    live = [m for m in tab.session.store.messages(chat.id) if not m.meta.get("superseded")]
     assert [m.content for m in live][0] == "Hello again" and len(live) == 2
 
 
@@ -131,7 +131,7 @@ def test_demo_model_exchange_and_history_after_restart(qtbot, make_tab, demo_ggu
     # stop (Esc): the tiny model writes ~10,000 tokens/s, so stopping is shown on the demo model
     tab.sampling.fields["max_tokens"].setValue(400)
     tokens: list[str] = []
-    tab.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
+    tab.session.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
     assert tab.send("Write a long essay about the history of medicine.")
     qtbot.waitUntil(lambda: len(tokens) >= 2, timeout=ANSWER_MS)
     qtbot.keyClick(tab.composer.edit, Qt.Key.Key_Escape)
@@ -139,9 +139,9 @@ def test_demo_model_exchange_and_history_after_restart(qtbot, make_tab, demo_ggu
     stopped = _last_answer(tab)
     assert stopped.meta["status"] == "stopped", stopped.meta
     assert stopped.meta["stats"]["completion_tokens"] < 400
-    saved = tab.store.messages(tab.current.chat_id)[-1]
+    saved = tab.session.store.messages(tab.current.chat_id)[-1]
     assert saved.content == stopped.content and saved.meta["status"] == "stopped"
-    assert tab.host.state == HostState.READY  # the model stays loaded
+    assert tab.session.host.state == HostState.READY  # the model stays loaded
     title = tab.current.title
     tab.shutdown()
 
@@ -159,10 +159,10 @@ def test_host_killed_mid_answer_keeps_the_partial_answer(qtbot, make_tab, demo_g
     tab = make_tab()
     _use(tab, demo_gguf, max_tokens=400, temperature=0.7)
     tokens: list[str] = []
-    tab.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
+    tab.session.host.sig_token_received.connect(lambda _rid, text: tokens.append(text))
     assert tab.send("Write a long essay about the history of medicine.")
     qtbot.waitUntil(lambda: len(tokens) >= 2, timeout=ANSWER_MS)
-    os.kill(tab.host.pid(), signal.SIGKILL)
+    os.kill(tab.session.host.pid(), signal.SIGKILL)
     _wait_answer(qtbot, tab)
     answer = _last_answer(tab)
     assert answer.meta["status"] == "interrupted"
@@ -170,10 +170,10 @@ def test_host_killed_mid_answer_keeps_the_partial_answer(qtbot, make_tab, demo_g
     assert tab.reload_button.isVisibleTo(tab)
     widget = tab.view.widget_for(answer)
     assert widget.badge_label.isVisibleTo(widget) and "Interrupted" in widget.badge_label.text()
-    saved = tab.store.messages(tab.current.chat_id)[-1]
+    saved = tab.session.store.messages(tab.current.chat_id)[-1]
     assert saved.meta["status"] == "interrupted" and saved.content == answer.content and saved.content
     qtbot.mouseClick(tab.reload_button, Qt.MouseButton.LeftButton)  # offered: reload the model
-    qtbot.waitUntil(lambda: tab.host.state == HostState.READY, timeout=LOAD_MS)
+    qtbot.waitUntil(lambda: tab.session.host.state == HostState.READY, timeout=LOAD_MS)
 
 
 def test_corrupt_gguf_is_an_error_message_not_a_crash(qtbot, make_tab, tmp_path, tiny_gguf):
@@ -188,8 +188,8 @@ def test_corrupt_gguf_is_an_error_message_not_a_crash(qtbot, make_tab, tmp_path,
     assert "Traceback" not in tab.error_text() and "\n" not in tab.error_text()
     answer = _last_answer(tab)
     assert answer.meta["status"] == "failed"
-    assert tab.store.messages(tab.current.chat_id)[0].content == "Does this load?"
-    assert tab.host.is_running()  # the host stays usable: load the good model
+    assert tab.session.store.messages(tab.current.chat_id)[0].content == "Does this load?"
+    assert tab.session.host.is_running()  # the host stays usable: load the good model
     tab.picker.select_path(str(tiny_gguf))
     tab.sampling.fields["max_tokens"].setValue(4)
     assert tab.regenerate()
@@ -206,7 +206,7 @@ def test_private_chat_leaves_no_rows(qtbot, make_tab, tiny_gguf):
     _wait_answer(qtbot, tab)
     assert conv.private and len(conv.visible) == 2
     assert "(private)" in tab.list_model.data(tab.list_model.index(0))
-    store = Store(tab.store.path)
+    store = Store(tab.session.store.path)
     assert store.list_chats() == []
     assert store._query("SELECT COUNT(*) FROM messages")[0][0] == 0
     store.close()

@@ -26,9 +26,11 @@ from medalpaca_desktop.ui.chat.conversation import (
 from medalpaca_desktop.ui.chat.conversation_list import ConversationListModel
 from medalpaca_desktop.ui.chat.message_view import MessageView
 from medalpaca_desktop.ui.chat.model_picker import ModelPicker
-from medalpaca_desktop.ui.chat.prompt_inspector import PromptInspector, describe_prompt, normalize_prompt
+from medalpaca_desktop.core.payloads import Prompt
+from medalpaca_desktop.ui.chat.prompt_inspector import PromptInspector, describe_prompt, prompt_meta
 from medalpaca_desktop.ui.chat.sampling_panel import PRESETS, SamplingPanel, resolve_template
-from medalpaca_desktop.ui.chat.tab import ChatTab, one_sentence
+from medalpaca_desktop.ui.chat.session import one_sentence
+from medalpaca_desktop.ui.chat.tab import ChatTab
 
 
 def _demo(path="/m/demo.gguf") -> ModelInfo:
@@ -160,8 +162,8 @@ def test_export_markdown_and_json(tmp_path):
 
 
 def test_prompt_inspector_names_the_fallback(qtbot):
-    prompt = normalize_prompt({"kind": "prompt", "text": "<|im_start|>user\nHi<|im_end|>\n", "tokens": 11,
-                               "template": "chat", "fallback": "chatml", "dropped_messages": 2})
+    prompt = prompt_meta(Prompt(text="<|im_start|>user\nHi<|im_end|>\n", tokens=11,
+                                 template="chat", fallback="chatml", dropped_messages=2))
     assert prompt["tokens"] == 11
     assert "no chat template" in describe_prompt(prompt) and "ChatML" in describe_prompt(prompt)
     assert "2 oldest messages" in describe_prompt(prompt)
@@ -171,7 +173,7 @@ def test_prompt_inspector_names_the_fallback(qtbot):
     assert not dialog.fallback_label.isHidden()
     qtbot.mouseClick(dialog.copy_button, Qt.MouseButton.LeftButton)
     assert QGuiApplication.clipboard().text() == prompt["text"]
-    plain = PromptInspector(normalize_prompt({"text": "x", "tokens": 1, "template": "chat"}))
+    plain = PromptInspector(prompt_meta(Prompt(text="x", tokens=1, template="chat")))
     qtbot.addWidget(plain)
     assert plain.fallback_label.isHidden() and "model's own chat template" in plain.summary_label.text()
 
@@ -214,17 +216,17 @@ def test_sending_without_a_model_says_so(qtbot, tab):
 def test_host_that_cannot_start_is_one_sentence_and_question_is_kept(qtbot, tab):
     tab.set_models([_demo()], [])
     assert tab.send("Is the question kept?")
-    qtbot.waitUntil(lambda: tab._answer is None, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.session.answer is None, timeout=10_000)
     assert "\n" not in tab.error_text() and tab.error_text()
-    chats = tab.store.list_chats()
+    chats = tab.session.store.list_chats()
     assert len(chats) == 1
-    messages = tab.store.messages(chats[0].id)
+    messages = tab.session.store.messages(chats[0].id)
     assert messages[0].content == "Is the question kept?"
     assert messages[1].meta["status"] == "failed"
 
 
 def test_delete_with_undo_and_search(qtbot, tab):
-    cs = tab.conv_store
+    cs = tab.session.conv_store
     for title, text in (("Asthma", "inhaled corticosteroids"), ("Diabetes", "metformin dose")):
         conv = Conversation(key="new", title=title)
         cs.add(conv, Entry(None, "user", text))
@@ -242,12 +244,12 @@ def test_delete_with_undo_and_search(qtbot, tab):
     tab.delete_conversation(asthma)
     assert [c.title for c in tab.conversations()] == ["Diabetes"]
     assert not tab.panel.undo_bar.isHidden()
-    assert len(tab.store.list_chats()) == 2  # not gone yet: undo is possible
+    assert len(tab.session.store.list_chats()) == 2  # not gone yet: undo is possible
     tab.undo_delete()
     assert [c.title for c in tab.conversations()] == ["Diabetes", "Asthma"]
     tab.delete_conversation(asthma)
-    tab._on_undo_timer_timeout()
-    assert [c.title for c in tab.store.list_chats()] == ["Diabetes"]
+    tab.session.commit_pending_delete()  # the undo time ran out
+    assert [c.title for c in tab.session.store.list_chats()] == ["Diabetes"]
 
 
 def test_one_sentence_never_shows_a_traceback():

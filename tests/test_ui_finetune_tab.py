@@ -269,16 +269,16 @@ def test_main_window_chats_with_the_result(qtbot, window, tiny_llama_dir, tmp_pa
     run_dir = tmp_path / "run"
     run_id = window.finetune_tab.launch(str(write_config(tiny_llama_dir, run_dir, max_steps=2, val_split=0.0)))
     assert wait_finished(qtbot, window.finetune_tab.sessions[run_id])[0] == "done"
-    with qtbot.waitSignal(window.chat_tab.host.sig_model_loaded, timeout=RUN_MS) as blocker:
+    with qtbot.waitSignal(window.chat_tab.session.host.sig_model_loaded, timeout=RUN_MS) as blocker:
         qtbot.mouseClick(window.finetune_tab.monitor.chat_button, Qt.MouseButton.LeftButton)
         assert window.tabs.currentIndex() == TAB_CHAT
     loaded = blocker.args[0]
     assert loaded.adapter == str(run_dir / "final") and Path(loaded.path) == tiny_llama_dir  # base + adapter
     picked = window.chat_tab.picker.current_model()
     assert picked.path == str(run_dir / "final") and picked.name == "run (final)"  # named after its run
-    with qtbot.waitSignal(window.chat_tab.host.sig_generation_finished, timeout=RUN_MS):
+    with qtbot.waitSignal(window.chat_tab.session.host.sig_generation_finished, timeout=RUN_MS):
         assert window.chat_tab.send("What is the antidote for paracetamol overdose?")
-    assert window.chat_tab.host.loaded.adapter == str(run_dir / "final")  # answered without reloading
+    assert window.chat_tab.session.host.loaded.adapter == str(run_dir / "final")  # answered without reloading
 
 
 def test_closing_over_a_run_asks_and_a_run_left_running_is_picked_up(qtbot, window, tiny_llama_dir, tmp_path,

@@ -5,7 +5,7 @@ Each request is one JSON line with a `type` (load, generate, stop, score,
 unload) and an `id` the host echoes in the events that answer it. Field help
 doubles as the chat tab's tooltips.
 
-Answers (core.events): `progress` while loading; `result` with data.kind
+Answers (core.events): `progress` while loading; `result` whose data is a core.payloads kind
 "loaded" / "prompt" / "score" / "unloaded"; `token` (request_id) while
 generating; `done` per generation with data {request_id, prompt_tokens,
 completion_tokens, ttft_s, tokens_per_s, stop_reason}; `error` with `kind`

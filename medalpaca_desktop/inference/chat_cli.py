@@ -13,8 +13,8 @@ import queue
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO
 
 from medalpaca_desktop.core.chat_protocol import (
     ChatMessage,
@@ -26,6 +26,7 @@ from medalpaca_desktop.core.chat_protocol import (
     StopRequest,
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Result, Token, parse_line
+from medalpaca_desktop.core.payloads import Loaded, Prompt, parse_payload
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -50,7 +51,7 @@ class ChatOptions:
 class _Answer:
     text: str = ""
     done: Done | None = None
-    prompt: dict[str, Any] = field(default_factory=dict)
+    prompt: Prompt | None = None
 
 
 class HostProcess:
@@ -114,10 +115,13 @@ class HostProcess:
 
 
 def _request_id(event: Event) -> str | None:
-    """Which request an event answers: tokens carry it, results/done in data, the rest in extra."""
+    """Which request an event answers: tokens and result payloads carry it, done in data, the rest in extra."""
     if isinstance(event, Token):
         return event.request_id
-    if isinstance(event, (Result, Done)):
+    if isinstance(event, Result):
+        payload = parse_payload(event.data)
+        return getattr(payload, "request_id", None)
+    if isinstance(event, Done):
         return event.data.get("request_id")
     return event.extra.get("request_id")
 
@@ -153,19 +157,21 @@ class ChatSession:
                 if not self.opts.jsonl:
                     self.out.write(event.text)
                     self.out.flush()
-            elif isinstance(event, Result) and answer is not None and event.data.get("kind") == "prompt":
-                answer.prompt = event.data
-            elif isinstance(event, Result) and not until_done:
-                return event
-            elif isinstance(event, Done):
+            elif isinstance(event, Result) and answer is not None:
+                payload = parse_payload(event.data)
+                if isinstance(payload, Prompt):
+                    answer.prompt = payload
+            elif isinstance(event, Done) or (isinstance(event, Result) and not until_done):
                 return event
 
-    def load(self) -> Result:
+    def load(self) -> Loaded:
         req = LoadRequest(spec=self.opts.spec)
         self.host.send(req)
         result = self._wait(req.id, until_done=False)
-        assert isinstance(result, Result)
-        return result
+        loaded = parse_payload(result.data) if isinstance(result, Result) else None
+        if not isinstance(loaded, Loaded):
+            raise ChatFailed("the chat host answered the load request without saying what it loaded")
+        return loaded
 
     def ask(self, user_text: str | None) -> _Answer:
         """One answer; Ctrl+C while it streams sends stop and waits for the (partial) answer."""
@@ -239,7 +245,7 @@ def run_chat(opts: ChatOptions, out: IO[str] | None = None, err: IO[str] | None 
     try:
         loaded = session.load()
         if not opts.jsonl:
-            for note in loaded.data.get("notes") or []:
+            for note in loaded.notes:
                 err.write(f"note: {note}\n")
         if opts.prompt is not None:
             session.ask(opts.prompt)

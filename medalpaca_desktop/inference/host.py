@@ -36,7 +36,8 @@ from medalpaca_desktop.core.chat_protocol import (
     UnloadRequest,
     parse_request,
 )
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started, Token
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
+from medalpaca_desktop.core.payloads import Loaded, Prompt, Score, Unloaded
 from medalpaca_desktop.core.prompts import (
     ModelPromptInfo,
     PromptError,
@@ -181,7 +182,7 @@ class Host:
                 self._score(req, job)
             elif isinstance(req, UnloadRequest):
                 self._unload_quietly()
-                self.writer.emit(Result(data={"kind": "unloaded", "request_id": req.id}))
+                self.writer.emit(Unloaded(request_id=req.id).to_result())
             return
         except InferenceError as exc:
             if exc.kind == "stopped" and ends_with_done:
@@ -229,11 +230,13 @@ class Host:
         self.backend, self.loaded = backend, loaded
         self._prompt_info = ModelPromptInfo(chat_template=loaded.chat_template, bos_token=loaded.bos_token,
                                             eos_token=loaded.eos_token, knows_chatml=self._knows_chatml(backend))
-        data: dict[str, Any] = {"kind": "loaded", "request_id": req.id, **dataclasses.asdict(loaded),
-                                "load_s": round(time.perf_counter() - t0, 3)}
-        if not loaded.chat_template:
-            data["chat_fallback"] = "chatml" if self._prompt_info.knows_chatml else "medalpaca"
-        self.writer.emit(Result(data=data))
+        fallback = None if loaded.chat_template else ("chatml" if self._prompt_info.knows_chatml else "medalpaca")
+        self.writer.emit(Loaded(
+            request_id=req.id, path=loaded.path, backend=loaded.backend, device=loaded.device,
+            context_length=loaded.context_length, quantization=loaded.quantization, dtype=loaded.dtype,
+            adapter=loaded.adapter, chat_template=loaded.chat_template, bos_token=loaded.bos_token,
+            eos_token=loaded.eos_token, notes=list(loaded.notes), load_s=round(time.perf_counter() - t0, 3),
+            chat_fallback=fallback).to_result())
 
     @staticmethod
     def _knows_chatml(backend: Backend) -> bool:
@@ -283,12 +286,10 @@ class Host:
         backend = self._require()
         t0 = time.perf_counter()
         prompt, ids = self._prompt(req, backend)
-        self.writer.emit(Result(data={
-            "kind": "prompt", "request_id": req.id, "text": prompt.text, "tokens": len(ids),
-            "template": prompt.template, "fallback": prompt.fallback, "dropped_messages": prompt.dropped_messages,
-            "truncated": prompt.dropped_messages > 0, "context_length": backend.context_length,
-            "add_special": prompt.add_special,
-        }))
+        self.writer.emit(Prompt(
+            request_id=req.id, text=prompt.text, tokens=len(ids), template=prompt.template, fallback=prompt.fallback,
+            dropped_messages=prompt.dropped_messages, truncated=prompt.dropped_messages > 0,
+            context_length=backend.context_length, add_special=prompt.add_special).to_result())
         sampling = dataclasses.replace(req.sampling, stop=[*req.sampling.stop, *prompt.stop])
         pieces: list[str] = []
         first: list[float] = []
@@ -325,7 +326,7 @@ class Host:
             data = {"logprobs": backend.score(req.context, req.continuations, job.stop.is_set)}
         if job.stop.is_set():
             raise InferenceError("Scoring was stopped.", "stopped")
-        self.writer.emit(Result(data={"kind": "score", "request_id": req.id, **data}))
+        self.writer.emit(Score(request_id=req.id, **data).to_result())
         self.writer.emit(Done(ok=True, data={"request_id": req.id}))
 
 

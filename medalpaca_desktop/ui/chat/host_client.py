@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import enum
 import sys
-from dataclasses import dataclass, field
-from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -23,6 +21,7 @@ from medalpaca_desktop.core.chat_protocol import (
     UnloadRequest,
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started, Token
+from medalpaca_desktop.core.payloads import Loaded, Prompt, Unloaded, parse_payload
 from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
 
 HOST_MODULE = "medalpaca_desktop.inference.host"
@@ -37,62 +36,6 @@ class HostState(str, enum.Enum):
     UNLOADING = "unloading"
 
 
-@dataclass
-class LoadedInfo:
-    """What the host said about the model it loaded (`result` kind "loaded")."""
-
-    path: str
-    backend: str = ""
-    device: str = ""
-    context_length: int | None = None
-    quantization: str | None = None
-    dtype: str | None = None
-    adapter: str | None = None
-    chat_template: str | None = None
-    chat_fallback: str | None = None  # the format used when the model has no chat template
-    notes: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any], fallback_path: str = "") -> LoadedInfo:
-        context = data.get("context_length")
-        notes = data.get("notes") or []
-        if isinstance(notes, str):
-            notes = [notes]
-        return cls(
-            path=str(data.get("path") or fallback_path),
-            backend=str(data.get("backend") or ""),
-            device=str(data.get("device") or ""),
-            context_length=int(context) if isinstance(context, (int, float)) and context else None,
-            quantization=data.get("quantization"),
-            dtype=data.get("dtype"),
-            adapter=data.get("adapter"),
-            chat_template=data.get("chat_template"),
-            chat_fallback=data.get("chat_fallback"),
-            notes=[str(n) for n in notes],
-            data=dict(data),
-        )
-
-    @property
-    def backend_label(self) -> str:
-        return {"llamacpp": "llama.cpp", "hf": "transformers"}.get(self.backend, self.backend or "?")
-
-    def summary(self) -> str:
-        """'llama.cpp · Q4_1 · cpu · 4,096-token context'."""
-        parts = [self.backend_label]
-        if self.quantization:
-            parts.append(str(self.quantization))
-        elif self.dtype:
-            parts.append(str(self.dtype))
-        if self.device:
-            parts.append(self.device)
-        if self.context_length:
-            parts.append(f"{self.context_length:,}-token context")
-        if self.chat_fallback:
-            parts.append(f"no chat template: {self.chat_fallback} format used")
-        return " · ".join(parts)
-
-
 def host_command() -> list[str]:
     return [sys.executable, "-m", HOST_MODULE]
 
@@ -102,9 +45,9 @@ class HostClient(QObject):
 
     sig_state_changed = Signal(str)  # HostState value
     sig_load_progressed = Signal(object)  # core.events.Progress
-    sig_model_loaded = Signal(object)  # LoadedInfo
+    sig_model_loaded = Signal(object)  # core.payloads.Loaded
     sig_model_unloaded = Signal()
-    sig_prompt_rendered = Signal(str, dict)  # request id, data of the "prompt" result
+    sig_prompt_rendered = Signal(str, object)  # request id, core.payloads.Prompt
     sig_token_received = Signal(str, str)  # request id, text
     sig_generation_finished = Signal(str, dict)  # request id, done data (stats, stop_reason)
     sig_request_failed = Signal(str, str, str)  # request id ('' for none), error kind, message
@@ -117,7 +60,7 @@ class HostClient(QObject):
         self.runner.sig_event_received.connect(self._on_runner_event_received)
         self.runner.sig_finished.connect(self._on_runner_finished)
         self.state = HostState.OFF
-        self.loaded: LoadedInfo | None = None
+        self.loaded: Loaded | None = None
         self._load_id: str | None = None
         self._load_spec: LoadSpec | None = None
         self._generate_id: str | None = None
@@ -222,18 +165,17 @@ class HostClient(QObject):
             pass
 
     def _on_result(self, event: Result) -> None:
-        data = dict(event.data)
-        kind = data.get("kind")
-        if kind == "loaded":
-            path = self._load_spec.model if self._load_spec else ""
-            self.loaded = LoadedInfo.from_data(data, path)
+        payload = parse_payload(event.data)
+        if isinstance(payload, Loaded):
+            if not payload.path and self._load_spec is not None:
+                payload.path = self._load_spec.model
+            self.loaded = payload
             self._load_id = None
             self._set_state(HostState.READY)
             self.sig_model_loaded.emit(self.loaded)
-        elif kind == "prompt":
-            request_id = str(data.get("request_id") or event.extra.get("request_id") or self._generate_id or "")
-            self.sig_prompt_rendered.emit(request_id, data)
-        elif kind == "unloaded":
+        elif isinstance(payload, Prompt):
+            self.sig_prompt_rendered.emit(payload.request_id or self._generate_id or "", payload)
+        elif isinstance(payload, Unloaded):
             self.loaded = None
             self.sig_model_unloaded.emit()
 

@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (
 
 from medalpaca_desktop.core.events import Progress
 from medalpaca_desktop.core.model_info import ModelInfo, format_size
-from medalpaca_desktop.ui.chat.host_client import HostState, LoadedInfo
+from medalpaca_desktop.core.payloads import Loaded
+from medalpaca_desktop.ui.chat.host_client import HostState
 
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -100,7 +101,7 @@ class ModelPicker(QWidget):
         layout.addWidget(self.note_label)
 
         self._state = HostState.OFF
-        self._loaded: LoadedInfo | None = None
+        self._loaded: Loaded | None = None
         self._loading_path: str | None = None
         self._searching = True
         self.set_models([], searching=True)
@@ -171,7 +172,7 @@ class ModelPicker(QWidget):
 
     # -- host state ---------------------------------------------------------------
 
-    def set_host_state(self, state: HostState, loaded: LoadedInfo | None, loading_path: str | None = None) -> None:
+    def set_host_state(self, state: HostState, loaded: Loaded | None, loading_path: str | None = None) -> None:
         self._state = state
         self._loaded = loaded
         self._loading_path = loading_path

@@ -21,6 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.core.payloads import Prompt
+
 TEMPLATE_NAMES = {
     "chat": "the model's own chat template",
     "medalpaca": "the MedAlpaca format (### Instruction / ### Response)",
@@ -32,21 +34,15 @@ FALLBACK_NAMES = {
 }
 
 
-def normalize_prompt(data: dict[str, Any]) -> dict[str, Any]:
-    """The host's "prompt" result, reduced to what an answer keeps in its meta."""
-    text = data.get("text")
-    if text is None:
-        text = data.get("prompt", "")
-    tokens = next((data[k] for k in ("tokens", "token_count", "prompt_tokens", "n_tokens")
-                   if isinstance(data.get(k), int)), None)
-    dropped = next((data[k] for k in ("dropped_messages", "dropped_turns", "dropped")
-                    if isinstance(data.get(k), int)), 0)
-    out: dict[str, Any] = {"text": str(text), "tokens": tokens, "template": data.get("template"),
-                           "fallback": data.get("fallback"), "dropped_messages": dropped}
-    for key in ("context_length", "add_special", "stop", "reused_prefix_tokens"):
-        if key in data:
-            out[key] = data[key]
-    return out
+def prompt_meta(prompt: Prompt) -> dict[str, Any]:
+    """The host's "prompt" result as an answer keeps it in its meta (what this dialog and the export read)."""
+    meta: dict[str, Any] = {"text": prompt.text, "tokens": prompt.tokens, "template": prompt.template,
+                            "fallback": prompt.fallback, "dropped_messages": prompt.dropped_messages}
+    if prompt.context_length is not None:
+        meta["context_length"] = prompt.context_length
+    if prompt.add_special is not None:
+        meta["add_special"] = prompt.add_special
+    return meta
 
 
 def describe_prompt(prompt: dict[str, Any]) -> str:
