@@ -16,33 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from medalpaca_desktop.core.jobs import ExitCode
+
 ACTIONS = ("run", "rescore", "compare")
 
 
-def _fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
+def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitCode:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
 
 
-def _terminal_writer(prog: str, log_path: Path) -> Any:
-    """Events into the run's events.jsonl; errors and warnings also as lines on stderr (for a person)."""
-    from medalpaca_desktop.core.events import Error, EventWriter, Warning
-
-    class TerminalWriter(EventWriter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, Error):
-                print(f"\n{prog}: error: {event.message}", file=sys.stderr)
-            elif isinstance(event, Warning):
-                print(f"{prog}: warning: {event.message}", file=sys.stderr)
-
-    return TerminalWriter(None, log_path)
-
-
-def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> int:
+def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
     """Run a validated BenchConfig: events on stdout (jsonl) or a progress line and a table (terminal)."""
-    from medalpaca_desktop.core.events import EventWriter
+    from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     from bench.run import describe_summary, run_job
 
@@ -52,27 +38,22 @@ def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> int:
     except OSError as exc:
         return _fail(prog, f"out: cannot create {run_dir} ({exc.strerror or exc})")
     log = run_dir / "events.jsonl"
+    terminal = None if jsonl else sys.stderr
+    code = run_worker(lambda worker: run_job(config, resume=resume, writer=worker.writer, stop=worker.stop,
+                                             terminal=terminal),
+                      name="benchmark", log_path=log, writer=None if jsonl else TerminalWriter(prog, log))
     if jsonl:
-        writer = EventWriter.claim_stdout(log)
-        try:
-            return run_job(config, resume=resume, writer=writer, install_signals=True)
-        finally:
-            writer.close()
-    writer = _terminal_writer(prog, log)
-    try:
-        code = run_job(config, resume=resume, writer=writer, install_signals=True, terminal=sys.stderr)
-    finally:
-        writer.close()
+        return code
     summary_path = run_dir / "summary.json"
-    if code in (0, 130) and summary_path.is_file():
+    if code in (ExitCode.OK, ExitCode.STOPPED) and summary_path.is_file():
         print(describe_summary(json.loads(summary_path.read_text(encoding="utf-8"))))
         print(f"Results: {run_dir}")
-    if code == 130:
+    if code == ExitCode.STOPPED:
         print(f"{prog}: stopped; resume with the same command plus --resume", file=sys.stderr)
     return code
 
 
-def _cmd_run(args: argparse.Namespace, prog: str) -> int:
+def _cmd_run(args: argparse.Namespace, prog: str) -> ExitCode:
     from bench.config import BenchConfig, ConfigError
 
     try:
@@ -88,7 +69,7 @@ def _cmd_run(args: argparse.Namespace, prog: str) -> int:
     return execute(config, resume=args.resume, jsonl=args.jsonl, prog=prog)
 
 
-def _cmd_rescore(args: argparse.Namespace, prog: str) -> int:
+def _cmd_rescore(args: argparse.Namespace, prog: str) -> ExitCode:
     from bench.results import RunError, rescore_run
     from bench.run import describe_summary
 
@@ -101,7 +82,7 @@ def _cmd_rescore(args: argparse.Namespace, prog: str) -> int:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         print(describe_summary(summary))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _rescore_db(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -139,7 +120,7 @@ def describe_comparison(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cmd_compare(args: argparse.Namespace, prog: str) -> int:
+def _cmd_compare(args: argparse.Namespace, prog: str) -> ExitCode:
     from bench.results import RunError, compare_runs
 
     try:
@@ -147,7 +128,7 @@ def _cmd_compare(args: argparse.Namespace, prog: str) -> int:
     except RunError as exc:
         return _fail(prog, str(exc))
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else describe_comparison(data))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
@@ -175,7 +156,7 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m bench", events: bool = True) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m bench", events: bool = True) -> ExitCode:
     """`events`: `run` always prints JSON-line events (the GUI's worker); medalpaca bench passes False."""
     args = build_parser(prog).parse_args(argv)
     if events and args.action == "run":
@@ -183,9 +164,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench", event
     try:
         return args.func(args, prog)
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted", 130)
+        return _fail(prog, "interrupted", ExitCode.STOPPED)
     except BrokenPipeError:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

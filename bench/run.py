@@ -6,36 +6,34 @@ appended to items.jsonl (flushed) and sent as a `result` event before the next
 one starts, so a stopped or crashed run loses nothing and resumes with exactly
 the questions that are not in items.jsonl yet, in dataset order. SIGINT/SIGTERM
 finish the current question (or batch), write a partial summary and exit 130;
-a second signal leaves at once. Events: bench_contract.md (Started, Progress
-load/eval, Metric, Result per item, Done; Error for bad input, exit 2).
+a second signal leaves at once (core.worker.run_worker installs the handlers).
+Events (docs/ARCHITECTURE.md): Started, Progress load/eval, Metric, Result per
+item, Done; Error for bad input, exit 2. The run records itself in the app
+database's eval_runs (core.run_rows).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
-
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Started, Warning
-from medalpaca_desktop.core.payloads import Item, parse_payload
-from medalpaca_desktop.core.progress import ProgressReporter
-from medalpaca_desktop.core.stop_signals import install_stop_handlers
 
 from bench import results
 from bench.config import BenchConfig, ConfigError
 from bench.questions import Question
 from bench.record import build_record, now_iso
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Started, Warning
+from medalpaca_desktop.core.jobs import ExitCode, RunStatus
+from medalpaca_desktop.core.payloads import Item, parse_payload
+from medalpaca_desktop.core.progress import ProgressReporter
+from medalpaca_desktop.core.run_rows import RunRow
+from medalpaca_desktop.core.worker import describe_exception
 
 #: Fields whose change makes saved items incomparable: a resumed run must keep them.
 RESULT_FIELDS = ("model", "adapter", "quantization", "dataset", "data", "mapping", "mode", "prompt_style",
                  "apply_chat_template", "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed")
-#: Load failures that are the input's fault (exit 2), by InferenceError kind.
-BAD_MODEL_KINDS = {"not_found", "corrupt", "unsupported", "pickle_refused", "too_large", "bad_request"}
 
 
 class BadInput(Exception):
@@ -70,31 +68,29 @@ class EvalProgress(ProgressReporter):
 
 
 def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | None = None,
-            stop: threading.Event | None = None, install_signals: bool = False, terminal: IO[str] | None = None,
-            record_in_store: bool = True) -> int:
+            stop: threading.Event | None = None, terminal: IO[str] | None = None,
+            record_in_store: bool = True) -> ExitCode:
     """Run one benchmark; every outcome ends with a `done` event. Returns the exit code."""
     writer = writer or EventWriter(None)
     stop = stop or threading.Event()
-    if install_signals:
-        install_stop_handlers(stop)
     job = _Job(config, writer, stop, terminal, record_in_store)
     try:
         return job.run(resume)
     except BadInput as exc:
         writer.emit(Error(message=str(exc), kind=exc.kind))
-        job.finish_db("failed", error=str(exc))
+        job.row.finish(RunStatus.FAILED, error=str(exc))
         writer.emit(Done(ok=False, data={"run_dir": str(job.run_dir)}))
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:  # a second SIGINT/SIGTERM: leave now; items.jsonl has every finished question
-        job.finish_db("stopped", error="interrupted")
+        job.row.finish(RunStatus.STOPPED, error="interrupted")
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        message = describe_exception(exc)
         kind = getattr(exc, "kind", "error")
         writer.emit(Error(message=message, kind=kind, detail=traceback.format_exc()[-4000:]))
-        job.finish_db("failed", error=message)
+        job.row.finish(RunStatus.FAILED, error=message)
         writer.emit(Done(ok=False, data={"run_dir": str(job.run_dir)}))
-        return EXIT_FAILED
+        return ExitCode.FAILED
     finally:
         job.close()
 
@@ -108,13 +104,12 @@ class _Job:
         self.stop = stop
         self.terminal = terminal
         self.record_in_store = record_in_store
-        self.store: Any = None
-        self.db_run: int | None = None
+        self.row = RunRow("eval", writer.emit)
         self.backend: Any = None
 
     # ------------------------------------------------------------------ the job
 
-    def run(self, resume: bool) -> int:
+    def run(self, resume: bool) -> ExitCode:
         config = self.config
         try:
             config.validate(check_paths=True)
@@ -228,7 +223,7 @@ class _Job:
 
     def _load_model(self) -> Any:
         from medalpaca_desktop.core.chat_protocol import LoadSpec
-        from medalpaca_desktop.inference.base import InferenceError, create_backend
+        from medalpaca_desktop.inference.base import BAD_INPUT_KINDS, InferenceError, create_backend
 
         config = self.config
         spec = LoadSpec(model=str(Path(config.model).expanduser()), backend=config.resolved_backend(),
@@ -245,7 +240,7 @@ class _Job:
             self.backend = create_backend(spec.backend)
             loaded = self.backend.load(spec, progress)
         except InferenceError as exc:
-            if exc.kind in BAD_MODEL_KINDS:
+            if exc.kind in BAD_INPUT_KINDS:
                 raise BadInput(str(exc), f"model_{exc.kind}") from None
             raise
         finally:
@@ -323,7 +318,7 @@ class _Job:
     # ------------------------------------------------------------------ the end
 
     def _finish(self, questions: list[Question], items: list[dict[str, Any]], counts: dict[str, int],
-                record: dict[str, Any], stopped: bool, reporter: EvalProgress) -> int:
+                record: dict[str, Any], stopped: bool, reporter: EvalProgress) -> ExitCode:
         order = {q.id: i for i, q in enumerate(questions)}
         items = sorted(items, key=lambda it: order.get(str(it["id"]), len(order)))
         complete = len(items) == len(questions)
@@ -337,10 +332,11 @@ class _Job:
         if self.terminal is not None and reporter.current > 0:
             reporter.finish(f"{len(items)}/{len(questions)} scored")
         overall = summary["scores"].get("overall", {})
-        self.finish_db("stopped" if stopped else "done", accuracy=overall.get("accuracy"), n_items=len(items))
+        self.row.finish(RunStatus.STOPPED if stopped else RunStatus.DONE, accuracy=overall.get("accuracy"),
+                        n_items=len(items))
         self.writer.emit(Done(ok=not stopped, stopped=stopped,
                               data={"summary": summary, "run_dir": str(self.run_dir)}))
-        return EXIT_STOPPED if stopped else EXIT_OK
+        return ExitCode.STOPPED if stopped else ExitCode.OK
 
     def _previous_record(self) -> dict[str, Any]:
         path = self.run_dir / results.SUMMARY
@@ -356,57 +352,31 @@ class _Job:
     # ------------------------------------------------------------------ database
 
     def _open_db(self) -> None:
-        """The run's row in the app database (reused on resume). A database problem never stops a run."""
+        """The run's row in the app database (reused on resume), marked running with our pid."""
         if not self.record_in_store:
             return
-        try:
-            from medalpaca_desktop.core.store import Store, StoreError
+        config = self.config
+        run_dir = str(self.run_dir.resolve())
 
-            try:
-                self.store = Store()
-                run_dir = str(self.run_dir.resolve())
-                row = self.store.eval_run_by_dir(run_dir)
-                config = self.config
-                if row is None:
-                    self.db_run = self.store.create_eval_run(
-                        name=config.display_label, run_dir=run_dir,
-                        model_path=str(Path(config.model).expanduser().resolve()), model_label=config.display_label,
-                        scoring=config.mode, dataset=str(Path(config.data).expanduser().resolve()),
-                        config=config.to_dict())
-                else:
-                    self.db_run = int(row["id"])
-                self.store.update_eval_run(self.db_run, status="running", error=None, finished_at=None)
-            except StoreError as exc:
-                self._db_failed(exc)
-        except Exception as exc:  # noqa: BLE001
-            self._db_failed(exc)
+        def find_or_create(store: Any) -> int:
+            row = store.eval_run_by_dir(run_dir)
+            if row is not None:
+                return int(row["id"])
+            return store.create_eval_run(
+                name=config.display_label, run_dir=run_dir, model_path=str(Path(config.model).expanduser().resolve()),
+                model_label=config.display_label, scoring=config.mode,
+                dataset=str(Path(config.data).expanduser().resolve()), config=config.to_dict())
 
-    def _db_failed(self, exc: BaseException) -> None:
-        self.writer.emit(Warning(message=f"The run is not recorded in the app database ({exc}); the run folder "
-                                         "has every result."))
-        self.store, self.db_run = None, None
+        self.row.open(find_or_create)
 
     def _db_item(self, item: dict[str, Any]) -> None:
-        if self.store is None or self.db_run is None:
-            return
         meta_keys = ("options", "prompt", "scores", "scores_norm", "pred_norm", "correct_norm", "pred_paper",
                      "pred_lenient", "error", "tokens", "stop_reason", "seed")
-        try:
-            self.store.add_eval_item(
-                self.db_run, str(item["id"]), subset=item.get("step"), question=item.get("question"),
-                answer=item.get("gold"), prediction=item.get("pred"), correct=bool(item.get("correct")),
-                raw_output=item.get("output"), latency_s=item.get("latency_s"),
-                meta={k: item[k] for k in meta_keys if k in item})
-        except Exception as exc:  # noqa: BLE001
-            self._db_failed(exc)
-
-    def finish_db(self, status: str, **fields: Any) -> None:
-        if self.store is None or self.db_run is None:
-            return
-        try:
-            self.store.update_eval_run(self.db_run, status=status, finished_at=time.time(), **fields)
-        except Exception as exc:  # noqa: BLE001
-            self._db_failed(exc)
+        self.row.call(lambda store, run_id: store.add_eval_item(
+            run_id, str(item["id"]), subset=item.get("step"), question=item.get("question"),
+            answer=item.get("gold"), prediction=item.get("pred"), correct=bool(item.get("correct")),
+            raw_output=item.get("output"), latency_s=item.get("latency_s"),
+            meta={k: item[k] for k in meta_keys if k in item}))
 
     def close(self) -> None:
         if self.backend is not None:
@@ -414,9 +384,7 @@ class _Job:
                 self.backend.unload()
             except Exception:  # noqa: BLE001
                 pass
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self.row.close()
 
 
 def config_from_cli(values: dict[str, Any]) -> BenchConfig:

@@ -2,7 +2,9 @@
 
 Heavy libraries are imported inside the sub-command that needs them, so
 `medalpaca models list` answers in a fraction of a second. Bad input ends with
-one line on stderr and exit code 2, never a traceback.
+one line on stderr and exit code 2, never a traceback; every exit code is a
+core.jobs.ExitCode. The long jobs (train, bench, export, download) start through
+core.worker.run_worker, like the GUI's workers.
 """
 
 from __future__ import annotations
@@ -14,26 +16,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medalpaca_desktop import __version__
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_AVAILABLE = 3
+from medalpaca_desktop.core.jobs import ExitCode
 
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 
-#: command -> why it is not available yet (none at the moment; kept for commands still to come).
-NOT_YET: dict[str, str] = {}
 
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitCode:
     print(f"medalpaca: error: {message}", file=sys.stderr)
     return code
-
-
-def _cmd_not_yet(args: argparse.Namespace) -> int:
-    print(f"medalpaca {args.command}: {NOT_YET[args.command]}", file=sys.stderr)
-    return EXIT_NOT_AVAILABLE
 
 
 def _cmd_models_inspect(args: argparse.Namespace) -> int:
@@ -48,7 +38,7 @@ def _cmd_models_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
     else:
         print(_describe_model(info))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _describe_model(info) -> str:  # noqa: ANN001 - ModelInfo, imported lazily
@@ -102,7 +92,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"models": [m.to_dict() for m in models],
                           "problems": [p.to_dict() for p in problems]}, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     if not models:
         print("No models found. Add a folder with `medalpaca models list --folder DIR` or in the app's model manager.")
     for m in models:
@@ -111,7 +101,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
               f"{m.quantization or '-':<8} {format_size(m.size_bytes):>9}  {m.path}{label}")
     for p in problems:
         print(f"could not read {p.path}: {p.message}", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -123,13 +113,13 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         writer = EventWriter.claim_stdout()
         report = probe_devices()
         writer.write_raw(json.dumps(report.to_dict(), indent=2) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
     print(describe_devices(probe_devices()))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from trainer.export import ExportConfig, ExportError, run_export_cli
+    from trainer.export import ExportConfig, run_export_cli
 
     config = ExportConfig(
         model=Path(args.model),
@@ -138,10 +128,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         adapter=Path(args.adapter) if args.adapter else None,
         overwrite=args.force,
     )
-    try:
-        return run_export_cli(config, jsonl=args.jsonl)
-    except ExportError as exc:
-        return _fail(str(exc))
+    return run_export_cli(config, jsonl=args.jsonl)
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -348,17 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.__main__ import main as bench_main
 
         return bench_main(args_list[1:], prog="medalpaca bench", events=False)
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.func is not _cmd_not_yet:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", ExitCode.STOPPED)
     except BrokenPipeError:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

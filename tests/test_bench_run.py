@@ -18,8 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from bench.config import BenchConfig
-from bench.run import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED, run_job
+from bench.run import run_job
 from medalpaca_desktop.core.events import EventWriter
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.payloads import Item, parse_payload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ ITEM_KEYS = {"id", "step", "question", "options", "gold", "pred", "correct", "pr
 def tiny_long(tmp_path_factory) -> SimpleNamespace:
     """tiny_llama_dir's shape with room for a whole MedAlpaca prompt, as an HF folder and an f32 GGUF."""
     import model_factory
+
     from trainer.export import ExportConfig, export_gguf
 
     folder = model_factory.build_tiny_llama(tmp_path_factory.mktemp("tiny_long"), tokenizer="bpe",
@@ -160,7 +162,7 @@ def test_generate_run_writes_everything(backend, tiny_long, tmp_path):
 
     out = tmp_path / "run"
     rc, rec = run(config(getattr(tiny_long, backend), out, label="tiny", limit=4, max_new_tokens=24))
-    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    assert rc == ExitCode.OK, [e.to_dict() for e in rec.of("error")]
     assert rec.events[0].type == "started" and rec.events[-1].type == "done" and rec.events[-1].ok
     info = rec.of("started")[0].info
     assert info["total"] == 4 and info["counts"]["all"] == 4 and info["label"] == "tiny"
@@ -224,7 +226,7 @@ def test_loglikelihood_run(backend, tiny_long, tmp_path):
     out = tmp_path / "run"
     rc, rec = run(config(getattr(tiny_long, backend), out, mode="loglikelihood", prompt_style="lm-eval",
                          batch_size=3, limit=7))
-    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    assert rc == ExitCode.OK, [e.to_dict() for e in rec.of("error")]
     items = items_of(out)
     assert [it["id"] for it in items] == medqa_ids(7)
     payloads = [parse_payload(e.data) for e in rec.of("result")]
@@ -252,7 +254,7 @@ def test_both_backends_give_the_same_loglikelihoods(tiny_long, tmp_path):
     for backend in ("hf", "llamacpp"):
         rc, _ = run(config(getattr(tiny_long, backend), tmp_path / backend, mode="loglikelihood",
                            prompt_style="lm-eval", limit=4))
-        assert rc == EXIT_OK
+        assert rc == ExitCode.OK
         per_backend[backend] = items_of(tmp_path / backend)
     for a, b in zip(per_backend["hf"], per_backend["llamacpp"]):
         assert a["scores"] == pytest.approx(b["scores"], abs=2e-3)
@@ -262,7 +264,7 @@ def test_chat_template_and_usmle_folder(tiny_long, tmp_path):
     out = tmp_path / "run"
     rc, rec = run(config(tiny_long.hf, out, data=str(USMLE), dataset="usmle", apply_chat_template=True,
                          greedy=True, max_new_tokens=8, limit=3))
-    assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+    assert rc == ExitCode.OK, [e.to_dict() for e in rec.of("error")]
     items = items_of(out)
     assert all(it["prompt"].startswith("<|im_start|>user\nAnswer the multiple choice question") for it in items)
     assert all(it["step"] == "step1" for it in items) and all(it["tokens"] <= 8 for it in items)
@@ -274,11 +276,36 @@ def test_chat_template_and_usmle_folder(tiny_long, tmp_path):
 
 def test_prompt_longer_than_the_context_is_an_item_error(tiny_llama_dir, tmp_path):
     rc, rec = run(config(tiny_llama_dir, tmp_path / "run", limit=2))
-    assert rc == EXIT_OK
+    assert rc == ExitCode.OK
     items = items_of(tmp_path / "run")
     assert all("context holds 256" in it["error"] and it["pred"] is None for it in items)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["unparseable"] == [it["id"] for it in items] and len(summary["errors"]) == 2
+
+
+def test_the_row_is_running_with_our_pid_while_the_run_scores(tiny_long, tmp_path):
+    """What the GUI follows a detached benchmark by: status running, the worker's pid, its start time."""
+    import os
+
+    from medalpaca_desktop.core.store import Store
+
+    seen: list = []
+
+    class Watcher(Recorder):
+        def emit(self, event) -> None:  # noqa: ANN001
+            super().emit(event)
+            if event.type == "result" and not seen:
+                with Store() as store:
+                    seen.append(store.eval_runs()[0])
+
+    out = tmp_path / "run"
+    rc = run_job(config(tiny_long.llamacpp, out, limit=2, max_new_tokens=4), writer=Watcher())
+    assert rc == ExitCode.OK
+    (during,) = seen
+    assert (during["status"], during["pid"], during["finished_at"]) == ("running", os.getpid(), None)
+    with Store() as store:
+        (after,) = store.eval_runs()
+    assert (after["status"], after["pid"]) == ("done", None) and after["started_at"] == during["started_at"]
 
 
 # ------------------------------------------------------------------ stop and resume
@@ -291,7 +318,7 @@ def test_stop_then_resume_skips_and_repeats_nothing(stop_after, tiny_long, tmp_p
 
     cfg = config(tiny_long.llamacpp, tmp_path / "run", limit=6, max_new_tokens=16)
     rc, rec = run(cfg, stop_after=stop_after)
-    assert rc == EXIT_STOPPED
+    assert rc == ExitCode.STOPPED
     done = rec.events[-1]
     assert done.type == "done" and done.stopped and not done.ok
     partial = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -299,10 +326,12 @@ def test_stop_then_resume_skips_and_repeats_nothing(stop_after, tiny_long, tmp_p
     first_lines = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
     assert len(first_lines) == stop_after
     with Store() as store:
-        assert store.eval_runs()[0]["status"] == "stopped"
+        stopped = store.eval_runs()[0]
+        assert stopped["status"] == "stopped" and stopped["pid"] is None
+        assert stopped["finished_at"] >= stopped["started_at"] > 0
 
     rc, rec = run(cfg, resume=True)
-    assert rc == EXIT_OK
+    assert rc == ExitCode.OK
     assert rec.of("started")[0].info["remaining"] == 6 - stop_after
     assert len(rec.of("result")) == 6 - stop_after
     lines = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
@@ -345,13 +374,13 @@ def test_stop_mid_question_records_nothing_half_done(mode, tiny_long, tmp_path):
     rec = Recorder()
     holder.append(rec)
     cfg = config(tiny_long.llamacpp, tmp_path / "run", limit=3, max_new_tokens=32, mode=mode, batch_size=1)
-    assert run_job(cfg, writer=rec, stop=stop) == EXIT_STOPPED
+    assert run_job(cfg, writer=rec, stop=stop) == ExitCode.STOPPED
     assert stop.polls > 1 or mode == "loglikelihood"
     assert len(items_of(tmp_path / "run")) == 1
     partial = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert partial["complete"] is False and partial["n_scored"] == 1
     rc, rec = run(cfg, resume=True)
-    assert rc == EXIT_OK and len(rec.of("result")) == 2
+    assert rc == ExitCode.OK and len(rec.of("result")) == 2
     rc, _ = run(config(tiny_long.llamacpp, tmp_path / "straight", limit=3, max_new_tokens=32, mode=mode,
                        batch_size=1))
     key = "output" if mode == "generate" else "scores"
@@ -361,21 +390,21 @@ def test_stop_mid_question_records_nothing_half_done(mode, tiny_long, tmp_path):
 def test_torn_line_and_finished_run(tiny_long, tmp_path):
     out = tmp_path / "run"
     cfg = config(tiny_long.hf, out, mode="loglikelihood", prompt_style="lm-eval", limit=4)
-    assert run(cfg)[0] == EXIT_OK
+    assert run(cfg)[0] == ExitCode.OK
     path = out / "items.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:3]) + lines[3][:40])  # killed while writing the 4th row
     rc, rec = run(cfg)  # an out folder with items.jsonl resumes by itself
-    assert rc == EXIT_OK and [e.data["id"] for e in rec.of("result")] == [medqa_ids(4)[3]]
+    assert rc == ExitCode.OK and [e.data["id"] for e in rec.of("result")] == [medqa_ids(4)[3]]
     assert path.read_text().splitlines(keepends=True)[:3] == lines[:3]
     assert [it["id"] for it in items_of(out)] == medqa_ids(4)
     # Nothing left: no model is loaded, the summary is rewritten, exit 0.
     rc, rec = run(cfg, resume=True)
-    assert rc == EXIT_OK and rec.of("result") == [] and not any(e.stage == "load" for e in rec.of("progress"))
+    assert rc == ExitCode.OK and rec.of("result") == [] and not any(e.stage == "load" for e in rec.of("progress"))
     assert json.loads((out / "summary.json").read_text())["complete"]
     # Another model into the same folder is refused, not mixed in.
     rc, rec = run(config(tiny_long.llamacpp, out, mode="loglikelihood", prompt_style="lm-eval", limit=4))
-    assert rc == EXIT_BAD_INPUT and "already holds a run with model" in rec.of("error")[0].message
+    assert rc == ExitCode.BAD_INPUT and "already holds a run with model" in rec.of("error")[0].message
 
 
 # ------------------------------------------------------------------ bad input
@@ -386,7 +415,7 @@ def test_corrupt_models_are_clear_errors(tmp_path):
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
     rc, rec = run(config(bad, tmp_path / "r1"))
     (err,) = rec.of("error")
-    assert rc == EXIT_BAD_INPUT and err.kind == "model_corrupt" and "broken.gguf" in err.message
+    assert rc == ExitCode.BAD_INPUT and err.kind == "model_corrupt" and "broken.gguf" in err.message
     assert rec.events[-1].type == "done" and not rec.events[-1].ok
 
     folder = tmp_path / "hf"
@@ -395,7 +424,7 @@ def test_corrupt_models_are_clear_errors(tmp_path):
     (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     rc, rec = run(config(folder, tmp_path / "r2"))
     (err,) = rec.of("error")
-    assert rc == EXIT_BAD_INPUT and err.kind.startswith("model_") and "Traceback" not in err.message
+    assert rc == ExitCode.BAD_INPUT and err.kind.startswith("model_") and "Traceback" not in err.message
 
 
 def test_malformed_questions_name_file_and_line(tiny_long, tmp_path):
@@ -405,11 +434,11 @@ def test_malformed_questions_name_file_and_line(tiny_long, tmp_path):
                     + "\n")
     rc, rec = run(config(tiny_long.llamacpp, tmp_path / "run", data=str(data)))
     (err,) = rec.of("error")
-    assert rc == EXIT_BAD_INPUT and err.kind == "dataset" and "q.jsonl line 2" in err.message
+    assert rc == ExitCode.BAD_INPUT and err.kind == "dataset" and "q.jsonl line 2" in err.message
     assert not (tmp_path / "run" / "items.jsonl").exists()
     rc, rec = run(config(tiny_long.llamacpp, tmp_path / "run", data=str(data), skip_malformed=True,
                          mode="loglikelihood"))
-    assert rc == EXIT_OK and len(items_of(tmp_path / "run")) == 1
+    assert rc == ExitCode.OK and len(items_of(tmp_path / "run")) == 1
     assert any("Skipped 2 malformed records" in w.message for w in rec.of("warning"))
 
 
@@ -418,7 +447,7 @@ def test_adapter_changes_the_scores_and_is_recorded(tiny_llama_dir, tiny_lora_di
     for name, adapter in (("base", ""), ("lora", str(tiny_lora_dir))):
         rc, rec = run(config(tiny_llama_dir, tmp_path / name, adapter=adapter, mode="loglikelihood",
                              prompt_style="lm-eval", limit=3))
-        assert rc == EXIT_OK, [e.to_dict() for e in rec.of("error")]
+        assert rc == ExitCode.OK, [e.to_dict() for e in rec.of("error")]
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text()), items_of(tmp_path / name)
     assert runs["base"][0]["record"]["adapter"] is None
     assert runs["lora"][0]["record"]["adapter"] == str(tiny_lora_dir.resolve())

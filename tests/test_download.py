@@ -21,6 +21,7 @@ import pytest
 
 from hub_server import HubServer
 from medalpaca_desktop.core.events import parse_line
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub import repo_folder
 
@@ -121,7 +122,7 @@ def test_stopped_download_resumes_with_a_range_request(hub, tiny_llama_dir, tmp_
     assert part.exists(), "the partial file never appeared"
     proc.send_signal(signal.SIGINT)  # what JobRunner.stop() sends
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, err
+    assert proc.returncode == ExitCode.STOPPED, err
     done = [e for e in events_of(out) if e.type == "done"]
     assert done and done[-1].stopped and not done[-1].ok
     kept = part.stat().st_size
@@ -154,14 +155,14 @@ def test_corrupted_file_fails_the_sha256_check_and_is_not_offered(hub, tiny_gguf
     hub.corrupt.add(tiny_gguf.name)
     dest = tmp_path / "d"
     proc = medalpaca("download", GGUF_REPO, "--dest", str(dest), "--jsonl")
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.FAILED
     errors = [e for e in events_of(proc.stdout) if e.type == "error"]
     assert len(errors) == 1 and errors[0].kind == "checksum"
     assert "integrity check" in errors[0].message and "deleted" in errors[0].message
     assert not list(dest.rglob("*.gguf")) and not list(dest.rglob("*.part"))
 
     plain = medalpaca("download", GGUF_REPO, "--dest", str(dest))
-    assert plain.returncode == 2
+    assert plain.returncode == ExitCode.FAILED
     assert plain.stderr.strip().splitlines()[-1].startswith("medalpaca: error: ")
     assert "sha256" in plain.stderr
 
@@ -173,12 +174,12 @@ def test_corrupted_file_fails_the_sha256_check_and_is_not_offered(hub, tiny_gguf
 ])
 def test_hub_errors_are_one_clear_line(hub, repo, kind, words):
     proc = medalpaca("download", repo)
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.BAD_INPUT
     assert proc.stderr.strip().count("\n") == 0 and words in proc.stderr
     assert "Traceback" not in proc.stderr
     jsonl = medalpaca("download", repo, "--jsonl")
     errors = [e for e in events_of(jsonl.stdout) if e.type == "error"]
-    assert jsonl.returncode == 2 and len(errors) == 1 and errors[0].kind == kind
+    assert jsonl.returncode == ExitCode.BAD_INPUT and len(errors) == 1 and errors[0].kind == kind
 
 
 def test_unreachable_hub(monkeypatch):
@@ -187,7 +188,7 @@ def test_unreachable_hub(monkeypatch):
         port = sock.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     proc = medalpaca("download", "medalpaca/medalpaca-7b", "--list")
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.FAILED
     assert "Could not reach the Hugging Face hub" in proc.stderr and "Traceback" not in proc.stderr
 
 

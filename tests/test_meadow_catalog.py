@@ -18,6 +18,7 @@ import pytest
 
 from hub_server import HubServer
 from medalpaca_desktop.core.events import parse_line
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.hub import dataset_folder, datasets_dir, downloads_dir
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub.meadow import (MeadowCatalogError, load_meadow_catalog, meadow_dataset,
@@ -173,7 +174,7 @@ def test_dataset_download_offline_says_it_cannot_reach_the_hub(monkeypatch):
         port = sock.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     proc = medalpaca("download", "--dataset", "medalpaca/medical_meadow_medqa")
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.FAILED  # the request was right; the network failed
     assert "Could not reach the Hugging Face hub" in proc.stderr and "Traceback" not in proc.stderr
 
 

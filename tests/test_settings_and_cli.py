@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from medalpaca_desktop.core.devices import DeviceReport
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.settings import AppSettings, SettingsError, load_settings, save_settings, settings_path
 
 
@@ -32,15 +33,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medalpaca_desktop", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", ["bench"])
-def test_unfinished_commands_say_so(command):
-    """Every command is available now (NOT_YET is empty); a wrong flag is a usage error, exit 2."""
-    from medalpaca_desktop.cli import NOT_YET
-
-    assert command not in NOT_YET
-    proc = _cli(command, "--prompt", "hi")
-    assert proc.returncode == 2
-    assert "not available yet" not in proc.stderr and "--prompt" in proc.stderr
+@pytest.mark.parametrize("command", [["bench"], ["train", "cfg.yaml"], ["export", "--model", "m", "--out", "o.gguf"]])
+def test_a_wrong_flag_is_a_usage_error(command):
+    """An unknown flag is bad input (ExitCode.BAD_INPUT) named on stderr, before any work starts."""
+    proc = _cli(*command, "--prompt", "hi")
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "--prompt" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 

@@ -3,7 +3,8 @@
 Also `python -m trainer preview CONFIG [--json]`: the data as the model will see it (trainer/preview.py).
 
 The same job as `medalpaca train`. stdout carries only protocol events (JSON lines);
-logs go to stderr. A bad config is one line on stderr and exit code 2.
+logs go to stderr. A bad config is one line on stderr and exit code 2. Both commands
+start through core.worker.run_worker (signals, the unexpected error, the exit code).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_BAD_INPUT = 2
+from medalpaca_desktop.core.jobs import ExitCode
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = TrainConfig.load(args.config, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     if (config.num_processes > 1 or args.num_machines > 1) and not is_launched_child():
         from medalpaca_desktop.core.events import EventWriter
         from trainer.run import resolve_base_model
@@ -53,7 +54,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from medalpaca_desktop.core.events import EventWriter
+    from medalpaca_desktop.core.worker import run_worker
     from trainer.run import run_job, world
 
     rank, _ = world()
@@ -61,11 +62,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if rank == 0:
         Path(config.output_dir).expanduser().mkdir(parents=True, exist_ok=True)
         log = Path(config.output_dir).expanduser() / "events.jsonl"
-    writer = EventWriter.claim_stdout(log)
-    try:
-        return run_job(config, resume=args.resume, writer=writer, install_signals=True)
-    finally:
-        writer.close()
+    return run_worker(lambda worker: run_job(config, resume=args.resume, writer=worker.writer, stop=worker.stop),
+                      name="fine-tune", log_path=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,15 +19,14 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import ProgressReporter, format_duration
 
@@ -323,51 +322,39 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
 # --------------------------------------------------------------------------- CLI
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
-def run_export_cli(config: ExportConfig, jsonl: bool) -> int:
+def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
     """`medalpaca export`: JSON-line events on stdout (jsonl) or a progress line on stderr.
 
-    ExportError propagates after an error event so the CLI prints its one line
-    and exits 2; SIGTERM stops like Ctrl-C (temp files removed).
+    An ExportError is one error event (for a person at a terminal: one `medalpaca: error:`
+    line) and exit code 2; SIGINT/SIGTERM stop at once, temp files removed (exit 130).
     """
-    events = EventWriter.claim_stdout() if jsonl else None
-    terminal = None if jsonl else sys.stderr
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    from medalpaca_desktop.core.worker import TerminalWriter, Worker, run_worker
+
+    def job(worker: Worker) -> ExitCode:
+        events = worker.writer if jsonl else None
+        info = {"model": str(config.model), "out": str(config.out), "quant": config.quant,
+                "adapter": str(config.adapter) if config.adapter else None}
+        if events is not None:
+            events.emit(Started(job="export", info=info))
+        started = time.monotonic()
         try:
-            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        except ValueError:  # not the main thread
-            pass
-    info = {"model": str(config.model), "out": str(config.out), "quant": config.quant,
-            "adapter": str(config.adapter) if config.adapter else None}
-    if events is not None:
-        events.emit(Started(job="export", info=info))
-    started = time.monotonic()
-    try:
-        path = export_gguf(config, events=events, terminal=terminal)
-    except ExportError as exc:
+            path = export_gguf(config, events=events, terminal=None if jsonl else sys.stderr)
+        except ExportError as exc:
+            worker.emit(Error(message=str(exc), kind="bad_input"))
+            worker.emit(Done(ok=False))
+            return ExitCode.BAD_INPUT
+        except KeyboardInterrupt:
+            worker.emit(Error(message="Export stopped; no file was written.", kind="stopped"))
+            worker.emit(Done(ok=False, stopped=True))
+            raise
+        seconds = time.monotonic() - started
+        data = {"path": str(path), "size_bytes": path.stat().st_size, "quant": config.quant,
+                "seconds": round(seconds, 2)}
         if events is not None:
-            events.emit(Error(message=str(exc), kind="bad_input"))
-            events.emit(Done(ok=False))
-        raise
-    except KeyboardInterrupt:
-        if events is not None:
-            events.emit(Error(message="Export stopped; no file was written.", kind="stopped"))
-            events.emit(Done(ok=False, stopped=True))
-        raise
-    except Exception as exc:
-        if events is not None:
-            events.emit(Error(message=f"Export failed: {exc}", kind="internal", detail=traceback.format_exc()))
-            events.emit(Done(ok=False))
-        raise
-    seconds = time.monotonic() - started
-    data = {"path": str(path), "size_bytes": path.stat().st_size, "quant": config.quant, "seconds": round(seconds, 2)}
-    if events is not None:
-        events.emit(Result(data=data))
-        events.emit(Done(ok=True, data=data))
-        events.close()
-    else:
-        print(f"Wrote {path} ({format_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
-    return 0
+            events.emit(Result(data=data))
+            events.emit(Done(ok=True, data=data))
+        else:
+            print(f"Wrote {path} ({format_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
+        return ExitCode.OK
+
+    return run_worker(job, name="export", writer=None if jsonl else TerminalWriter("medalpaca"), interrupt=True)

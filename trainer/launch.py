@@ -124,13 +124,20 @@ def _strategy_facts(config_path: str | Path, overrides: list[str]) -> tuple[str,
 
 
 def launch(config_path: str | Path, overrides: list[str], resume: bool, opts: LaunchOptions) -> int:
-    """Run the job in `num_processes` processes; their rank 0 writes the events to our stdout."""
+    """Run the job in `num_processes` processes; their rank 0 writes the events to our stdout.
+
+    Rank 0 records our pid in the run's row (core.worker.JOB_PID_ENV): we are the process the
+    GUI started and stops.
+    """
+    import os
     import subprocess
+
+    from medalpaca_desktop.core.worker import JOB_PID_ENV
 
     method, has_gpu, layer_cls = _strategy_facts(config_path, overrides)
     cmd = launch_command(config_path, overrides, resume, opts, method=method, has_gpu=has_gpu, layer_cls=layer_cls)
     print("launching: " + " ".join(cmd), file=sys.stderr)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env={**os.environ, JOB_PID_ENV: str(os.getpid())})
     try:
         return proc.wait()
     except KeyboardInterrupt:  # forward the stop; the children checkpoint and leave

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.records import RecordsError, open_records, record_format
 from trainer.config import ConfigError, TrainConfig
 from trainer.data_sources import TRAIN_SPLIT, DataError, Record, _Problems, parse_source, read_source
@@ -224,12 +225,22 @@ def describe(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main_preview(config_path: str, rows: int = DEFAULT_ROWS, as_json: bool = False) -> int:
+def main_preview(config_path: str, rows: int = DEFAULT_ROWS, as_json: bool = False) -> ExitCode:
+    """The command: one JSON document on stdout (`as_json`, what libraries print goes to stderr) or a report."""
+    from medalpaca_desktop.core.worker import TerminalWriter, Worker, run_worker
+
     try:
         config = load_config_loose(config_path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = preview(config, rows=rows)
-    print(json.dumps(result, ensure_ascii=False) if as_json else describe(result))
-    return 0
+        return ExitCode.BAD_INPUT
+
+    def job(worker: Worker) -> ExitCode:
+        result = preview(config, rows=rows)
+        if as_json:
+            worker.writer.write_raw(json.dumps(result, ensure_ascii=False) + "\n")
+        else:
+            print(describe(result))
+        return ExitCode.OK
+
+    return run_worker(job, name="data preview", writer=None if as_json else TerminalWriter("python -m trainer preview"))

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
-from medalpaca_desktop.core.stop_signals import install_stop_handlers
+from medalpaca_desktop.core.jobs import ExitCode
+from medalpaca_desktop.core.worker import describe_exception
 from trainer.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
 
 OOM_ADVICE = ("Out of memory. Try a smaller micro_batch_size (gradient accumulation keeps the global batch), "
               "gradient_checkpointing: true, a shorter max_length, or method: qlora.")
@@ -195,16 +195,27 @@ def _training_args(config: TrainConfig, ckpt_dir: Path, precision: Any, has_val:
 
 def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | None = None,
             stop: threading.Event | None = None, callbacks: Sequence[Any] = (),
-            prepare: Callable[[TrainConfig, Any], Any] | None = None, install_signals: bool = False) -> int:
-    """Run one fine-tune; every outcome ends with a `done` event. Returns an exit code."""
+            prepare: Callable[[TrainConfig, Any], Any] | None = None, record_in_store: bool = True) -> ExitCode:
+    """Run one fine-tune; every outcome ends with a `done` event. Returns an exit code.
+
+    Rank 0 keeps the run's training_runs row (trainer/run_row.py) unless `record_in_store` is off.
+    """
     rank, _ = world()
     writer = writer if (writer is not None and rank == 0) else EventWriter(None)
     stop = stop or threading.Event()
-    if install_signals:
-        install_stop_handlers(stop)
     run_dir = Path(config.output_dir).expanduser()
+    row = None
+    if rank == 0 and record_in_store:
+        from trainer.run_row import TrainingRow
+
+        row = TrainingRow(config, run_dir, writer)
+        row.open()
+    code = ExitCode.FAILED
     try:
-        return _run(config, run_dir, resume, writer, stop, list(callbacks), prepare or _default_prepare)
+        code = _run(config, run_dir, resume, writer, stop, list(callbacks), prepare or _default_prepare)
+    except KeyboardInterrupt:  # a second SIGINT/SIGTERM: leave now, the last checkpoint stays
+        code = ExitCode.STOPPED
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
         import torch
 
@@ -213,12 +224,13 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
         elif _is_data_error(exc):
             writer.emit(Error(message=str(exc), kind="data"))
         else:
-            writer.emit(Error(message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], kind="error",
-                              detail=traceback.format_exc()[-4000:]))
+            writer.emit(Error(message=describe_exception(exc), kind="error", detail=traceback.format_exc()[-4000:]))
         writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))
-        return EXIT_FAILED
     finally:
+        if row is not None:
+            row.finish(code)
         _leave_process_group()
+    return code
 
 
 def _leave_process_group() -> None:
@@ -240,7 +252,7 @@ def _leave_process_group() -> None:
 
 
 def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, stop: threading.Event,
-         extra_callbacks: list[Any], prepare: Callable[[TrainConfig, Any], Any]) -> int:
+         extra_callbacks: list[Any], prepare: Callable[[TrainConfig, Any], Any]) -> ExitCode:
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -266,7 +278,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         writer.emit(Log(message=str(note)))
     if stop.is_set():
         writer.emit(Done(ok=False, stopped=True, data={"run_dir": str(run_dir)}))
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
 
     set_seed(config.seed)  # LoRA init must not depend on what ran before
     device = device_type()
@@ -302,11 +314,11 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
                "mean_train_loss": float(result.training_loss)}
     if event_cb.stopped:
         writer.emit(Done(ok=False, stopped=True, data=summary))
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     if event_cb.bad_loss and config.stop_on_bad_loss:
         writer.emit(Error(message=f"Stopped: {event_cb.bad_loss}.", kind="bad_loss"))
         writer.emit(Done(ok=False, data=summary))
-        return EXIT_FAILED
+        return ExitCode.FAILED
     model_to_save, full_state = trainer.model, None
     if getattr(trainer, "is_fsdp_enabled", False):
         # Under FSDP gathering the full weights is a collective: every rank takes part, rank 0 writes.
@@ -327,4 +339,4 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
             writer, base_dir=base_dir))
         # --- end after-training steps
     writer.emit(Done(ok=True, data=summary))
-    return EXIT_OK
+    return ExitCode.OK

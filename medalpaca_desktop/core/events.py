@@ -1,4 +1,4 @@
-"""The JSON-lines job protocol between workers and the GUI (DESIGN.md).
+"""The JSON-lines job protocol between workers and the GUI (docs/ARCHITECTURE.md).
 
 Each stdout line of a worker is one JSON object with `type` and `v` (protocol
 version). Readers skip, and keep as log text, any line that is not a valid event
@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -211,6 +212,7 @@ class EventWriter:
     def __init__(self, stream: IO[str] | None, log_path: str | Path | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[Event], None]] = []
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
 
     @classmethod
@@ -238,6 +240,12 @@ class EventWriter:
             if self._log is not None:
                 self._log.write(line)
                 self._log.flush()
+        for listener in list(self._listeners):  # outside the lock: a listener may emit a warning
+            listener(event)
+
+    def listen(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback` with every event after it is written (how a worker's run row follows its outcome)."""
+        self._listeners.append(callback)
 
     def write_raw(self, text: str) -> None:
         """Write non-event text to the claimed stream (a one-shot JSON answer)."""

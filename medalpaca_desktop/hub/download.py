@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import IO, Any, Iterator, Sequence
 
 from medalpaca_desktop import __version__
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.progress import format_duration
@@ -44,7 +44,8 @@ from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LIBRARY_NAME = "medalpaca-desktop"
-EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 2, 130
+#: DownloadError kinds that are the request's fault (the repo id, a revision, a pattern, gated access).
+BAD_INPUT_KINDS = frozenset({"bad_input", "not_found", "gated"})
 REPO_TYPES = ("model", "dataset")  # huggingface_hub's repo_type values this worker fetches
 
 # Never useful for chatting: training state, git metadata.
@@ -66,6 +67,15 @@ class DownloadError(Exception):
         self.message = message
         self.kind = kind
         self.detail = detail
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """Bad input when the request names something wrong; else the download failed (network, disk, checksum)."""
+        if self.kind in BAD_INPUT_KINDS:
+            return ExitCode.BAD_INPUT
+        if self.kind == "offline":
+            return ExitCode.NOT_AVAILABLE
+        return ExitCode.FAILED
 
 
 @dataclass
@@ -636,61 +646,55 @@ def _print_listing(listing: RepoListing, selected: list[RemoteFile], out: IO[str
           f"(of {format_size(total_size(listing.files))} in the repo)", file=out)
 
 
-def _stop_on_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread (in-process tests)
-        signal.signal(signal.SIGTERM, handler)
-
-
 def run_download_cli(repo_id: str, include: Sequence[str] | None, revision: str, dest: str | None,
-                     list_only: bool, jsonl: bool, repo_type: str = "model") -> int:
-    """`medalpaca download [--dataset]`: exit 0 done, 2 with one clear error, 130 when stopped (partial kept)."""
-    events = EventWriter.claim_stdout() if jsonl else None
-    out = sys.stdout
-    go_online()
-    _stop_on_sigterm()
-    dest_path = Path(dest).expanduser() if dest else None
-    if events is not None:
-        events.emit(Started(job="download", info={"repo_id": repo_id, "revision": revision, "list": list_only,
-                                                  "endpoint": hub_endpoint(), "repo_type": repo_type}))
-    default_dest = dataset_folder if repo_type == "dataset" else repo_folder
-    try:
-        listing = list_repo(repo_id, revision, repo_type=repo_type)
-        selected = select_files(listing.files, include, repo_type)
-        if list_only:
+                     list_only: bool, jsonl: bool, repo_type: str = "model") -> ExitCode:
+    """`medalpaca download [--dataset]`: exit 0 done, 2 or 1 with one clear error, 130 when stopped (partial kept)."""
+    from medalpaca_desktop.core.worker import TerminalWriter, Worker, run_worker
+
+    def job(worker: Worker) -> ExitCode:
+        events = worker.writer if jsonl else None
+        out = sys.stdout
+        go_online()
+        dest_path = Path(dest).expanduser() if dest else None
+        if events is not None:
+            events.emit(Started(job="download", info={"repo_id": repo_id, "revision": revision, "list": list_only,
+                                                      "endpoint": hub_endpoint(), "repo_type": repo_type}))
+        default_dest = dataset_folder if repo_type == "dataset" else repo_folder
+        try:
+            listing = list_repo(repo_id, revision, repo_type=repo_type)
+            selected = select_files(listing.files, include, repo_type)
+            if list_only:
+                if events is not None:
+                    data = listing.to_dict()
+                    data["selected"] = [f.path for f in selected]
+                    data["selected_bytes"] = total_size(selected)
+                    data["dest"] = str(dest_path or default_dest(repo_id))
+                    events.emit(Result(data=data))
+                    events.emit(Done(ok=True))
+                else:
+                    _print_listing(listing, selected, out)
+                return ExitCode.OK
+            terminal = sys.stderr if sys.stderr.isatty() else None  # a rewritten line only for a person
+            summary = download(repo_id, include, revision, dest_path, events=events, terminal=terminal,
+                               listing=listing)
+        except DownloadError as exc:
+            worker.emit(Error(message=exc.message, kind=exc.kind, detail=exc.detail))
+            worker.emit(Done(ok=False))
+            return exc.exit_code
+        except KeyboardInterrupt:
+            message = (f"Download stopped; the partial file is kept and the next download of this "
+                       f"{'dataset' if repo_type == 'dataset' else 'model'} resumes from it.")
             if events is not None:
-                data = listing.to_dict()
-                data["selected"] = [f.path for f in selected]
-                data["selected_bytes"] = total_size(selected)
-                data["dest"] = str(dest_path or default_dest(repo_id))
-                events.emit(Result(data=data))
-                events.emit(Done(ok=True))
+                events.emit(Done(ok=False, stopped=True, data={"message": message}))
             else:
-                _print_listing(listing, selected, out)
-            return EXIT_OK
-        terminal = sys.stderr if sys.stderr.isatty() else None  # a rewritten line only for a person
-        summary = download(repo_id, include, revision, dest_path, events=events, terminal=terminal, listing=listing)
-    except DownloadError as exc:
+                print(f"\nmedalpaca: {message}", file=sys.stderr)
+            return ExitCode.STOPPED
         if events is not None:
-            events.emit(Error(message=exc.message, kind=exc.kind, detail=exc.detail))
-            events.emit(Done(ok=False))
+            events.emit(Result(data=summary))
+            events.emit(Done(ok=True, data={"path": summary["model_path"]}))
         else:
-            print(f"medalpaca: error: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        message = (f"Download stopped; the partial file is kept and the next download of this "
-                   f"{'dataset' if repo_type == 'dataset' else 'model'} resumes from it.")
-        if events is not None:
-            events.emit(Done(ok=False, stopped=True, data={"message": message}))
-        else:
-            print(f"\nmedalpaca: {message}", file=sys.stderr)
-        return EXIT_STOPPED
-    if events is not None:
-        events.emit(Result(data=summary))
-        events.emit(Done(ok=True, data={"path": summary["model_path"]}))
-    else:
-        print(f"Downloaded {repo_id} to {summary['model_path']} ({len(summary['files'])} file(s), "
-              f"{format_size(summary['bytes'])}, checksums verified).", file=out)
-    return EXIT_OK
+            print(f"Downloaded {repo_id} to {summary['model_path']} ({len(summary['files'])} file(s), "
+                  f"{format_size(summary['bytes'])}, checksums verified).", file=out)
+        return ExitCode.OK
+
+    return run_worker(job, name="download", writer=None if jsonl else TerminalWriter("medalpaca"), interrupt=True)

@@ -33,6 +33,10 @@ class InferenceError(RuntimeError):
         self.kind = kind
 
 
+#: InferenceError kinds that are the request's fault (a worker exits with ExitCode.BAD_INPUT for them).
+BAD_INPUT_KINDS = frozenset({"not_found", "corrupt", "unsupported", "pickle_refused", "too_large", "bad_request"})
+
+
 @dataclass
 class LoadedModel:
     """What the host reports after a load ("loaded" result event)."""

@@ -3,7 +3,8 @@
 The host runs as a subprocess (`python -m medalpaca_desktop.inference.host`) in
 its own session, so Ctrl+C in the terminal reaches only this process, which turns
 it into a `stop` request: the answer ends, the model stays loaded. Errors are one
-line on stderr and exit code 2.
+line on stderr; the exit code (core.jobs.ExitCode) is 2 for a request the host
+refused (a missing or damaged model, a bad setting) and 1 when the host failed.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from medalpaca_desktop.core.chat_protocol import (
     StopRequest,
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Result, Token, parse_line
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.payloads import Loaded, Prompt, parse_payload
-
-EXIT_OK = 0
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from medalpaca_desktop.inference.base import BAD_INPUT_KINDS
 
 
 class ChatFailed(RuntimeError):
     """The host reported an error or went away; the message is one line for a person."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -149,7 +152,8 @@ class ChatSession:
                 continue
             rid = _request_id(event)
             if isinstance(event, Error) and rid in (request_id, None):
-                raise ChatFailed(event.message)
+                raise ChatFailed(event.message,
+                                 ExitCode.BAD_INPUT if event.kind in BAD_INPUT_KINDS else ExitCode.FAILED)
             if rid != request_id:
                 continue
             if isinstance(event, Token) and answer is not None:
@@ -232,7 +236,7 @@ def _repl(session: ChatSession, err: IO[str]) -> None:
         session.ask(line)
 
 
-def run_chat(opts: ChatOptions, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+def run_chat(opts: ChatOptions, out: IO[str] | None = None, err: IO[str] | None = None) -> ExitCode:
     """The whole `medalpaca chat` command; returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -240,7 +244,7 @@ def run_chat(opts: ChatOptions, out: IO[str] | None = None, err: IO[str] | None 
         opts.sampling.validate()
     except ValueError as exc:
         err.write(f"medalpaca: error: {exc}\n")
-        return EXIT_ERROR
+        return ExitCode.BAD_INPUT
     session = ChatSession(opts, out)
     try:
         loaded = session.load()
@@ -251,12 +255,12 @@ def run_chat(opts: ChatOptions, out: IO[str] | None = None, err: IO[str] | None 
             session.ask(opts.prompt)
         else:
             _repl(session, err)
-        return EXIT_OK
+        return ExitCode.OK
     except ChatFailed as exc:
         err.write(f"medalpaca: error: {exc}\n")
-        return EXIT_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         err.write("\nmedalpaca: interrupted\n")
-        return EXIT_INTERRUPTED
+        return ExitCode.STOPPED
     finally:
         session.close()

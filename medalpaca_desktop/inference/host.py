@@ -5,8 +5,9 @@ events (core.events) on stdout. The main thread only reads stdin, so a `stop`
 is seen at once; load/generate/score/unload run one at a time on a worker
 thread. Every generate and score ends with exactly one `done` (ok False after
 an error or a stop) carrying the request id; every failure is one `error`
-event with a `kind`, after which the host keeps serving. EOF on stdin or
-SIGTERM ends the host cleanly; SIGINT stops the running request only.
+event with a `kind`, after which the host keeps serving. EOF on stdin, SIGTERM
+or SIGINT ends the host cleanly (core.worker.run_worker); a `stop` request
+stops the running request only.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import dataclasses
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from medalpaca_desktop.core import gguf_meta
 from medalpaca_desktop.core.chat_protocol import (
@@ -37,6 +36,7 @@ from medalpaca_desktop.core.chat_protocol import (
     parse_request,
 )
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.payloads import Loaded, Prompt, Score, Unloaded
 from medalpaca_desktop.core.prompts import (
     ModelPromptInfo,
@@ -45,6 +45,7 @@ from medalpaca_desktop.core.prompts import (
     fit_to_context,
     render_prompt,
 )
+from medalpaca_desktop.core.worker import Worker, run_worker
 from medalpaca_desktop.inference.base import Backend, InferenceError, LoadedModel, create_backend
 
 log = logging.getLogger(__name__)
@@ -331,31 +332,29 @@ class Host:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve until stdin ends or a stop signal comes; either is the host's normal end (exit 0)."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # the chat never goes online
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="host: %(levelname)s %(message)s")
-    writer = EventWriter.claim_stdout()
-    host = Host(writer)
+    return run_worker(serve, name="chat host", interrupt=True)
 
-    def on_term(_signum: int, _frame: Any) -> None:
-        raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, lambda _s, _f: host.stop())
+def serve(worker: Worker) -> ExitCode:
+    """Read requests from stdin; SIGINT/SIGTERM interrupt the read, stop what runs and end the host."""
+    host = Host(worker.writer)
     host.start()
-    writer.emit(Started(job=JOB_NAME, info={"backends": ["llamacpp", "hf"], "python": sys.version.split()[0]}))
+    worker.emit(Started(job=JOB_NAME, info={"backends": ["llamacpp", "hf"], "python": sys.version.split()[0]}))
     try:
         while True:
             line = sys.stdin.readline()
             if not line:
                 break
             host.handle_line(line)
-    except SystemExit:
+    except KeyboardInterrupt:
         pass
     finally:
         host.shutdown()
-        writer.close()
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":
