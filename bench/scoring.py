@@ -7,7 +7,7 @@ config's rule. A prompt that does not fit the context is an item with `error`
 (counted wrong and unparseable), not a failed run.
 
 loglikelihood: each option's continuation is scored after the prompt with the
-backend's `score_batch` (prefix computed once per question, lm-eval's
+backend's `loglikelihood` (prefix computed once per question, lm-eval's
 loglikelihood semantics); `pred` is the argmax of the sums (acc), `pred_norm`
 the argmax of the sums divided by the choice's length in characters (acc_norm).
 Ties go to the first option, as numpy's argmax in lm-eval.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 
@@ -25,6 +25,9 @@ from bench.answers import parse_answer
 from bench.config import BenchConfig
 from bench.prompts import build_prompt
 from bench.questions import Question
+
+if TYPE_CHECKING:  # the GUI reads bench modules and must not import the inference package
+    from medalpaca_desktop.inference.base import Backend
 
 
 def base_item(q: Question, prompt: str) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def sampling_for(config: BenchConfig, position: int, stop: list[str]) -> Samplin
         stop=list(stop))
 
 
-def generate_item(backend: Any, q: Question, position: int, config: BenchConfig, prompt_info: Any,
+def generate_item(backend: Backend, q: Question, position: int, config: BenchConfig, prompt_info: Any,
                   should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
     """One question's answer, parsed with both rules; None when a stop cut the answer short.
 
@@ -78,9 +81,9 @@ def _argmax(values: dict[str, float]) -> str | None:
     return best
 
 
-def loglikelihood_items(backend: Any, questions: list[Question], config: BenchConfig,
+def loglikelihood_items(backend: Backend, questions: list[Question], config: BenchConfig,
                         prompt_info: Any, should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
-    """Score a batch of questions in one `score_batch` call (or option by option with `score`).
+    """Score a batch of questions in one `loglikelihood` call.
 
     A stop during the batch (the backend raises InferenceError kind "stopped") returns no items:
     the batch is scored again on resume.
@@ -91,10 +94,7 @@ def loglikelihood_items(backend: Any, questions: list[Question], config: BenchCo
     requests = [(p.text, list(p.continuations.values())) for p in prompts]
     started = time.perf_counter()
     try:
-        if hasattr(backend, "score_batch"):
-            sums = backend.score_batch(requests, should_stop, max_rows=config.batch_size)
-        else:
-            sums = [backend.score(ctx, conts, should_stop) for ctx, conts in requests]
+        sums = backend.loglikelihood(requests, should_stop, max_rows=config.batch_size)
     except InferenceError as exc:
         if exc.kind == "stopped":
             return []

@@ -17,7 +17,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings
 from medalpaca_desktop.inference.base import InferenceError, create_backend
 from medalpaca_desktop.inference.hf import HFBackend
-from medalpaca_desktop.inference.hf_score import encode_pair
 from medalpaca_desktop.inference.hf_stream import StopStringFilter
 
 PROMPT = "The patient has a fever and"
@@ -299,7 +298,7 @@ def test_score_equals_direct_log_softmax(tiny, tiny_ref):
         direct = sum(float(logp[len(ctx_ids) - 1 + j, t]) for j, t in enumerate(cont))
         assert got == pytest.approx(direct, abs=1e-4)
     assert tiny.score("", ["Hello"], lambda: False)[0] < 0
-    assert encode_pair(tok, "", "Hello")[0] == [tok.bos_token_id]
+    assert tiny.encode_pair("", "Hello")[0] == [tok.bos_token_id]
     with pytest.raises(InferenceError) as err:
         tiny.score(context, options, lambda: True)
     assert err.value.kind == "stopped"

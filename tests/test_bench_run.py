@@ -122,9 +122,9 @@ def test_fast_path_equals_plain_score(backend, tiny_long):
     else:  # count evaluations
         logits_for = b._logits_for
         b._logits_for = lambda *a, **k: (calls.append(1), logits_for(*a, **k))[1]
-    fast_single = b.score_batch(single, lambda: False, max_rows=4)
+    fast_single = b.loglikelihood(single, lambda: False, max_rows=4)
     n_single, calls[:] = list(calls), []
-    fast_multi = b.score_batch(multi, lambda: False, max_rows=4)
+    fast_multi = b.loglikelihood(multi, lambda: False, max_rows=4)
     n_multi = list(calls)
     plain = [b.score(ctx, conts, lambda: False) for ctx, conts in single + multi]
     for f, p in zip(fast_single + fast_multi, plain):
@@ -148,7 +148,7 @@ def test_fast_path_truncates_like_lmeval(tiny_llama_dir):
     single, multi = _requests(4)
     reqs = single + multi
     assert max(len(b.tokenize(ctx)) for ctx, _ in reqs) > b.context_length
-    for f, p in zip(b.score_batch(reqs, lambda: False), [b.score(c, o, lambda: False) for c, o in reqs]):
+    for f, p in zip(b.loglikelihood(reqs, lambda: False), [b.score(c, o, lambda: False) for c, o in reqs]):
         assert f == pytest.approx(p, abs=1e-4)
     b.unload()
 

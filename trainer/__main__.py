@@ -44,7 +44,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return ExitCode.BAD_INPUT
     if (config.num_processes > 1 or args.num_machines > 1) and not is_launched_child():
         from medalpaca_desktop.core.events import EventWriter
-        from trainer.run import resolve_base_model
+        from trainer.model_files import resolve_base_model
 
         # de-quantize a GGUF base once here, so the children find it in the cache
         resolve_base_model(config, EventWriter(sys.stdout).emit)

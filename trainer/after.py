@@ -34,6 +34,7 @@ from typing import Any
 from medalpaca_desktop.core.events import Error, EventWriter, Metric, Progress, Result, read_events_file
 from trainer.config import TrainConfig
 from trainer.export import TEMPLATE_FILE  # the exporter reads it into the GGUF's medalpaca.* keys
+from trainer.model_files import resolve_base_model, verify_saved
 
 MERGED = "merged"
 CHECK_PROMPTS = (
@@ -165,37 +166,23 @@ def _card_metrics(run_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _base_dir(config: TrainConfig, base_dir: str | None, writer: EventWriter) -> str:
-    if base_dir:
-        return str(base_dir)
-    from trainer.run import resolve_base_model
-
-    return resolve_base_model(config, writer.emit)
+    return str(base_dir) if base_dir else resolve_base_model(config, writer.emit)
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge the adapter into the full-precision base; write safetensors + tokenizer to out_dir (atomic)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Merge the adapter into the full-precision base (inference.hf_model.merge_lora); write safetensors +
+    tokenizer to out_dir (atomic)."""
+    from transformers import AutoTokenizer
 
-    from trainer.run import verify_saved
+    from medalpaca_desktop.inference.hf_model import merge_lora
+    from trainer.fsutil import replace_folder
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}-tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        # No quantization_config: an 8-bit / 4-bit training base is reloaded as stored (full precision).
-        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="auto", low_cpu_mem_usage=True,
-                                                    device_map={"": "cpu"})
-        if getattr(base.config, "quantization_config", None):
-            raise RuntimeError(f"{base_dir} holds quantized weights; merging needs a full-precision base")
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        if any(not p.dtype.is_floating_point or p.dtype not in (torch.float32, torch.float16, torch.bfloat16)
-               for p in merged.parameters()):
-            raise RuntimeError("the merged model has non-float weights")
-        merged.config.use_cache = True
-        if hasattr(merged.config, "quantization_config"):
-            delattr(merged.config, "quantization_config")
+        # An 8-bit / 4-bit training base is reloaded as stored (full precision); a quantized folder is refused.
+        merged = merge_lora(base_dir, adapter_dir)
         merged.save_pretrained(str(tmp), safe_serialization=True)
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))
         for extra in (TEMPLATE_FILE,):
@@ -204,9 +191,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: Path, out_dir: Path) -> Pat
         verify_saved(tmp, adapter=False)
         if json.loads((tmp / "config.json").read_text(encoding="utf-8")).get("quantization_config"):
             raise RuntimeError("the merged model's config still names a quantization")
-        del merged, base
-        from trainer.fsutil import replace_folder
-
+        del merged
         replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -234,35 +219,36 @@ def check_gguf_logits(gguf_path: Path, model_dir: Path, template: str = "medalpa
     """Compare the GGUF's logits (llama.cpp) with the HF model's on a few prompts.
 
     rel_diff: max |gguf - hf| / max |hf| over all positions; argmax_agreement: the share of
-    positions whose top token is the same.
+    positions whose top token is the same. Both models load as chat and benchmarks load them.
     """
     import numpy as np
     import torch
-    from llama_cpp import Llama
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from medalpaca_desktop.core.chat_protocol import LoadSpec
+    from medalpaca_desktop.inference.hf_model import load_causal_lm
+    from medalpaca_desktop.inference.llamacpp import LlamaCppBackend
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     prompts = _check_ids(tokenizer, template)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_causal_lm(model_dir, dtype=torch.float32, device="cpu").model
     model.eval()
     max_diff = max_ref = 0.0
     same = total = 0
-    n_ctx = max(64, max(len(p) for p in prompts) + 8)
-    llm = Llama(str(gguf_path), logits_all=True, embedding=False, n_ctx=n_ctx, n_batch=512,
-                n_threads=max(1, min(4, os.cpu_count() or 1)), type_k=0, type_v=0, verbose=False)
+    gguf = LlamaCppBackend(exact_kv_cache=True)  # f32 KV cache: the comparison measures the weights only
+    gguf.load(LoadSpec(model=str(gguf_path), backend="llamacpp", n_ctx=max(64, max(len(p) for p in prompts) + 8),
+                       n_gpu_layers=0, n_threads=max(1, min(4, os.cpu_count() or 1))), lambda *_: None)
     try:
         for ids in prompts:
             with torch.no_grad():
                 ref = model(torch.tensor([ids])).logits[0].float().numpy()
-            llm.reset()
-            llm.eval(ids)
-            got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+            got = gguf.logits(ids).astype(np.float32)
             max_diff = max(max_diff, float(np.abs(got - ref).max()))
             max_ref = max(max_ref, float(np.abs(ref).max()))
             same += int((got.argmax(-1) == ref.argmax(-1)).sum())
             total += len(ids)
     finally:
-        llm.close()
+        gguf.unload()
     return {"rel_diff": max_diff / max_ref if max_ref else 0.0, "max_abs_diff": max_diff,
             "argmax_agreement": same / total if total else 0.0, "prompts": len(prompts), "positions": total}
 

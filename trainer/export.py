@@ -125,22 +125,24 @@ def _stage(events: EventWriter | None, terminal: IO[str] | None, stage: str, mes
 
 
 def _merged_state(cfg_model: Path, adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Merge a LoRA adapter into its base with peft; returns (state dict, config dict)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    """Merge a LoRA adapter into its base (inference.hf_model.merge_lora); returns (state dict, config dict)."""
     from transformers.utils import logging as hf_logging
+
+    from medalpaca_desktop.inference.base import InferenceError
+    from medalpaca_desktop.inference.hf_model import merge_lora
 
     hf_logging.disable_progress_bar()
     try:
-        base = AutoModelForCausalLM.from_pretrained(cfg_model, dtype="auto", low_cpu_mem_usage=True)
-        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+        merged = merge_lora(cfg_model, adapter)
+    except InferenceError as exc:  # the loader's own refusal (a quantized base, pickle weights) as it is
+        raise ExportError(str(exc)) from None
     except (ValueError, RuntimeError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"The adapter {adapter} does not fit the model {cfg_model}: {first}") from None
     state = {k: v for k, v in merged.state_dict().items()}
     cfg = merged.config.to_dict()
     cfg.setdefault("architectures", [type(merged).__name__])
-    del merged, base
+    del merged
     return state, cfg
 
 

@@ -81,13 +81,15 @@ def dequantize_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path,
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from medalpaca_desktop.inference.hf_model import load_causal_lm
+
     hf_logging.disable_progress_bar()
     folder, name = str(gguf_path.parent), gguf_path.name
     say("reading tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     _restore_digit_split(tokenizer, gguf_path)
     say("de-quantizing weights")
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    loaded = load_causal_lm(folder, gguf_file=name, dtype=torch.float32, device=None).model
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

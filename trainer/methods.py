@@ -31,7 +31,9 @@ class Precision:
 
 
 @dataclass
-class LoadedModel:
+class TrainingModel:
+    """The model ready for the Trainer (adapters wrapped), its precision and what the run reports."""
+
     model: Any
     precision: Precision
     info: dict[str, Any] = field(default_factory=dict)
@@ -60,24 +62,15 @@ def resolve_precision(config: TrainConfig, device: str) -> Precision:
     return Precision(torch.float32, torch.float32)
 
 
-def _device_map(device: str) -> dict[str, Any]:
+def _process_device(device: str) -> str:
+    """This process's device: its own GPU under a launcher (LOCAL_RANK), else the CPU."""
     import os
 
-    if device == "cuda":
-        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return {"": "cpu"}
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
 
 
-def _quantization(config: TrainConfig, precision: Precision) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    if config.method == "lora-8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    if config.method == "qlora":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=precision.compute_dtype,
-                                  bnb_4bit_quant_storage=torch.uint8)
-    return None
+#: method -> how the base is loaded (inference.hf_model.quantization_config builds the config).
+LOAD_IN = {"lora-8bit": "8bit", "qlora": "4bit"}
 
 
 def lora_targets(config: TrainConfig) -> str | list[str]:
@@ -86,24 +79,22 @@ def lora_targets(config: TrainConfig) -> str | list[str]:
     return "all-linear" if "all-linear" in mods else mods
 
 
-def load_model(config: TrainConfig, model_dir: str, device: str | None = None) -> LoadedModel:
+def load_model(config: TrainConfig, model_dir: str, device: str | None = None) -> TrainingModel:
     """Load the base for `config.method`, wrap adapters, and count parameters."""
-    from transformers import AutoModelForCausalLM
+    from medalpaca_desktop.inference.hf_model import load_causal_lm
 
     device = device or device_type()
     precision = resolve_precision(config, device)
-    quant = _quantization(config, precision)
-    kwargs: dict[str, Any] = {"dtype": precision.load_dtype}
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-        kwargs["device_map"] = _device_map(device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    load_in = LOAD_IN.get(config.method, "none")
+    # A quantized base is placed by bitsandbytes at load; a full-precision one is moved by the Trainer.
+    model = load_causal_lm(model_dir, dtype=precision.load_dtype, compute_dtype=precision.compute_dtype,
+                           load_in=load_in, device=_process_device(device) if load_in != "none" else None).model
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
 
     if config.is_adapter_method:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-        if quant is not None:
+        if load_in != "none":
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=config.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -123,4 +114,4 @@ def load_model(config: TrainConfig, model_dir: str, device: str | None = None) -
         "trainable_share": round(trainable / total, 6) if total else 0.0,
         "quantization": {"lora-8bit": "int8", "qlora": "nf4 (double quant)"}.get(config.method),
     }
-    return LoadedModel(model=model, precision=precision, info=info)
+    return TrainingModel(model=model, precision=precision, info=info)

@@ -9,8 +9,6 @@ one; `done` is written only after the final save has been read back.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import threading
@@ -23,6 +21,7 @@ from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progres
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
 from trainer.config import TrainConfig
+from trainer.model_files import resolve_base_model, verify_saved
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -34,33 +33,6 @@ OOM_ADVICE = ("Out of memory. Try a smaller micro_batch_size (gradient accumulat
 def world() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment; (0, 1) when run alone."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-# --------------------------------------------------------------------------- base model
-
-
-def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
-    """An HF folder as is; a GGUF file de-quantized once into the app cache."""
-    base = Path(config.base_model).expanduser()
-    if base.suffix.lower() != ".gguf":
-        return str(base)
-    from medalpaca_desktop.core.paths import cache_dir
-    from trainer.gguf_import import dequantize_gguf_to_hf
-
-    st = base.stat()
-    key = hashlib.sha256(f"{base.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir() / "dequantized" / f"{base.stem}-{key}"
-    emit(Warning(message=f"{base.name} is a quantized GGUF file: it is de-quantized for training, and the "
-                         "result's quality is that of the quantized file, not of the original model.",
-                 extra={"kind": "gguf_base"}))
-    if not (target / "config.json").is_file():
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        emit(Progress(stage="dequantize", message=f"de-quantizing {base.name} into {target}"))
-        dequantize_gguf_to_hf(base, tmp, progress=lambda m: emit(Progress(stage="dequantize", message=m)))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    return str(target)
 
 
 # --------------------------------------------------------------------------- saving
@@ -101,25 +73,6 @@ def _make_trainer_class():  # noqa: ANN202 - transformers is imported lazily
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     return SafeTrainer
-
-
-def verify_saved(folder: Path, adapter: bool) -> None:
-    """Read back what was written: the config and every safetensors header."""
-    from safetensors import safe_open
-
-    if adapter:
-        from peft import PeftConfig
-
-        PeftConfig.from_pretrained(str(folder))
-    else:
-        json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise OSError(f"no weights were written to {folder}")
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            if not list(fh.keys()):
-                raise OSError(f"{f.name} holds no tensors")
 
 
 def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_dict: dict | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""The one backend protocol both inference engines implement (lm-eval's LM idea).
+"""The one backend interface both inference engines implement (lm-eval's TemplateLM idea).
 
 The host (host.py) owns the request loop, prompt formatting and events; a
 backend only loads weights, tokenizes, streams tokens and scores. Backends are
@@ -8,9 +8,10 @@ llama.cpp engine never imports torch and vice versa.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar
 
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 
@@ -64,24 +65,144 @@ class GenerationStats:
     reused_prefix_tokens: int = 0  # KV cache hit on follow-up turns
 
 
-class Backend(Protocol):
-    name: str
+@dataclass(frozen=True)
+class ScoreDetail:
+    """lm-eval's loglikelihood answer for one continuation, plus its token count."""
 
+    logprob: float  # sum of the continuation tokens' log-probabilities
+    is_greedy: bool  # every continuation token is the model's most likely one
+    tokens: int
+
+
+#: (context ids, one id list per continuation): a request after encode_pair.
+EncodedRequest = tuple[list[int], list[list[int]]]
+
+
+class Backend(abc.ABC):
+    """What every inference engine offers the host and the benchmark, in the style of lm-eval's TemplateLM.
+
+    Why an abstract base: callers use only what is declared here, and the
+    encoding rule of lm-eval (`encode_pair`) is written once; a backend
+    implements loading, tokenizing (`tok_encode`, `prefix_token_id`), generation
+    and scoring of already-encoded requests.
+    """
+
+    name: ClassVar[str]
+
+    # ------------------------------------------------------------ model
+
+    @abc.abstractmethod
     def load(self, spec: LoadSpec, progress: ProgressCallback) -> LoadedModel: ...
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
-
-    def detokenize(self, ids: list[int]) -> str: ...
+    @abc.abstractmethod
+    def unload(self) -> None: ...
 
     @property
+    @abc.abstractmethod
     def context_length(self) -> int: ...
 
+    # ------------------------------------------------------------ tokens
+
+    @abc.abstractmethod
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
+
+    @abc.abstractmethod
+    def detokenize(self, ids: list[int]) -> str: ...
+
+    @abc.abstractmethod
+    def tok_encode(self, text: str) -> list[int]:
+        """`text` as it starts a sequence for scoring: the tokenizer's leading specials (BOS), no trailing ones."""
+
+    @property
+    @abc.abstractmethod
+    def prefix_token_id(self) -> int | None:
+        """What an empty context is conditioned on (BOS, else EOS); None when the model has neither."""
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) as lm-eval's `_encode_pair` forms them.
+
+        Trailing spaces of the context move to the continuation; the
+        continuation's ids are those of the whole text after the context's, so a
+        word that merges across the boundary is scored as the model would write
+        it; an empty context is the prefix token alone.
+        """
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        if not context:
+            prefix = self.prefix_token_id
+            if prefix is None:
+                raise InferenceError("An empty context needs a BOS or EOS token, and this model has neither.",
+                                     "bad_request")
+            return [int(prefix)], self.tokenize(continuation, add_special=False)
+        whole = self.tok_encode(context + continuation)
+        ctx = self.tok_encode(context)
+        return ctx, whole[len(ctx):]
+
+    def encode_request(self, context: str, continuations: list[str]) -> EncodedRequest:
+        """One context with its continuations (the context's ids depend on the context alone)."""
+        pairs = [self.encode_pair(context, c) for c in continuations]
+        ctx = pairs[0][0] if pairs else self.encode_pair(context, "")[0]
+        return ctx, [cont for _, cont in pairs]
+
+    # ------------------------------------------------------------ generate
+
+    @abc.abstractmethod
     def generate(self, prompt_ids: list[int], sampling: SamplingSettings, on_text: TokenCallback,
-                 should_stop: StopCheck) -> GenerationStats: ...
+                 should_stop: StopCheck) -> GenerationStats:
+        """Stream the answer to `prompt_ids` through `on_text`; counts, timings and why it ended."""
 
-    def score(self, context: str, continuations: list[str], should_stop: StopCheck) -> list[float]: ...
+    def generate_batch(self, prompts: list[tuple[list[int], SamplingSettings]],
+                       should_stop: StopCheck) -> list[tuple[str, GenerationStats]]:
+        """Answers to several prompts, (text, stats) each, in order; stops after the one a stop cut short.
 
-    def unload(self) -> None: ...
+        One after another here (both engines hold one sequence); an engine that
+        batches generation overrides it.
+        """
+        out: list[tuple[str, GenerationStats]] = []
+        for ids, sampling in prompts:
+            pieces: list[str] = []
+            stats = self.generate(ids, sampling, pieces.append, should_stop)
+            out.append(("".join(pieces), stats))
+            if stats.stop_reason == "stopped":
+                break
+        return out
+
+    @property
+    def last_prompt_eval_tokens(self) -> int | None:
+        """Prompt tokens the last `generate` actually evaluated (the rest came from the KV cache);
+        None when the engine does not measure it."""
+        return None
+
+    # ------------------------------------------------------------ score
+
+    def loglikelihood(self, requests: list[tuple[str, list[str]]], should_stop: StopCheck,
+                      max_rows: int | None = None) -> list[list[float]]:
+        """Log-likelihood of each continuation after its context, for many requests at once (benchmarks).
+
+        Each prompt is computed once; `max_rows` caps the requests per forward
+        pass where the engine batches them. A stop raises InferenceError "stopped".
+        """
+        return self._loglikelihood_tokens([self.encode_request(c, conts) for c, conts in requests], should_stop,
+                                          max_rows)
+
+    def score_details(self, context: str, continuations: list[str],
+                      should_stop: StopCheck) -> list[ScoreDetail]:
+        """lm-eval's loglikelihood (sum, greedy?) and the token count of each continuation, one by one."""
+        return self._score_tokens(self.encode_request(context, continuations), should_stop)
+
+    def score(self, context: str, continuations: list[str], should_stop: StopCheck) -> list[float]:
+        """The log-likelihood sums of `score_details`."""
+        return [d.logprob for d in self.score_details(context, continuations, should_stop)]
+
+    @abc.abstractmethod
+    def _loglikelihood_tokens(self, requests: list[EncodedRequest], should_stop: StopCheck,
+                              max_rows: int | None) -> list[list[float]]:
+        """`loglikelihood` on encoded requests: the engine's fast path (shared prefixes, batches)."""
+
+    @abc.abstractmethod
+    def _score_tokens(self, request: EncodedRequest, should_stop: StopCheck) -> list[ScoreDetail]:
+        """`score_details` on one encoded request: each continuation scored on its own."""
 
 
 def create_backend(name: str) -> Backend:

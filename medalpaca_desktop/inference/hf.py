@@ -11,21 +11,25 @@ chunks so that a stop request interrupts prompt evaluation too.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from medalpaca_desktop.core import hf_meta
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 from medalpaca_desktop.inference import hf_load
 from medalpaca_desktop.inference.base import (
-    GenerationStats, InferenceError, LoadedModel, ProgressCallback, StopCheck, TokenCallback,
+    Backend, EncodedRequest, GenerationStats, InferenceError, LoadedModel, ProgressCallback, ScoreDetail, StopCheck,
+    TokenCallback,
 )
 from medalpaca_desktop.inference.hf_cache import PromptCache
-from medalpaca_desktop.inference.hf_score import score_continuations, score_requests
+from medalpaca_desktop.inference.hf_model import load_causal_lm
+from medalpaca_desktop.inference.hf_score import leading_special_ids, score_continuations, score_requests
 
 DEFAULT_CONTEXT = 2048  # when neither config nor tokenizer says
 # Prompt evaluation runs in chunks so a stop request lands between two of them. The chunk
@@ -79,8 +83,8 @@ def _weight_notes(loading_info: dict[str, Any]) -> list[str]:
     return notes
 
 
-class HFBackend:
-    """Backend protocol over transformers (see base.Backend)."""
+class HFBackend(Backend):
+    """The backend interface over transformers (see base.Backend)."""
 
     name = "hf"
 
@@ -92,6 +96,7 @@ class HFBackend:
         self._prefill_chunk = PREFILL_CHUNK_CPU
         self._eos_ids: set[int] = set()
         self._prompt_cache: PromptCache | None = None
+        self._lead_ids: list[int] = []  # what the tokenizer puts before any text (BOS)
 
     # ------------------------------------------------------------------ load
 
@@ -99,14 +104,13 @@ class HFBackend:
         """Check, then load tokenizer, weights and adapter; errors are InferenceErrors with a kind."""
         self.unload()
         progress("Checking the model folder", 0.0)
-        folder, config, fmt = hf_load.check_model_folder(spec)
+        folder, config = hf_load.check_model_folder(spec)
         adapter = hf_load.check_adapter_folder(spec)
         placement = hf_load.choose_placement(spec.device)
         hf_load.check_memory(folder, config, spec, placement)
-        quant = hf_load.quantization_config(spec.load_in, placement.torch_dtype)
         try:
             import torch  # here, so that a broken install is reported like any load failure
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
             from transformers.utils import logging as hf_logging
 
             _quiet_libraries()
@@ -115,27 +119,21 @@ class HFBackend:
             progress("Loading the tokenizer", 0.05)
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code,
                                                       local_files_only=True)
-            progress("Loading the weights" + (f" ({spec.load_in})" if quant else ""), 0.1)
+            quantized = spec.load_in not in ("none", "", None)
+            progress("Loading the weights" + (f" ({spec.load_in})" if quantized else ""), 0.1)
             report = lambda f: progress("Loading the weights", 0.1 + 0.75 * f)  # noqa: E731
             previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: hf_load.WeightProgress(
                 report, *args, **kwargs))
             try:
-                model, loading_info = AutoModelForCausalLM.from_pretrained(
-                    folder, dtype=placement.torch_dtype, device_map={"": placement.device},
-                    quantization_config=quant, trust_remote_code=spec.trust_remote_code,
-                    use_safetensors=None if (fmt == "pickle" and spec.allow_pickle) else True,
-                    local_files_only=True, output_loading_info=True)
+                loaded = load_causal_lm(folder, dtype=placement.torch_dtype, device=placement.device,
+                                        load_in=spec.load_in, adapter=adapter, allow_pickle=spec.allow_pickle,
+                                        trust_remote_code=spec.trust_remote_code)
             finally:
                 hf_logging.set_tqdm_hook(previous)
-            if adapter is not None:
-                progress("Applying the adapter", 0.9)
-                from peft import PeftModel
-
-                trained_template = hf_load.adapter_chat_template(adapter)
-                if trained_template:  # a fine-tune answers in the format it was trained on, not the base's
-                    tokenizer.chat_template = trained_template
-
-                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+            model = loaded.model
+            trained_template = hf_load.adapter_chat_template(adapter) if adapter is not None else None
+            if trained_template:  # a fine-tune answers in the format it was trained on, not the base's
+                tokenizer.chat_template = trained_template
             model.eval()
         except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
             raise hf_load.load_error(exc, folder, spec) from exc
@@ -145,7 +143,8 @@ class HFBackend:
         self._context_length = self._find_context_length(config, tokenizer)
         self._eos_ids = self._find_eos_ids(model, tokenizer)
         self._prompt_cache = PromptCache(self._base_model().config)
-        notes = list(placement.notes) + _weight_notes(loading_info)
+        self._lead_ids = leading_special_ids(tokenizer)
+        notes = list(placement.notes) + _weight_notes(loaded.loading_info)
         progress("Ready", 1.0)
         return LoadedModel(
             backend=self.name, path=str(folder), device=placement.device, context_length=self._context_length,
@@ -332,30 +331,42 @@ class HFBackend:
 
     # ------------------------------------------------------------------ score
 
-    def score(self, context: str, continuations: list[str], should_stop: StopCheck) -> list[float]:
-        """Log-likelihood of each continuation after `context` (lm-eval style, see hf_score)."""
+    def tok_encode(self, text: str) -> list[int]:
+        """The tokenizer's leading specials (BOS), then the text without any trailing special (EOS)."""
         self._require()
-        try:
-            return score_continuations(self._model, self._tokenizer, context, continuations,
-                                       self._context_length, self._device, should_stop)
-        except InferenceError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if hf_load.is_oom(exc):
-                raise hf_load.oom_error("scoring") from exc
-            raise InferenceError(f"Scoring failed ({type(exc).__name__}): {exc}", "internal") from exc
+        return self._lead_ids + list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def score_batch(self, requests: list[tuple[str, list[str]]], should_stop: StopCheck,
-                    max_rows: int | None = None) -> list[list[float]]:
-        """`score` for many (context, continuations) requests at once: each prompt computed once, batched by
-        length (see hf_score.score_requests). `max_rows` caps the questions per forward pass."""
+    @property
+    def prefix_token_id(self) -> int | None:
         self._require()
-        try:
+        tok = self._tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def _score_tokens(self, request: EncodedRequest, should_stop: StopCheck) -> list[ScoreDetail]:
+        """Each continuation after the context, grouped into padded batches (see hf_score)."""
+        self._require()
+        with self._scoring_errors("scoring"):
+            return score_continuations(self._model, self._tokenizer, request, self._context_length, self._device,
+                                       should_stop)
+
+    def _loglikelihood_tokens(self, requests: list[EncodedRequest], should_stop: StopCheck,
+                              max_rows: int | None) -> list[list[float]]:
+        """Each prompt computed once, questions batched by length (see hf_score.score_requests);
+        `max_rows` caps the questions per forward pass."""
+        self._require()
+        with self._scoring_errors("scoring (a smaller batch size also helps)"):
             return score_requests(self._model, self._tokenizer, requests, self._context_length, self._device,
                                   should_stop, **({"max_rows": max_rows} if max_rows else {}))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _scoring_errors(what: str) -> Iterator[None]:
+        """Out of memory and library errors while scoring become InferenceErrors."""
+        try:
+            yield
         except InferenceError:
             raise
         except Exception as exc:  # noqa: BLE001
             if hf_load.is_oom(exc):
-                raise hf_load.oom_error("scoring (a smaller batch size also helps)") from exc
+                raise hf_load.oom_error(what) from exc
             raise InferenceError(f"Scoring failed ({type(exc).__name__}): {exc}", "internal") from exc

@@ -63,8 +63,8 @@ def choose_placement(requested: str) -> Placement:
     return Placement(f"cuda:{index}", dtype, tuple(notes))
 
 
-def check_model_folder(spec: LoadSpec) -> tuple[Path, dict[str, Any], str]:
-    """(folder, config.json, weight format) or the InferenceError a person can act on."""
+def check_model_folder(spec: LoadSpec) -> tuple[Path, dict[str, Any]]:
+    """(folder, config.json) or the InferenceError a person can act on (pickle weights: see hf_model)."""
     folder = Path(spec.model).expanduser()
     if not spec.model or not folder.exists():
         raise InferenceError(f"Model folder not found: {folder}", "not_found")
@@ -84,12 +84,9 @@ def check_model_folder(spec: LoadSpec) -> tuple[Path, dict[str, Any], str]:
         raise InferenceError(f"{folder}: {exc}", "corrupt") from None
     if not hf_meta.looks_like_model_config(config):
         raise InferenceError(f"{folder}: config.json has no model_type or architectures.", "unsupported")
-    fmt = hf_meta.weight_format(folder)
-    if fmt == "none":
+    if hf_meta.weight_format(folder) == "none":
         raise InferenceError(f"{folder} holds no weight files (an incomplete download?).", "corrupt")
-    if fmt == "pickle" and not spec.allow_pickle:
-        raise pickle_refused(folder)
-    return folder, config, fmt
+    return folder, config
 
 
 def adapter_chat_template(folder: Path) -> str | None:
@@ -103,7 +100,7 @@ def adapter_chat_template(folder: Path) -> str | None:
 
 
 def check_adapter_folder(spec: LoadSpec) -> Path | None:
-    """The adapter folder, checked like a model folder (exists, safetensors unless pickle allowed)."""
+    """The adapter folder, checked like a model folder (exists, holds adapter weights)."""
     if not spec.adapter:
         return None
     folder = Path(spec.adapter).expanduser()
@@ -111,19 +108,9 @@ def check_adapter_folder(spec: LoadSpec) -> Path | None:
         raise InferenceError(f"Adapter folder not found: {folder}", "not_found")
     if not (folder / "adapter_config.json").is_file():
         raise InferenceError(f"{folder} has no adapter_config.json: not a PEFT adapter.", "unsupported")
-    if not list(folder.glob("adapter_model*.safetensors")):
-        if not list(folder.glob("adapter_model*.bin")):
-            raise InferenceError(f"{folder} holds no adapter weights (an incomplete copy?).", "corrupt")
-        if not spec.allow_pickle:
-            raise pickle_refused(folder)
-    return folder
-
-
-def pickle_refused(folder: Path) -> InferenceError:
-    return InferenceError(
-        f"{folder.name} stores its weights as pickle (.bin/.pt/.pth), which can run code when loaded. "
-        "Allow pickle weights for this model only if you trust its source, or use a safetensors copy.",
-        "pickle_refused")
+    if not list(folder.glob("adapter_model*.safetensors")) and not list(folder.glob("adapter_model*.bin")):
+        raise InferenceError(f"{folder} holds no adapter weights (an incomplete copy?).", "corrupt")
+    return folder  # pickle adapter weights are refused by the loader (hf_model.load_causal_lm)
 
 
 def estimate_bytes(folder: Path, config: dict[str, Any], load_in: str, dtype_name: str) -> int | None:
@@ -162,20 +149,6 @@ def check_memory(folder: Path, config: dict[str, Any], spec: LoadSpec, placement
                                                       "llama.cpp backend.")
     raise InferenceError(f"This model needs about {format_size(need)} of {where} but only {format_size(free)} "
                          f"is free. {hint}", "too_large")
-
-
-def quantization_config(load_in: str, compute_dtype: Any) -> Any:
-    """BitsAndBytesConfig for 8-bit or 4-bit NF4 with double quantization (QLoRA's recipe)."""
-    if load_in in ("none", "", None):
-        return None
-    from transformers import BitsAndBytesConfig
-
-    if load_in == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    if load_in == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype)
-    raise InferenceError(f"Unknown load_in {load_in!r}; choose none, 8bit or 4bit.", "bad_request")
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -1,19 +1,16 @@
-"""Log-likelihood of continuations after a context, the way lm-eval's HF model computes it.
+"""Log-likelihood of encoded continuations after a context, the way lm-eval's HF model computes it.
 
 Why lm-eval's way: the benchmark compares answer options by these sums, so the
-numbers must match what published evaluations do. The context and
-context+continuation are encoded separately and the continuation's tokens are
-those of the whole encoding after the context's, so a word that merges across
-the boundary is still scored as the model would write it; trailing spaces of
-the context move to the continuation; the tokenizer's own leading specials (BOS)
-come first in both, and an empty context is conditioned on BOS (or EOS).
+numbers must match what published evaluations do. The encoding (lm-eval's
+`_encode_pair`) is the backend base's (base.Backend.encode_pair); here the
+encoded requests are truncated on the left as lm-eval does and run through the model.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from medalpaca_desktop.inference.base import InferenceError
+from medalpaca_desktop.inference.base import EncodedRequest, InferenceError, ScoreDetail
 
 TOKENS_PER_BATCH = 4096  # padded tokens per forward pass: bounded memory, still batched
 
@@ -28,23 +25,14 @@ def leading_special_ids(tokenizer: Any) -> list[int]:
     return []
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval's `_encode_pair` forms them."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    lead = leading_special_ids(tokenizer)
-    whole = lead + tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = lead + (tokenizer(context, add_special_tokens=False)["input_ids"] if context else [])
-    cont = whole[len(ctx):]
-    if not ctx:  # nothing to condition the first token on: lm-eval's prefix token
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if prefix is None:
-            raise InferenceError("An empty context needs a BOS or EOS token, and this tokenizer has neither.",
-                                 "bad_request")
-        ctx = [int(prefix)]
-    return ctx, cont
+def _truncate(request: EncodedRequest, max_length: int) -> EncodedRequest:
+    """The context cut on the left so the longest continuation fits, as lm-eval does."""
+    ctx, conts = request
+    longest = max((len(c) for c in conts), default=0)
+    if longest > max_length:
+        raise InferenceError(f"A continuation of {longest} tokens exceeds the context window ({max_length}).",
+                             "bad_request")
+    return (ctx[-(max_length - longest + 1):] if longest else ctx), conts
 
 
 def _batches(order: list[int], lengths: list[int], context_len: int) -> list[list[int]]:
@@ -62,24 +50,16 @@ def _batches(order: list[int], lengths: list[int], context_len: int) -> list[lis
     return groups
 
 
-def score_continuations(model: Any, tokenizer: Any, context: str, continuations: list[str], max_length: int,
-                        device: Any, should_stop: Callable[[], bool]) -> list[float]:
-    """Sum of log-softmax over each continuation's tokens given the context."""
+def score_continuations(model: Any, tokenizer: Any, request: EncodedRequest, max_length: int,
+                        device: Any, should_stop: Callable[[], bool]) -> list[ScoreDetail]:
+    """Sum of log-softmax over each continuation's tokens given the context, whether each token was the
+    argmax, and the token count (one forward pass per group of continuations)."""
     import torch
 
-    pairs = [encode_pair(tokenizer, context, c) for c in continuations]
-    ctx = pairs[0][0] if pairs else []
-    if any(p[0] != ctx for p in pairs):  # trailing-space moves differ only per context, so this cannot happen
-        raise InferenceError("Continuations encoded with different contexts.", "internal")
-    conts = [p[1] for p in pairs]
+    ctx, conts = _truncate(request, max_length)
     lengths = [len(c) for c in conts]
-    longest = max(lengths, default=0)
-    if longest > max_length:
-        raise InferenceError(f"A continuation of {longest} tokens exceeds the context window ({max_length}).",
-                             "bad_request")
-    ctx = ctx[-(max_length - longest + 1):] if longest else ctx  # lm-eval truncates the context on the left
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results = [0.0] * len(conts)
+    results = [ScoreDetail(0.0, True, 0)] * len(conts)
     order = sorted((i for i in range(len(conts)) if lengths[i]), key=lambda i: -lengths[i])
     for group in _batches(order, lengths, len(ctx)):
         if should_stop():
@@ -98,8 +78,9 @@ def score_continuations(model: Any, tokenizer: Any, context: str, continuations:
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # [rows, width, vocab]; j predicts cont token j
         for r, i in enumerate(group):
             target = torch.tensor(conts[i], dtype=torch.long, device=logprobs.device)
-            picked = logprobs[r, :lengths[i]].gather(-1, target[:, None])
-            results[i] = float(picked.sum())
+            rows_i = logprobs[r, :lengths[i]]
+            picked = rows_i.gather(-1, target[:, None])
+            results[i] = ScoreDetail(float(picked.sum()), bool((rows_i.argmax(-1) == target).all()), lengths[i])
     return results
 
 
@@ -109,24 +90,9 @@ def score_continuations(model: Any, tokenizer: Any, context: str, continuations:
 MAX_ROWS = 32
 
 
-def _encode_request(tokenizer: Any, context: str, continuations: list[str],
-                    max_length: int) -> tuple[list[int], list[list[int]]]:
-    """One question's (context ids, continuation ids), truncated on the left as score_continuations does."""
-    pairs = [encode_pair(tokenizer, context, c) for c in continuations]
-    ctx = pairs[0][0] if pairs else []
-    if any(p[0] != ctx for p in pairs):
-        raise InferenceError("Continuations encoded with different contexts.", "internal")
-    conts = [p[1] for p in pairs]
-    longest = max((len(c) for c in conts), default=0)
-    if longest > max_length:
-        raise InferenceError(f"A continuation of {longest} tokens exceeds the context window ({max_length}).",
-                             "bad_request")
-    return (ctx[-(max_length - longest + 1):] if longest else ctx), conts
-
-
-def score_requests(model: Any, tokenizer: Any, requests: list[tuple[str, list[str]]], max_length: int,
+def score_requests(model: Any, tokenizer: Any, requests: list[EncodedRequest], max_length: int,
                    device: Any, should_stop: Callable[[], bool], max_rows: int = MAX_ROWS) -> list[list[float]]:
-    """`score_continuations` for many (context, continuations) requests, each prefix computed once.
+    """`score_continuations`' sums for many encoded requests, each prefix computed once.
 
     Why: a multiple-choice question's options share one long prompt. When every
     continuation is one token (lm-eval's " A".." D") the distribution at the
@@ -134,11 +100,11 @@ def score_requests(model: Any, tokenizer: Any, requests: list[tuple[str, list[st
     suffices, and questions of similar length share a batch (right-padded,
     longest first). Longer continuations reuse the prompt's KV cache: the prompt
     runs once, then all continuations run as one batch on copies of its cache.
-    The numbers are lm-eval's (same encoding and truncation as `encode_pair`).
+    The numbers are lm-eval's (same truncation as `score_continuations`).
     """
     import torch
 
-    encoded = [_encode_request(tokenizer, ctx, conts, max_length) for ctx, conts in requests]
+    encoded = [_truncate(request, max_length) for request in requests]
     results: list[list[float]] = [[0.0] * len(conts) for _, conts in encoded]
     single = [i for i, (_, conts) in enumerate(encoded) if conts and all(len(c) == 1 for c in conts)]
     multi = sorted(set(i for i, (_, conts) in enumerate(encoded) if any(conts)) - set(single))

@@ -71,6 +71,7 @@ def precheck_hf(spec: LoadSpec) -> None:
     """Refusals that need no torch: missing folder, pickle weights, an architecture the app does not run."""
     from medalpaca_desktop.core.model_info import ModelInspectError
     from medalpaca_desktop.core.models import inspect_model
+    from medalpaca_desktop.inference.hf_model import pickle_refused
 
     path = Path(spec.model).expanduser()
     if not path.exists():
@@ -80,9 +81,7 @@ def precheck_hf(spec: LoadSpec) -> None:
     except ModelInspectError as exc:
         raise InferenceError(str(exc), "corrupt") from None
     if info.pickle_weights and not spec.allow_pickle:
-        raise InferenceError(f"{path.name} stores its weights as pickle (.bin/.pt/.pth), which can run code when "
-                             "loaded. Allow pickle weights for this model only if you trust its source.",
-                             "pickle_refused")
+        raise pickle_refused(path)
     if info.kind == "hf" and not info.supported:
         raise InferenceError(info.note or f"{path.name}: architecture not supported.", "unsupported")
 
@@ -308,7 +307,7 @@ class Host:
                 "ttft_s": round(first[0] - t0, 4) if first else stats.ttft_s,
                 "tokens_per_s": stats.tokens_per_s, "stop_reason": stats.stop_reason,
                 "reused_prefix_tokens": stats.reused_prefix_tokens,
-                "prompt_eval_tokens": getattr(backend, "last_prompt_eval_tokens", None),
+                "prompt_eval_tokens": backend.last_prompt_eval_tokens,
                 "dropped_messages": prompt.dropped_messages, "text": "".join(pieces)}
         self.writer.emit(Done(ok=not stopped, stopped=stopped, data=data))
 
@@ -318,13 +317,9 @@ class Host:
         backend = self._require()
         if not req.continuations:
             raise InferenceError("A score request needs at least one continuation.", "bad_request")
-        details = getattr(backend, "score_details", None)
-        if details is not None:
-            rows = details(req.context, req.continuations, job.stop.is_set)
-            data = {"logprobs": [r[0] for r in rows], "is_greedy": [r[1] for r in rows],
-                    "tokens": [r[2] for r in rows]}
-        else:
-            data = {"logprobs": backend.score(req.context, req.continuations, job.stop.is_set)}
+        rows = backend.score_details(req.context, req.continuations, job.stop.is_set)
+        data = {"logprobs": [r.logprob for r in rows], "is_greedy": [r.is_greedy for r in rows],
+                "tokens": [r.tokens for r in rows]}
         if job.stop.is_set():
             raise InferenceError("Scoring was stopped.", "stopped")
         self.writer.emit(Score(request_id=req.id, **data).to_result())

@@ -31,10 +31,13 @@ from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings
 from medalpaca_desktop.core.model_info import ModelInspectError
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.inference.base import (
+    Backend,
+    EncodedRequest,
     GenerationStats,
     InferenceError,
     LoadedModel,
     ProgressCallback,
+    ScoreDetail,
     StopCheck,
     TokenCallback,
 )
@@ -101,17 +104,19 @@ def _stop_hold(text: str, stops: list[str]) -> int:
     return hold
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     """One GGUF model in one llama.cpp context (the host serialises requests)."""
 
     name = "llamacpp"
 
-    def __init__(self) -> None:
+    def __init__(self, exact_kv_cache: bool = False) -> None:
+        """`exact_kv_cache`: keep the KV cache in f32 instead of f16 (for comparing logits with another engine)."""
         self._llm: Any = None
+        self._exact_kv_cache = exact_kv_cache
         self._should_stop: StopCheck = lambda: False
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_requested)
         self._abort_off = llama_cpp.ggml_abort_callback()  # NULL: no per-node callback while decoding
-        self.last_prompt_eval_tokens = 0  # measured by llama.cpp's perf counters
+        self._prompt_eval_tokens = 0  # measured by llama.cpp's perf counters
 
     # ---------------------------------------------------------------- load
 
@@ -154,6 +159,8 @@ class LlamaCppBackend:
         kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "verbose": False}
         if spec.n_threads:
             kwargs.update(n_threads=spec.n_threads, n_threads_batch=spec.n_threads)
+        if self._exact_kv_cache:
+            kwargs.update(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
         try:
             self._llm = llama_cpp.Llama(str(path), **kwargs)
         except MemoryError:
@@ -206,6 +213,18 @@ class LlamaCppBackend:
 
     def detokenize(self, ids: list[int]) -> str:
         return self._require().detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def tok_encode(self, text: str) -> list[int]:
+        """As the model starts a sequence (its add_bos flag), special-token text parsed."""
+        return self.tokenize(text)
+
+    @property
+    def prefix_token_id(self) -> int | None:
+        llm = self._require()
+        for token in (llm.token_bos(), llm.token_eos()):
+            if token != -1:
+                return int(token)
+        return None
 
     # ---------------------------------------------------------------- stop
 
@@ -310,28 +329,29 @@ class LlamaCppBackend:
             on_text(text[sent:])
         t_end = time.perf_counter()
         perf = llama_cpp.llama_perf_context(llm.ctx)
-        self.last_prompt_eval_tokens = int(perf.n_p_eval)
+        self._prompt_eval_tokens = int(perf.n_p_eval)
         n = len(completion)
         rate = (n - 1) / (t_end - t_first) if t_first is not None and n > 1 and t_end > t_first else None
         return GenerationStats(prompt_tokens=len(prompt_ids), completion_tokens=n,
                                ttft_s=None if t_first is None else t_first - t0, tokens_per_s=rate,
                                stop_reason=reason, reused_prefix_tokens=reused)  # type: ignore[arg-type]
 
+    @property
+    def last_prompt_eval_tokens(self) -> int | None:
+        return self._prompt_eval_tokens
+
     # ---------------------------------------------------------------- score
 
-    def score(self, context: str, continuations: list[str], should_stop: StopCheck) -> list[float]:
-        return [lp for lp, _greedy, _n in self.score_details(context, continuations, should_stop)]
-
-    def score_details(self, context: str, continuations: list[str],
-                      should_stop: StopCheck) -> list[tuple[float, bool, int]]:
-        """(sum of log-probabilities, greedy?, token count) per continuation, lm-eval's loglikelihood.
-
-        As lm-eval's _encode_pair: trailing spaces of the context move to the
-        continuation, and the continuation's tokens are those of context+continuation
-        after the context's own tokens.
-        """
+    def _score_tokens(self, request: EncodedRequest, should_stop: StopCheck) -> list[ScoreDetail]:
+        """Each continuation evaluated on the context kept in the KV cache."""
+        ctx_ids, conts = request
         with self._scoring(should_stop):
-            return [self._score_one(context, cont, should_stop) for cont in continuations]
+            return [self._score_one(ctx_ids, cont, should_stop) for cont in conts]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """The logits (float64) at every position of `ids` (one row per token)."""
+        with self._scoring(lambda: False):
+            return self._logits_for([int(i) for i in ids], first_needed=0)
 
     @contextlib.contextmanager
     def _scoring(self, should_stop: StopCheck) -> Iterator[Any]:
@@ -350,22 +370,8 @@ class LlamaCppBackend:
             self._should_stop = lambda: False
             llm._requires_eval = True
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids) as lm-eval's _encode_pair forms them."""
+    def _score_one(self, ctx_ids: list[int], cont_ids: list[int], should_stop: StopCheck) -> ScoreDetail:
         llm = self._llm
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        if context:
-            ctx_ids = self.tokenize(context)
-            return ctx_ids, self.tokenize(context + continuation)[len(ctx_ids):]
-        # lm-eval: an empty context is the end-of-text (here BOS) token
-        return [llm.token_bos() if llm.token_bos() != -1 else llm.token_eos()], \
-            self.tokenize(continuation, add_special=False)
-
-    def _score_one(self, context: str, continuation: str, should_stop: StopCheck) -> tuple[float, bool, int]:
-        llm = self._llm
-        ctx_ids, cont_ids = self._encode_pair(context, continuation)
         if not cont_ids:
             raise InferenceError("A continuation is empty after tokenization.", "bad_request")
         tokens = ctx_ids + cont_ids
@@ -381,11 +387,11 @@ class LlamaCppBackend:
         rows = np.arange(len(cont_ids))
         total = float(logprobs[rows, target].sum())
         greedy = bool((logprobs.argmax(axis=1) == target).all())
-        return total, greedy, len(cont_ids)
+        return ScoreDetail(total, greedy, len(cont_ids))
 
-    def score_batch(self, requests: list[tuple[str, list[str]]], should_stop: StopCheck,
-                    max_rows: int | None = None) -> list[list[float]]:
-        """`score` for many (context, continuations) requests (benchmarks), each prompt computed once.
+    def _loglikelihood_tokens(self, requests: list[EncodedRequest], should_stop: StopCheck,
+                              max_rows: int | None) -> list[list[float]]:
+        """Many encoded requests (benchmarks), each prompt computed once.
 
         When every continuation is one token (lm-eval's " A".." D") the prompt's
         last position gives all of them: one evaluation per question. Longer ones
@@ -396,28 +402,26 @@ class LlamaCppBackend:
         """
         out: list[list[float]] = []
         with self._scoring(should_stop) as llm:
-            for context, continuations in requests:
+            for ctx_ids, conts in requests:
                 if should_stop():
                     raise RuntimeError("stopped")
-                pairs = [self._encode_pair(context, c) for c in continuations]
-                if any(not cont for _, cont in pairs):
+                if any(not cont for cont in conts):
                     raise InferenceError("A continuation is empty after tokenization.", "bad_request")
-                ctx_ids = pairs[0][0] if pairs else []
-                longest = max((len(cont) for _, cont in pairs), default=0)
+                longest = max((len(cont) for cont in conts), default=0)
                 room = llm.n_ctx() - longest + 1
                 if room < 1:
                     raise InferenceError(f"A continuation of {longest} tokens does not fit the context "
                                          f"({llm.n_ctx()}).", "context_full")
-                if pairs and all(ctx == ctx_ids for ctx, _ in pairs) and longest == 1:
+                if conts and longest == 1:
                     ctx = ctx_ids[-room:]
                     row = self._logits_for(ctx, first_needed=len(ctx) - 1)[-1]
                     shifted = row - row.max()
                     logprobs = shifted - np.log(np.exp(shifted).sum())
-                    out.append([float(logprobs[cont[0]]) for _, cont in pairs])
+                    out.append([float(logprobs[cont[0]]) for cont in conts])
                     continue
                 scores = []
-                for ctx, cont in pairs:
-                    ctx = ctx[-(llm.n_ctx() - len(cont) + 1):]
+                for cont in conts:
+                    ctx = ctx_ids[-(llm.n_ctx() - len(cont) + 1):]
                     logits = self._logits_for((ctx + cont)[:-1], first_needed=len(ctx) - 1)
                     shifted = logits - logits.max(axis=1, keepdims=True)
                     logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -1,0 +1,103 @@
+"""The backend base (lm-eval's TemplateLM rule written once) and the one LoRA merge's guard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from medalpaca_desktop.core.chat_protocol import LoadSpec
+from medalpaca_desktop.inference.base import InferenceError, create_backend
+
+REQUESTS = [
+    ("Question: which organ produces insulin?\nAnswer: ", ["pancreas", "liver", "the left kidney"]),
+    ("The patient has a fever and", [" chest pain.", " a cough"]),
+    ("", ["Hello there"]),
+]
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_llama_dir, tiny_gguf):
+    """The same tiny model through transformers (HF folder) and llama.cpp (its f32 GGUF)."""
+    hf = create_backend("hf")
+    hf.load(LoadSpec(model=str(tiny_llama_dir), backend="hf", device="cpu"), lambda *_: None)
+    ll = create_backend("llamacpp")
+    ll.load(LoadSpec(model=str(tiny_gguf), backend="llamacpp", n_ctx=256), lambda *_: None)
+    yield {"hf": hf, "llamacpp": ll}
+    hf.unload()
+    ll.unload()
+
+
+@pytest.mark.parametrize("name", ["hf", "llamacpp"])
+def test_encode_pair_moves_trailing_spaces_to_the_continuation(backends, name):
+    b = backends[name]
+    ctx, cont = b.encode_pair("Answer: ", "B")
+    assert (ctx, cont) == b.encode_pair("Answer:", " B")  # the space travels with the continuation
+    assert ctx == b.tok_encode("Answer:")
+    assert ctx + cont == b.tok_encode("Answer: B")  # the continuation's ids are the whole text's after the context
+    assert b.detokenize(cont) == " B"
+    assert b.encode_pair("  ", "Hi") == ([b.prefix_token_id], b.tokenize("  Hi", add_special=False))
+
+
+def test_backends_agree_on_loglikelihood_through_the_base(backends):
+    hf, ll = backends["hf"], backends["llamacpp"]
+    for context, options in REQUESTS:
+        assert hf.encode_request(context, options) == ll.encode_request(context, options)
+    fast = {n: b.loglikelihood(REQUESTS, lambda: False) for n, b in backends.items()}
+    for row_hf, row_ll in zip(fast["hf"], fast["llamacpp"]):
+        assert row_hf == pytest.approx(row_ll, rel=1e-4, abs=1e-3)  # llama.cpp keeps an f16 KV cache
+    for context, options in REQUESTS:
+        d_hf = hf.score_details(context, options, lambda: False)
+        d_ll = ll.score_details(context, options, lambda: False)
+        assert [d.tokens for d in d_hf] == [d.tokens for d in d_ll] == [len(c) for c in
+                                                                       hf.encode_request(context, options)[1]]
+        assert [d.logprob for d in d_hf] == pytest.approx([d.logprob for d in d_ll], rel=1e-4, abs=1e-3)
+        assert [d.is_greedy for d in d_hf] == [d.is_greedy for d in d_ll]
+    for (context, options), row in zip(REQUESTS, fast["hf"]):
+        assert hf.score(context, options, lambda: False) == pytest.approx(row, abs=1e-4)
+
+
+def _quantized_copy(src, dst):
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text(encoding="utf-8"))
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (dst / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return dst
+
+
+def test_merge_refuses_a_quantized_base(tiny_llama_dir, tiny_lora_dir, tmp_path):
+    from medalpaca_desktop.inference.hf_model import merge_lora
+    from trainer.after import merge_adapter
+
+    base = _quantized_copy(tiny_llama_dir, tmp_path / "base-8bit")
+    with pytest.raises(InferenceError) as err:
+        merge_lora(base, tiny_lora_dir)
+    assert err.value.kind == "unsupported"
+    assert "bitsandbytes 8-bit-quantized weights" in str(err.value) and "full-precision base" in str(err.value)
+    with pytest.raises(InferenceError, match="full-precision base"):
+        merge_adapter(base, tiny_lora_dir, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged-tmp-*"))
+
+
+def test_merge_of_a_full_precision_base_changes_the_weights(tiny_llama_dir, tiny_lora_dir):
+    import torch
+
+    from medalpaca_desktop.inference.hf_model import load_causal_lm, merge_lora
+
+    merged = merge_lora(tiny_llama_dir, tiny_lora_dir)
+    base = load_causal_lm(tiny_llama_dir).model
+    assert not hasattr(merged, "peft_config") and getattr(merged.config, "quantization_config", None) is None
+    changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("proj" in n for n in changed)
+
+
+def test_loader_refuses_pickle_weights(tiny_llama_dir, tmp_path):
+    from medalpaca_desktop.inference.hf_model import load_causal_lm
+
+    folder = shutil.copytree(tiny_llama_dir, tmp_path / "pickled")
+    for f in folder.glob("*.safetensors"):
+        f.rename(f.with_name("pytorch_model.bin"))
+    with pytest.raises(InferenceError) as err:
+        load_causal_lm(folder)
+    assert err.value.kind == "pickle_refused"

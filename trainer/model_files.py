@@ -1,0 +1,61 @@
+"""Where a training run's base model comes from and how saved weights are read back.
+
+Its own module because both the job (trainer/run.py) and the after-training steps
+(trainer/after.py) need them, and neither may import the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medalpaca_desktop.core.events import Progress, Warning
+from trainer.config import TrainConfig
+
+
+def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
+    """An HF folder as is; a GGUF file de-quantized once into the app cache."""
+    base = Path(config.base_model).expanduser()
+    if base.suffix.lower() != ".gguf":
+        return str(base)
+    from medalpaca_desktop.core.paths import cache_dir
+    from trainer.gguf_import import dequantize_gguf_to_hf
+
+    st = base.stat()
+    key = hashlib.sha256(f"{base.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "dequantized" / f"{base.stem}-{key}"
+    emit(Warning(message=f"{base.name} is a quantized GGUF file: it is de-quantized for training, and the "
+                         "result's quality is that of the quantized file, not of the original model.",
+                 extra={"kind": "gguf_base"}))
+    if not (target / "config.json").is_file():
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        emit(Progress(stage="dequantize", message=f"de-quantizing {base.name} into {target}"))
+        dequantize_gguf_to_hf(base, tmp, progress=lambda m: emit(Progress(stage="dequantize", message=m)))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def verify_saved(folder: Path, adapter: bool) -> None:
+    """Read back what was written: the config and every safetensors header."""
+    from safetensors import safe_open
+
+    if adapter:
+        from peft import PeftConfig
+
+        PeftConfig.from_pretrained(str(folder))
+    else:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise OSError(f"no weights were written to {folder}")
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise OSError(f"{f.name} holds no tensors")
