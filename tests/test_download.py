@@ -120,7 +120,7 @@ def test_stopped_download_resumes_with_a_range_request(hub, tiny_llama_dir, tmp_
     while not (part.exists() and part.stat().st_size >= CHUNK) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert part.exists(), "the partial file never appeared"
-    proc.send_signal(signal.SIGINT)  # what JobRunner.stop() sends
+    proc.send_signal(signal.SIGINT)  # what PipeJob.stop() sends
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == ExitCode.STOPPED, err
     done = [e for e in events_of(out) if e.type == "done"]

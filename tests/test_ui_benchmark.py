@@ -16,7 +16,7 @@ from PySide6.QtGui import QGuiApplication
 from bench.datasets import sample_questions_dir
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.core.store import Store
-from medalpaca_desktop.ui.benchmark.run_queue import CRASHED, DONE, STOPPED
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.ui.benchmark.tab import PAGE_QUESTIONS, BenchmarkTab
 
 RUN_MS = 120_000
@@ -37,6 +37,8 @@ def make_tab(qtbot):
 
     yield make
     for tab in tabs:
+        if tab.queue.job is not None:
+            tab.queue.job.kill_now()  # no worker outlives its test
         tab.shutdown()
 
 
@@ -91,7 +93,7 @@ def test_generate_run_on_tiny_gguf_chart_drilldown_exports(qtbot, make_tab, tiny
     texts: list[str] = []
     tab.queue.sig_run_progressed.connect(lambda run: texts.append(tab.queue_view.detail_label.text()))
     (run,) = _run_batch(qtbot, tab, 1)
-    assert run.state == DONE, run.error
+    assert run.state == RunStatus.DONE, run.error
     evals = [p for p in progress if p.stage == "eval"]
     assert evals and evals[-1].current == evals[-1].total == 6
     assert any("acc" in t for t in texts)
@@ -158,7 +160,7 @@ def test_two_models_loglikelihood_compare(qtbot, make_tab, tiny_gguf, tiny_llama
     _configure(qtbot, tab, [tiny_gguf, tiny_llama_dir], MEDQA, preset="lm-eval", limit=8)
     assert len(tab.setup.command_edit.toPlainText().splitlines()) == 2
     runs = _run_batch(qtbot, tab, 2)
-    assert [r.state for r in runs] == [DONE, DONE], [r.error for r in runs]
+    assert [r.state for r in runs] == [RunStatus.DONE, RunStatus.DONE], [r.error for r in runs]
     qtbot.waitUntil(lambda: len(tab.shown) == 2, timeout=5000)
     for run_result, name in zip(tab.shown, tab.names):
         _assert_chart_matches(tab, name, _summary(Path(run_result.run_dir)))
@@ -200,7 +202,7 @@ def test_rescore_history_reopen_and_delete(qtbot, make_tab, tiny_gguf):
     tab = make_tab()
     _configure(qtbot, tab, [tiny_gguf], MEDQA, preset="medalpaca-paper", limit=5)
     (run,) = _run_batch(qtbot, tab, 1)
-    assert run.state == DONE, run.error
+    assert run.state == RunStatus.DONE, run.error
     qtbot.waitUntil(lambda: len(tab.shown) == 1 and tab.shown[0].complete, timeout=5000)
     before = _summary(run.run_dir)
     assert before["rule"] == "paper"
@@ -249,7 +251,7 @@ def test_stop_then_kill_then_resume_scores_every_question_once(qtbot, make_tab, 
             if action["do"] == "stop":
                 qtbot.mouseClick(tab.queue_view.stop_button, Qt.MouseButton.LeftButton)
             else:
-                os.kill(tab.queue.runner.pid(), signal.SIGKILL)
+                os.kill(tab.queue.job.pid(), signal.SIGKILL)
 
     tab.queue.sig_item_scored.connect(on_item)
     finished: list = []
@@ -257,7 +259,7 @@ def test_stop_then_kill_then_resume_scores_every_question_once(qtbot, make_tab, 
     assert tab.setup.request_runs()
     qtbot.waitUntil(lambda: len(finished) == 1, timeout=RUN_MS)
     run = finished[0]
-    assert run.state == STOPPED, run.error
+    assert run.state == RunStatus.STOPPED, run.error
     summary = _summary(run.run_dir)
     assert not summary["complete"] and 1 <= summary["n_scored"] < 5
     tab.history.list.setCurrentRow(0)
@@ -268,10 +270,11 @@ def test_stop_then_kill_then_resume_scores_every_question_once(qtbot, make_tab, 
     action.update(at=len(scored) + 1, do="kill")
     qtbot.mouseClick(tab.history.resume_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=RUN_MS)
-    assert finished[1].state == CRASHED
+    assert finished[1].state == RunStatus.CRASHED
     assert "crashed (resumable)" in tab.queue_view.list.item(1).text()
     row = tab.history.rows()[0]
-    assert row["display_status"] == "crashed" and row["error"].startswith("crashed: ")
+    assert row["display_status"] == "crashed" and row["status"] == "crashed"  # stored, not an error prefix
+    assert "killed by a signal" in row["error"] and not row["error"].startswith("crashed")
     assert "crashed" in tab.history.list.item(0).text()
     tab.history.list.setCurrentRow(0)
     assert tab.history.resume_button.isEnabled()
@@ -280,7 +283,7 @@ def test_stop_then_kill_then_resume_scores_every_question_once(qtbot, make_tab, 
 
     qtbot.mouseClick(tab.history.resume_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(finished) == 3, timeout=RUN_MS)
-    assert finished[2].state == DONE, finished[2].error
+    assert finished[2].state == RunStatus.DONE, finished[2].error
     ids = [it["id"] for it in _items(run.run_dir)]
     assert len(ids) == len(set(ids)) == 5
     assert tab.history.rows()[0]["display_status"] == "done"
@@ -336,3 +339,69 @@ def test_run_pressed_while_the_questions_are_read_starts_once_they_are_checked(q
     assert config.data == str(MEDQA) and config.model == str(tiny_gguf)
     tab.queue.stop_all()
     qtbot.waitUntil(lambda: not tab.queue.is_busy(), timeout=30_000)
+
+
+def test_a_benchmark_left_running_survives_closing_and_reopening_the_app(qtbot, demo_gguf, monkeypatch):
+    """Close asks stop / leave / cancel; a benchmark left running is attached again by the next window."""
+    from helpers.ui_support import NO_GPU_REPORT, fake_probe_command
+    from medalpaca_desktop.ui.benchmark.run_queue import bench_is_running
+    from medalpaca_desktop.ui.devices import DeviceProbe
+    from medalpaca_desktop.ui.main_window import MainWindow
+
+    pids: list[int] = []
+
+    def make_window() -> MainWindow:
+        probe = DeviceProbe(command=fake_probe_command(NO_GPU_REPORT))
+        window = MainWindow(device_probe=probe)
+        probe.setParent(window)
+        qtbot.addWidget(window)
+        return window
+
+    answers = ["cancel", "leave", "stop"]
+    asked: list = []
+    monkeypatch.setattr(MainWindow, "ask_about_active_runs",
+                        lambda self, count: asked.append((count, self.active_jobs_text())) or answers.pop(0))
+    try:
+        window = make_window()
+        tab = window.benchmark_tab
+        _configure(qtbot, tab, [demo_gguf], USMLE, preset="medalpaca-paper", limit=40)  # ~1 s a question
+        scored: list = []
+        tab.queue.sig_item_scored.connect(lambda _run, item: scored.append(item))
+        assert tab.setup.request_runs()
+        qtbot.waitUntil(lambda: len(scored) >= 1, timeout=RUN_MS)
+        run_dir, pid = tab.queue.current.run_dir, tab.queue.job.pid()
+        pids.append(pid)
+        with Store() as store:  # the GUI wrote the worker's pid and start into its row when it launched it
+            row = store.eval_run_by_dir(str(run_dir.resolve()))
+        assert row["status"] == "running" and row["pid"] == pid and row["started_at"] is not None
+
+        window.show()
+        assert not window.close() and window.isVisible() and tab.queue.is_busy()  # cancel: nothing happens
+        assert window.close() and not window.isVisible()  # leave running: it scores on without the window
+        assert asked == [(1, "1 benchmark is still running.")] * 2
+        assert bench_is_running(pid)
+        seen = len(_items(run_dir))
+
+        window2 = make_window()  # the next start follows it: same worker, new questions as they come
+        tab2 = window2.benchmark_tab
+        assert tab2.queue.is_busy() and tab2.queue.job.pid() == pid
+        assert tab2.history.rows()[0]["display_status"] == "running"
+        later: list = []
+        tab2.queue.sig_item_scored.connect(lambda _run, item: later.append(item))
+        qtbot.waitUntil(lambda: len(later) >= 1, timeout=RUN_MS)
+        assert all(item["id"] not in {it["id"] for it in _items(run_dir)[:seen]} for item in later)
+
+        finished: list = []
+        tab2.queue.sig_run_finished.connect(finished.append)
+        window2.show()
+        assert window2.close()  # "stop": the worker finishes the question and writes a partial summary
+        qtbot.waitUntil(lambda: not bench_is_running(pid), timeout=RUN_MS)
+        with Store() as store:
+            row = store.eval_run_by_dir(str(run_dir.resolve()))
+        assert row["status"] == "stopped", row
+        summary = _summary(run_dir)
+        assert not summary["complete"] and summary["n_scored"] >= seen + 1
+    finally:
+        for pid in pids:
+            if bench_is_running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -175,7 +175,7 @@ def _db_run(store: Store, status: str, *, with_folder: bool = True, error: str |
 def test_history_states_crash_marking_and_database_fallback(qtbot):
     with Store() as store:
         dead = _db_run(store, "running")  # the app (and its worker) died mid-run
-        crashed = _db_run(store, "failed", error="crashed: The job was killed by a signal.")
+        crashed = _db_run(store, "crashed", error="The benchmark was killed by a signal.")
         bad = _db_run(store, "failed", error="model: not a GGUF file", scored=False)  # refused before scoring
         late = _db_run(store, "failed", error="InferenceError: llama_decode returned 2")  # failed mid-run
         done = _db_run(store, "done", with_folder=False)

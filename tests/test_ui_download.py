@@ -1,4 +1,4 @@
-"""The Download dialog drives the real worker through a JobRunner, against the local hub imitation."""
+"""The Download dialog drives the real worker through a PipeJob, against the local hub imitation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hub_server import HubServer
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub import repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry
-from medalpaca_desktop.ui.job_runner import JobStatus
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.ui.models.download_dialog import ONLINE_NOTE, DownloadDialog
 from medalpaca_desktop.ui.models.manager import ModelManager
 from medalpaca_desktop.ui.settings_store import SettingsStore
@@ -112,7 +112,7 @@ def test_cancel_keeps_the_partial_file_and_download_resumes(qtbot, hub, manager,
         qtbot.waitUntil(lambda: "%" in dialog.status_label.text(), timeout=JOB_MS)
         assert 0 < dialog.progress_bar.value() < dialog.progress_bar.maximum()
         dialog.cancel_button.click()
-    assert finished.args[0].status == JobStatus.STOPPED
+    assert finished.args[0].status == RunStatus.STOPPED
     assert "partial file is kept" in dialog.status_label.text()
     kept = max(p.stat().st_size for p in part_dir.glob("*.part"))
 

@@ -1,7 +1,7 @@
 """The Fine-tune tab with real trainer processes on the tiny LLaMA (CPU), offscreen.
 
 Launch → points on the loss chart → stop (checkpoint) → resume → done; a crashed worker is
-marked failed and resumes; a finished run is redrawn from events.jsonl by a fresh tab; a run
+marked crashed and resumes; a finished run is redrawn from events.jsonl by a fresh tab; a run
 left running is picked up by a fresh tab; the main window opens the result in the chat tab
 and asks before closing over a running fine-tune. Runs are a few steps with short examples.
 """
@@ -26,8 +26,10 @@ from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Metric, read_events_file
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.devices import DeviceProbe
-from medalpaca_desktop.ui.finetune.run_session import RunSession, decide_outcome, last_checkpoint, pid_is_running
+from medalpaca_desktop.core.jobs import RunStatus
+from medalpaca_desktop.ui.finetune.runs import attempt_summary, last_checkpoint, trainer_is_running
 from medalpaca_desktop.ui.finetune.tab import FinetuneTab
+from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome
 from medalpaca_desktop.ui.main_window import TAB_CHAT, TAB_FINETUNE, MainWindow
 from trainer.config import TrainConfig
 
@@ -65,7 +67,7 @@ def set_max_steps(run_dir: Path, steps: int) -> None:
 
 
 def kill_group(pid: int | None) -> None:
-    if pid and pid_is_running(pid):
+    if pid and trainer_is_running(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
@@ -84,7 +86,7 @@ def make_tab(qtbot):
 
     yield make
     for tab in tabs:
-        pids = [s.pid for s in tab.sessions.values() if s.is_running()]
+        pids = [s.pid() for s in tab.jobs.values() if s.is_running()]
         tab.shutdown()
         for pid in pids:
             kill_group(pid)
@@ -94,28 +96,46 @@ def loss_steps(tab: FinetuneTab) -> list[float]:
     return [x for x, _ in tab.monitor.loss_chart.drawn_points("loss")]
 
 
-def wait_finished(qtbot, session: RunSession) -> tuple[str, str]:
-    qtbot.waitUntil(lambda: session.outcome is not None, timeout=RUN_MS)
-    return session.outcome
+def wait_finished(qtbot, job: DetachedJob) -> tuple[str, str]:
+    """(status, the sentence the tab shows) once the current attempt has ended."""
+    qtbot.waitUntil(lambda: job.outcome.finished, timeout=RUN_MS)
+    return job.outcome.status.value, attempt_summary(job.outcome, [e for e in job.events if job.in_attempt(e)])
 
 
 # --------------------------------------------------------------------------- pure parts
 
 
-def test_outcome_is_read_from_the_attempts_events():
-    from medalpaca_desktop.core.events import Done, Error
+def test_how_an_attempt_ended_is_said_in_one_sentence():
+    from medalpaca_desktop.core.events import Done
 
-    assert decide_outcome([Done(ok=True, data={"steps": 4, "train_loss": 1.5})], 0, False, [])[0] == "done"
-    assert decide_outcome([Done(ok=False, stopped=True)], 130, True, []) == \
-        ("stopped", "Stopped with a checkpoint; Resume continues from it.")
-    status, text = decide_outcome([Error(message="training data: bad.jsonl line 3: not JSON"), Done(ok=False)],
-                                  1, False, [])
-    assert status == "failed" and "bad.jsonl line 3" in text
-    status, text = decide_outcome([], None, False, ["Traceback (most recent call last):", "  boom", ""])
-    assert status == "failed" and "was killed" in text and "boom" in text
-    assert decide_outcome([], 2, False, ["error: max_steps: -1 is below the minimum 0"]) == \
-        ("failed", "max_steps: -1 is below the minimum 0")
-    assert decide_outcome([Metric(step=7, values={"loss": 2.0})], None, True, [])[0] == "stopped"
+    done = Done(ok=True, data={"steps": 4, "train_loss": 1.5})
+    assert attempt_summary(JobOutcome(status=RunStatus.DONE, done=done), [done]) == \
+        "Finished after 4 steps. Final training loss 1.5000."
+    stopped = Done(ok=False, stopped=True)
+    assert attempt_summary(JobOutcome(status=RunStatus.STOPPED, done=stopped), [stopped]) == \
+        "Stopped with a checkpoint; Resume continues from it."
+    metric = Metric(step=7, values={"loss": 2.0})
+    assert attempt_summary(JobOutcome(status=RunStatus.STOPPED), [metric]) == \
+        "Stopped at step 7; Resume continues from the last saved checkpoint."
+    failed = JobOutcome(status=RunStatus.FAILED, message="training data: bad.jsonl line 3: not JSON")
+    assert attempt_summary(failed, []) == failed.message
+
+
+def _trainer_like(qtbot, run_dir: Path, code: str) -> JobOutcome:
+    job = DetachedJob(run_dir, marker="python", name="the trainer")
+    with qtbot.waitSignal(job.sig_finished, timeout=RUN_MS) as blocker:
+        job.start([sys.executable, "-c", code])
+    return blocker.args[0]
+
+
+def test_a_trainer_that_ends_without_done_failed_or_crashed(qtbot, tmp_path):
+    """Exit 2 with its reason on the last log line is a refusal; a traceback and an odd exit, a crash."""
+    outcome = _trainer_like(qtbot, tmp_path / "a", "import sys; print('error: max_steps: -1 is below the minimum 0',"
+                                                   " file=sys.stderr); sys.exit(2)")
+    assert (outcome.status, outcome.message) == (RunStatus.FAILED, "max_steps: -1 is below the minimum 0")
+    outcome = _trainer_like(qtbot, tmp_path / "b", "import os, sys; print('Traceback (most recent call last):\\n"
+                                                   "  boom', file=sys.stderr, flush=True); os._exit(139)")
+    assert outcome.status == RunStatus.CRASHED and "exit code 139" in outcome.message and "boom" in outcome.message
 
 
 def test_a_bad_config_is_refused_with_a_message(qtbot, make_tab, tmp_path):
@@ -145,8 +165,8 @@ def test_launch_stop_resume_done_and_redraw(qtbot, make_tab, tiny_llama_dir, tmp
     config = write_config(tiny_llama_dir, run_dir, max_steps=100_000, save_steps=100_000, eval_steps=5)
     run_id = tab.launch(str(config))
     assert run_id is not None and tab.stack.currentWidget() is tab.monitor
-    session = tab.sessions[run_id]
-    assert tab.store.training_runs()[0]["status"] == "running" and tab.store.training_runs()[0]["pid"] == session.pid
+    session = tab.jobs[run_id]
+    assert tab.store.training_runs()[0]["status"] == "running" and tab.store.training_runs()[0]["pid"] == session.pid()
     # points arrive on the loss chart while the trainer runs
     qtbot.waitUntil(lambda: len(loss_steps(tab)) >= 3, timeout=RUN_MS)
     assert tab.monitor.stop_button.isEnabled() and not tab.monitor.resume_button.isEnabled()
@@ -180,7 +200,7 @@ def test_launch_stop_resume_done_and_redraw(qtbot, make_tab, tiny_llama_dir, tmp
 
     # a fresh tab (the next app start) redraws the finished run from its events.jsonl
     tab2 = make_tab()
-    assert tab2.monitor.run_id() == run_id and not tab2.sessions
+    assert tab2.monitor.run_id() == run_id and not tab2.jobs
     metric_losses = [(e.step, e.values["loss"]) for e in read_events_file(run_dir / "events.jsonl")
                      if isinstance(e, Metric) and "loss" in e.values]
     assert tab2.monitor.loss_chart.drawn_points("loss") == [(float(s), pytest.approx(v)) for s, v in metric_losses]
@@ -188,24 +208,24 @@ def test_launch_stop_resume_done_and_redraw(qtbot, make_tab, tiny_llama_dir, tmp
     assert "checkpoint at step" in tab2.monitor.log_view.toPlainText()
 
 
-def test_a_crashed_worker_is_failed_and_resumes(qtbot, make_tab, tiny_llama_dir, tmp_path):
+def test_a_crashed_worker_is_crashed_and_resumes(qtbot, make_tab, tiny_llama_dir, tmp_path):
     tab = make_tab()
     saved = write_config(tiny_llama_dir, tmp_path / "elsewhere", max_steps=100_000, save_steps=2)
     run_id = tab.launch_saved_config(saved)  # "Run a saved config…": a fresh folder under the runs folder
     run_dir = Path(tab.store.training_runs()[0]["run_dir"])
     assert run_dir.parent == paths.runs_dir() and run_dir.name.endswith("-tiny_llama0-lora")
     assert TrainConfig.load(run_dir / "config.yaml").output_dir == str(run_dir)
-    session = tab.sessions[run_id]
+    session = tab.jobs[run_id]
     qtbot.waitUntil(lambda: last_checkpoint(run_dir) is not None and len(loss_steps(tab)) >= 3, timeout=RUN_MS)
-    os.kill(session.pid, signal.SIGKILL)
+    os.kill(session.pid(), signal.SIGKILL)
     status, message = wait_finished(qtbot, session)
-    assert status == "failed" and "killed" in message
+    assert status == "crashed" and "killed" in message
     row = tab.store.training_runs()[0]
-    assert row["status"] == "failed" and row["error"] == message
-    assert tab.monitor.banner.isVisibleTo(tab) and "The run failed" in tab.monitor.banner.text()
+    assert row["status"] == "crashed" and row["error"] == message  # the status column says it, not a prefix
+    assert tab.monitor.banner.isVisibleTo(tab) and "The run crashed" in tab.monitor.banner.text()
     step, _ = last_checkpoint(run_dir)
     assert tab.monitor.resume_button.isEnabled() and f"step {step}" in tab.monitor.resume_button.text()
-    assert tab.table_model.data(tab.table_model.index(0, 1)) == "failed"
+    assert tab.table_model.data(tab.table_model.index(0, 1)) == "crashed"
     assert tab.table_model.data(tab.table_model.index(0, 1), Qt.ItemDataRole.ToolTipRole) == message
 
     set_max_steps(run_dir, step + 2)
@@ -221,13 +241,13 @@ def test_bad_data_fails_with_the_file_and_line(qtbot, make_tab, tiny_llama_dir, 
     tab = make_tab()
     tab.wizard.sig_launch_requested.emit(str(write_config(tiny_llama_dir, tmp_path / "run", data=[str(data)])))
     run_id = tab.store.training_runs()[0]["id"]
-    status, message = wait_finished(qtbot, tab.sessions[run_id])
+    status, message = wait_finished(qtbot, tab.jobs[run_id])
     assert status == "failed" and "broken.jsonl" in message and "2" in message
     assert message in tab.monitor.banner.text() or message.split(":")[0] in tab.monitor.banner.text()
     assert "[error]" in tab.monitor.log_view.toPlainText()
 
 
-def test_a_dead_running_row_is_marked_failed_on_start(qtbot, make_tab, tmp_path):
+def test_a_dead_running_row_is_marked_crashed_on_start(qtbot, make_tab, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     run_dir = tmp_path / "gone"
@@ -239,7 +259,7 @@ def test_a_dead_running_row_is_marked_failed_on_start(qtbot, make_tab, tmp_path)
         store.update_training_run(run_id, status="running", pid=proc.pid, started_at=time.time() - 60)
     tab = make_tab()
     row = tab.store.training_runs()[0]
-    assert row["status"] == "failed" and "Segmentation fault" in row["error"]
+    assert row["status"] == "crashed" and "Segmentation fault" in row["error"]
     assert tab.monitor.resume_button.isEnabled() and tab.monitor.resume_button.text() == "Resume"
 
 
@@ -258,7 +278,7 @@ def make_window(qtbot) -> MainWindow:
 def window(qtbot):
     window = make_window(qtbot)
     yield window
-    pids = [s.pid for s in window.finetune_tab.sessions.values() if s.is_running()]
+    pids = [s.pid() for s in window.finetune_tab.jobs.values() if s.is_running()]
     window.shutdown()
     for pid in pids:
         kill_group(pid)
@@ -268,7 +288,7 @@ def test_main_window_chats_with_the_result(qtbot, window, tiny_llama_dir, tmp_pa
     assert window.tabs.widget(TAB_FINETUNE) is window.finetune_tab
     run_dir = tmp_path / "run"
     run_id = window.finetune_tab.launch(str(write_config(tiny_llama_dir, run_dir, max_steps=2, val_split=0.0)))
-    assert wait_finished(qtbot, window.finetune_tab.sessions[run_id])[0] == "done"
+    assert wait_finished(qtbot, window.finetune_tab.jobs[run_id])[0] == "done"
     with qtbot.waitSignal(window.chat_tab.session.host.sig_model_loaded, timeout=RUN_MS) as blocker:
         qtbot.mouseClick(window.finetune_tab.monitor.chat_button, Qt.MouseButton.LeftButton)
         assert window.tabs.currentIndex() == TAB_CHAT
@@ -285,8 +305,8 @@ def test_closing_over_a_run_asks_and_a_run_left_running_is_picked_up(qtbot, wind
                                                                        monkeypatch):
     tab = window.finetune_tab
     run_id = tab.launch(str(write_config(tiny_llama_dir, tmp_path / "run", max_steps=100_000, save_steps=100_000)))
-    session = tab.sessions[run_id]
-    pid = session.pid
+    session = tab.jobs[run_id]
+    pid = session.pid()
     qtbot.waitUntil(lambda: len(loss_steps(tab)) >= 2, timeout=RUN_MS)
     answers = ["cancel", "leave"]
     asked: list[int] = []
@@ -295,12 +315,12 @@ def test_closing_over_a_run_asks_and_a_run_left_running_is_picked_up(qtbot, wind
     assert not window.close() and window.isVisible() and session.is_running()  # cancel: nothing happens
     assert window.close() and not window.isVisible()  # leave running: it trains on without the window
     assert asked == [1, 1]
-    assert pid_is_running(pid) and tab.store.training_runs()[0]["status"] == "running"
+    assert trainer_is_running(pid) and tab.store.training_runs()[0]["status"] == "running"
 
     # the next start picks it up: its history from events.jsonl, then new points as they come
     window2 = make_window(qtbot)
     tab2 = window2.finetune_tab
-    session2 = tab2.sessions[run_id]
+    session2 = tab2.jobs[run_id]
     assert session2.is_running() and tab2.monitor.run_id() == run_id and tab2.monitor.stop_button.isEnabled()
     seen = len(loss_steps(tab2))
     assert seen >= 2
@@ -309,7 +329,7 @@ def test_closing_over_a_run_asks_and_a_run_left_running_is_picked_up(qtbot, wind
     answers.append("stop")
     window2.show()
     assert window2.close()
-    qtbot.waitUntil(lambda: not pid_is_running(pid), timeout=RUN_MS)
+    qtbot.waitUntil(lambda: not trainer_is_running(pid), timeout=RUN_MS)
     tab3 = FinetuneTab(store=Store())  # and the start after that records how it ended
     qtbot.addWidget(tab3)
     row = tab3.store.training_runs()[0]

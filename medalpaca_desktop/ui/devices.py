@@ -1,6 +1,6 @@
 """What compute this machine has, asked of a subprocess (the probe imports torch).
 
-`medalpaca devices --json` runs through a JobRunner; the GUI only parses its
+`medalpaca devices --json` runs through a PipeJob; the GUI only parses its
 JSON into core.devices.DeviceReport. A missing or failing probe is a message,
 never an error dialog: the app works on the CPU either way.
 """
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from medalpaca_desktop.core.devices import DeviceReport
 from medalpaca_desktop.core.model_info import format_size
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 NO_GPU_TEXT = "No CUDA GPU found: training and chat run on the CPU (slower)"
 
@@ -55,7 +55,7 @@ class DeviceProbe(QObject):
         self._command = command or probe_command()
         self.report: DeviceReport | None = None
         self.error: str | None = None
-        self.runner = JobRunner(self, collect_output=True)
+        self.runner = PipeJob(self, collect_output=True)
         self.runner.sig_finished.connect(self._on_runner_finished)
 
     def is_running(self) -> bool:
@@ -72,7 +72,7 @@ class DeviceProbe(QObject):
     @Slot(object)
     def _on_runner_finished(self, outcome: JobOutcome) -> None:
         if not outcome.ok:
-            self._fail(outcome.error_message or f"the devices check {outcome.status.value}")
+            self._fail(outcome.message or f"the devices check {outcome.status.value}")
             return
         try:
             report = DeviceReport.from_dict(json.loads(outcome.output))

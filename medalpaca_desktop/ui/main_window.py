@@ -201,27 +201,41 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentIndex(tab)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt name
-        active = self.finetune_tab.active_runs()
-        if active:
-            choice = self.ask_about_active_runs(len(active))
+        count = len(self.finetune_tab.active_runs()) + len(self.benchmark_tab.active_runs())
+        if count:
+            choice = self.ask_about_active_runs(count)
             if choice == "cancel":
                 event.ignore()
                 return
             if choice == "stop":
                 self.finetune_tab.stop_all()
+                self.benchmark_tab.stop_all()
         if self._qsettings is not None:
             self._qsettings.setValue("main_window/geometry", self.saveGeometry())
             self._qsettings.setValue("main_window/tab", self.tabs.currentIndex())
         self.shutdown()
         super().closeEvent(event)
 
+    def active_jobs_text(self) -> str:
+        """"1 fine-tune and 1 benchmark are still running.": what runs on without the window."""
+        parts = []
+        for count, noun in ((len(self.finetune_tab.active_runs()), "fine-tune"),
+                            (len(self.benchmark_tab.active_runs()), "benchmark")):
+            if count:
+                parts.append(f"{count} {noun}{'s' if count > 1 else ''}")
+        total = len(self.finetune_tab.active_runs()) + len(self.benchmark_tab.active_runs())
+        return f"{' and '.join(parts)} {'are' if total > 1 else 'is'} still running."
+
     def ask_about_active_runs(self, count: int) -> str:
-        """"stop" (with a checkpoint), "leave" (running; picked up on the next start) or "cancel"."""
-        box = QMessageBox(QMessageBox.Icon.Question, "Fine-tune running",
-                          f"{count} fine-tune{'s are' if count > 1 else ' is'} still running.", parent=self)
-        box.setInformativeText("Stop saves a checkpoint first, so you can resume later. A run left running "
-                               "keeps training without the window and is shown again when the app starts.")
-        stop = box.addButton("Stop with checkpoint", QMessageBox.ButtonRole.DestructiveRole)
+        """"stop" (fine-tunes with a checkpoint, benchmarks with a partial summary), "leave" (running;
+        picked up on the next start) or "cancel"; `count` jobs run."""
+        title = "Fine-tune running" if not self.benchmark_tab.active_runs() else \
+            "Benchmark running" if not self.finetune_tab.active_runs() else "Jobs running"
+        box = QMessageBox(QMessageBox.Icon.Question, title, self.active_jobs_text(), parent=self)
+        box.setInformativeText("Stop saves what was done first (a fine-tune's checkpoint, a benchmark's scored "
+                               "questions), so you can resume later. A job left running goes on without the "
+                               "window and is shown again when the app starts.")
+        stop = box.addButton("Stop and save", QMessageBox.ButtonRole.DestructiveRole)
         leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
         cancel = box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(leave)
@@ -233,7 +247,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """End child processes and background tasks (closing, quitting, tests).
 
-        Fine-tunes are not child processes: they keep running and are picked up on the next start.
+        Fine-tunes and benchmarks are not child processes: they keep running and are picked up on
+        the next start (unless they were asked to stop, then they finish stopping on their own).
         """
         self.device_probe.shutdown()
         self.chat_tab.shutdown()

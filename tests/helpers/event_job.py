@@ -1,7 +1,8 @@
-"""A tiny worker for JobRunner tests: `python event_job.py MODE [N]`.
+"""A tiny worker for the GUI job tests: `python event_job.py MODE [N]`.
 
 Modes: ok, tokens N, error, crash_exit, crash_kill, graceful, ignore_sigint,
-ignore_all, requests, plain_output. Each emits `started` once its signal
+ignore_all, requests, plain_output. With EVENT_JOB_LOG set, events are also appended to
+that file (a run folder's events.jsonl, as the detached workers do). Each emits `started` once its signal
 handlers are in place, so a test may stop it as soon as that event arrives.
 """
 
@@ -26,7 +27,7 @@ def main() -> int:
     if mode == "plain_output":  # a command that prints one JSON document, like `devices --json`
         print(json.dumps({"answer": 42, "lines": ["a", "b"]}, indent=2))
         return 0
-    events = EventWriter.claim_stdout()
+    events = EventWriter.claim_stdout(os.environ.get("EVENT_JOB_LOG") or None)
     if mode == "ok":
         events.emit(Started(job="ok"))
         print("a stray print from a library")  # lands on stderr after claim_stdout
@@ -53,7 +54,7 @@ def main() -> int:
     if mode == "crash_exit":
         events.emit(Started(job="crash_exit"))
         print("about to fail hard", file=sys.stderr, flush=True)
-        os._exit(3)
+        os._exit(7)  # no ExitCode: a foreign status, as a native crash gives
     if mode == "crash_kill":
         events.emit(Started(job="crash_kill"))
         print("killing myself", file=sys.stderr, flush=True)

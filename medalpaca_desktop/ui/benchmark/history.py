@@ -1,8 +1,8 @@
 """Every past eval run from the database: tick runs to show them, resume a crashed one, delete one.
 
-A row the database still calls "running" while no job of this app runs it is a run
-whose worker died (a crash, a killed app): it is marked crashed, and resumable when
-its folder still holds the config.
+A row the database still calls "running" whose worker is gone (a crash, a killed machine)
+and that no job of this app runs is shown as crashed, and resumable when its folder still
+holds the config; the worker (or the queue, when the worker could not) stores `crashed` itself.
 """
 
 from __future__ import annotations
@@ -26,35 +26,35 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.benchmark.palette import percent
+from medalpaca_desktop.ui.benchmark.run_queue import bench_is_running
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
-RESUMABLE = ("stopped", "crashed")
 
 
-def display_status(row: dict[str, Any], live_dirs: set[str]) -> str:
-    """The database status, with 'crashed' for a 'running' row that nothing runs."""
-    status = str(row.get("status") or "created")
-    if status in ("running", "created") and (row.get("run_dir") or "") not in live_dirs:
-        return "crashed"
-    if status == "failed" and str(row.get("error") or "").lower().startswith("crashed"):
-        return "crashed"
+def display_status(row: dict[str, Any], live_dirs: set[str]) -> RunStatus:
+    """The database status, with `crashed` for a running (or never started) row whose worker is gone."""
+    status = RunStatus(row.get("status") or RunStatus.CREATED.value)
+    if status in (RunStatus.RUNNING, RunStatus.CREATED) and (row.get("run_dir") or "") not in live_dirs \
+            and not bench_is_running(row.get("pid")):
+        return RunStatus.CRASHED
     return status
 
 
-def is_resumable(row: dict[str, Any], status: str) -> bool:
+def is_resumable(row: dict[str, Any], status: RunStatus) -> bool:
     """Stopped and crashed runs; a failed one too when it had scored questions (the failure came later)."""
     run_dir = Path(row.get("run_dir") or "")
     if not row.get("run_dir") or not (run_dir / "config.yaml").is_file():
         return False
-    if status == "failed":
+    if status == RunStatus.FAILED:
         items = run_dir / "items.jsonl"
         return items.is_file() and items.stat().st_size > 0
-    return status in RESUMABLE
+    return status in (RunStatus.STOPPED, RunStatus.CRASHED)
 
 
-def row_text(row: dict[str, Any], status: str) -> str:
+def row_text(row: dict[str, Any], status: RunStatus) -> str:
     when = dt.datetime.fromtimestamp(float(row.get("created_at") or 0)).strftime("%Y-%m-%d %H:%M")
     mode = {"generate": "generate", "loglikelihood": "log-likelihood"}.get(row.get("scoring") or "", "")
     dataset = Path(row.get("dataset") or "").name
@@ -62,7 +62,7 @@ def row_text(row: dict[str, Any], status: str) -> str:
     head = " · ".join(p for p in (row.get("model_label") or row.get("name"), mode) if p)
     tail = " · ".join(p for p in (dataset, f"{row['n_items']} questions" if row.get("n_items") else "",
                                   accuracy, when) if p)
-    flag = "" if status == "done" else f"  [{status}{', resumable' if is_resumable(row, status) else ''}]"
+    flag = "" if status == RunStatus.DONE else f"  [{status.value}{', resumable' if is_resumable(row, status) else ''}]"
     return f"{head}{flag}\n{tail}"
 
 
@@ -131,7 +131,7 @@ class HistoryPanel(QWidget):
             item.setData(ROW_ROLE, {**row, "display_status": status})
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if row["id"] in keep else Qt.CheckState.Unchecked)
-            if status == "crashed":
+            if status == RunStatus.CRASHED:
                 item.setForeground(QColor("#b3261e"))
             if row.get("error"):
                 item.setToolTip(str(row["error"]))

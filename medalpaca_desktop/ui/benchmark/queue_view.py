@@ -15,22 +15,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
-from medalpaca_desktop.ui.benchmark.run_queue import (
-    CANCELLED,
-    CRASHED,
-    DONE,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    STOPPED,
-    BenchQueue,
-    QueuedRun,
-)
+from medalpaca_desktop.ui.benchmark.run_queue import BenchQueue, QueuedRun
 
-STATE_TEXT = {QUEUED: "waiting", RUNNING: "running", DONE: "done", STOPPED: "stopped (resumable)",
-              FAILED: "failed", CRASHED: "crashed (resumable)", CANCELLED: "cancelled"}
-STATE_COLOR = {FAILED: "#b3261e", CRASHED: "#b3261e", STOPPED: "#8a6d00", DONE: "#1b7a3a"}
+STATE_TEXT = {RunStatus.QUEUED: "waiting", RunStatus.RUNNING: "running", RunStatus.DONE: "done",
+              RunStatus.STOPPED: "stopped (resumable)", RunStatus.FAILED: "failed",
+              RunStatus.CRASHED: "crashed (resumable)", RunStatus.CANCELLED: "cancelled"}
+STATE_COLOR = {RunStatus.FAILED: "#b3261e", RunStatus.CRASHED: "#b3261e", RunStatus.STOPPED: "#8a6d00",
+               RunStatus.DONE: "#1b7a3a"}
 
 
 def progress_text(run: QueuedRun) -> str:
@@ -96,7 +89,7 @@ class QueueView(QWidget):
         self.list.clear()
         for run in self.queue.runs:
             text = f"{run.label} · {run.config.mode} — {STATE_TEXT.get(run.state, run.state)}"
-            if run.state in (FAILED, CRASHED) and run.error:
+            if run.state in (RunStatus.FAILED, RunStatus.CRASHED) and run.error:
                 text += f": {run.error.splitlines()[0][:160]}"
             item = QListWidgetItem(text)
             item.setToolTip(run.error or str(run.run_dir))
@@ -117,7 +110,7 @@ class QueueView(QWidget):
                                     "Stop the running benchmark after the current question; it can be resumed "
                                     "from the History")
         self.stop_all_button.setEnabled(busy or waiting > 0)
-        self.clear_button.setEnabled(any(r.state not in (QUEUED, RUNNING) for r in self.queue.runs))
+        self.clear_button.setEnabled(any(not r.state.is_active for r in self.queue.runs))
         self.progress_bar.setVisible(busy)
         if busy:
             assert current is not None
@@ -137,10 +130,7 @@ class QueueView(QWidget):
 
     @Slot()
     def _on_stop_button_clicked(self) -> None:
-        if self.queue.stopping:
-            self.queue.force_stop()
-        else:
-            self.queue.stop_current()
+        self.queue.stop_current()  # a second press, while it stops, ends the worker now
 
     @Slot(object)
     def _on_queue_run_progressed(self, run: QueuedRun) -> None:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidg
 from bench.config import RULES
 
 from medalpaca_desktop.ui.benchmark.runs import BenchRun
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 
 def rescore_command(run_dir: str, rule: str) -> list[str]:
@@ -30,7 +30,7 @@ class RescoreBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runs: list[BenchRun] = []
-        self.runner = JobRunner(self, collect_output=True)
+        self.runner = PipeJob(self, collect_output=True)
         self.runner.sig_finished.connect(self._on_runner_finished)
         self._run_dir = ""
         self.run_combo = QComboBox()
@@ -99,7 +99,7 @@ class RescoreBar(QWidget):
             self.sig_rescored.emit(self._run_dir)
         else:
             tail = next((ln for ln in reversed(outcome.stderr_tail) if ln.strip()), "")
-            message = tail or outcome.error_message or "re-scoring failed"
+            message = tail or outcome.message or "re-scoring failed"
             self.status_label.setText("Re-scoring failed.")
             self.status_label.setToolTip(message)
             self.sig_failed.emit(message)

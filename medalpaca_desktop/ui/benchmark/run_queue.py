@@ -1,9 +1,12 @@
-"""Benchmark runs one after another, each a `python -m bench run CFG` worker process.
+"""Benchmark runs one after another, each a detached `python -m bench run CFG` worker.
 
-The queue writes each run's config.yaml, starts the command through JobRunner,
-turns its events into signals (progress with running accuracy and ETA, one row per
-scored question) and, when a worker dies without a word (killed, out of memory, a
-native crash), marks its database row as crashed so the History offers to resume it.
+The queue writes each run's config.yaml and its eval_runs row (with the worker's pid and
+start time), starts the worker in its own process session (ui/jobs/detached.py) and turns
+the events the worker appends to RUN_DIR/events.jsonl into signals (progress with running
+accuracy and ETA, one row per scored question). A benchmark outlives the window when the
+user leaves it running, and `reattach` follows it again at the next start. When a worker
+dies without a word (killed, out of memory, a native crash) its row is marked crashed, so
+the History offers to resume it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from bench.config import BenchConfig, bench_command
+from bench.config import BenchConfig, ConfigError, bench_command
 
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.store import Store
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner, JobStatus
+from medalpaca_desktop.ui.jobs import DetachedJob, JobError, JobOutcome, end_fields, pid_is_running
 
-QUEUED, RUNNING, DONE, STOPPED, FAILED, CRASHED, CANCELLED = (
-    "queued", "running", "done", "stopped", "failed", "crashed", "cancelled")
-CRASH_PREFIX = "crashed: "
+BENCH_MARKER = "bench"  # in the worker's command line: tells its pid from a reused one
 STOP_GRACE_S = 180.0
+
+
+def bench_is_running(pid: int | None) -> bool:
+    return pid_is_running(pid, BENCH_MARKER)
 
 
 @dataclass
@@ -32,7 +38,7 @@ class QueuedRun:
 
     config: BenchConfig
     resume: bool = False
-    state: str = QUEUED
+    state: RunStatus = RunStatus.QUEUED
     progress: Progress | None = None
     stage: str = ""  # "load" while the model loads, then "eval"
     total: int | None = None
@@ -54,11 +60,11 @@ class QueuedRun:
         return self.config.display_label
 
     def command(self) -> list[str]:
-        return bench_command(self.config_path, resume=self.resume)
+        return bench_command(self.config_path.resolve(), resume=self.resume)  # the worker runs in its folder
 
 
 class BenchQueue(QObject):
-    """Owns the JobRunner; one run at a time, in the order queued."""
+    """One benchmark worker at a time, in the order queued; owns the current one's DetachedJob."""
 
     sig_queue_changed = Signal()
     sig_run_started = Signal(object)  # QueuedRun
@@ -72,11 +78,11 @@ class BenchQueue(QObject):
         self.store = store
         self.runs: list[QueuedRun] = []
         self.current: QueuedRun | None = None
-        self.stopping = False
-        self.runner = JobRunner(self)
-        self.runner.sig_event_received.connect(self._on_runner_event_received)
-        self.runner.sig_log_line.connect(self.sig_log_line)
-        self.runner.sig_finished.connect(self._on_runner_finished)
+        self.job: DetachedJob | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.job is not None and self.job.stopping
 
     # -- queueing -------------------------------------------------------------
 
@@ -102,70 +108,119 @@ class BenchQueue(QObject):
         self._start_next()
         return run
 
+    def reattach(self) -> QueuedRun | None:
+        """Follow a benchmark an earlier app session left running (its row says running, its pid lives)."""
+        if self.store is None or self.current is not None:
+            return None
+        for row in self.store.eval_runs():
+            if row["status"] != RunStatus.RUNNING.value or not bench_is_running(row.get("pid")):
+                continue
+            try:
+                config = BenchConfig.load(Path(row["run_dir"]) / "config.yaml")
+            except (OSError, ConfigError):
+                continue
+            run = QueuedRun(config=config, state=RunStatus.RUNNING)
+            self.runs.append(run)
+            self._follow(run, self._new_job(run))
+            assert self.job is not None
+            self.job.attach(row["pid"], row.get("started_at"))
+            return run
+        return None
+
     def is_busy(self) -> bool:
         return self.current is not None
 
     def live_dirs(self) -> set[str]:
         """Run folders a job of this queue is running or will run (resolved, as the database stores them)."""
-        return {str(r.run_dir.resolve()) for r in self.runs if r.state in (QUEUED, RUNNING)}
+        return {str(r.run_dir.resolve()) for r in self.runs if r.state.is_active}
 
     def pending(self) -> list[QueuedRun]:
-        return [r for r in self.runs if r.state == QUEUED]
+        return [r for r in self.runs if r.state == RunStatus.QUEUED]
 
     def stop_current(self) -> None:
         """Ask the running worker to stop: it finishes the question and writes a partial summary.
 
         One question of a large model on a CPU can take minutes, so the worker gets a long grace
-        period before it is terminated; `force_stop` ends it at once (the question is lost, resume
-        redoes it).
+        period before it is terminated; pressing Stop again ends it now (the question is lost,
+        resume redoes it), a third press kills it.
         """
-        if self.current is not None:
-            self.stopping = True
-            self.runner.stop(grace_s=STOP_GRACE_S)
+        if self.job is not None:
+            self.job.stop(grace_s=STOP_GRACE_S)
             self.sig_queue_changed.emit()
-
-    def force_stop(self) -> None:
-        if self.current is not None:
-            self.runner.kill_now()
 
     def stop_all(self) -> None:
         for run in self.pending():
-            run.state = CANCELLED
+            run.state = RunStatus.CANCELLED
         self.sig_queue_changed.emit()
         self.stop_current()
 
     def clear_finished(self) -> None:
-        self.runs = [r for r in self.runs if r.state in (QUEUED, RUNNING)]
+        self.runs = [r for r in self.runs if r.state.is_active]
         self.sig_queue_changed.emit()
 
     def shutdown(self) -> None:
-        """App closing: cancel what waits, kill the worker (its folder keeps every scored question)."""
+        """App closing: cancel what waits; the running worker goes on and is attached at the next start."""
         for run in self.pending():
-            run.state = CANCELLED
-        self.runner.kill_now()
+            run.state = RunStatus.CANCELLED
+        if self.job is not None:
+            self.job.detach()
 
     # -- running --------------------------------------------------------------
+
+    def _new_job(self, run: QueuedRun) -> DetachedJob:
+        job = DetachedJob(run.run_dir, marker=BENCH_MARKER, name="the benchmark", parent=self)
+        job.sig_event_received.connect(self._on_job_event_received)
+        job.sig_log_line.connect(self.sig_log_line)
+        job.sig_finished.connect(self._on_job_finished)
+        return job
+
+    def _follow(self, run: QueuedRun, job: DetachedJob) -> None:
+        if self.job is not None:
+            self.job.deleteLater()
+        self.current, self.job = run, job
+        run.state = RunStatus.RUNNING
+        run.items = []
+        self.sig_run_started.emit(run)
+        self.sig_queue_changed.emit()
 
     def _start_next(self) -> None:
         if self.current is not None:
             return
-        self.stopping = False
-        run = next((r for r in self.runs if r.state == QUEUED), None)
+        run = next((r for r in self.runs if r.state == RunStatus.QUEUED), None)
         if run is None:
             return
-        self.current = run
-        run.state = RUNNING
-        run.items = []
-        command = run.command()
-        self.runner.start(command[0], command[1:])
-        self.sig_run_started.emit(run)
-        self.sig_queue_changed.emit()
+        job = self._new_job(run)
+        try:
+            job.start(run.command())
+        except JobError as exc:
+            run.state, run.error = RunStatus.FAILED, str(exc)
+            job.deleteLater()
+            self.sig_run_finished.emit(run)
+            self.sig_queue_changed.emit()
+            self._start_next()
+            return
+        self._record_start(run, job)
+        self._follow(run, job)
+
+    def _record_start(self, run: QueuedRun, job: DetachedJob) -> None:
+        """The run's row (as the worker would write it, so it shows at once) with the worker's pid."""
+        if self.store is None:
+            return
+        run_dir = str(run.run_dir.resolve())
+        row = self.store.eval_run_by_dir(run_dir)
+        config = run.config
+        row_id = int(row["id"]) if row is not None else self.store.create_eval_run(
+            name=config.display_label, run_dir=run_dir, model_path=str(Path(config.model).expanduser().resolve()),
+            model_label=config.display_label, scoring=config.mode,
+            dataset=str(Path(config.data).expanduser().resolve()), config=config.to_dict())
+        self.store.update_eval_run(row_id, status=RunStatus.RUNNING.value, pid=job.pid(), started_at=job.started_at,
+                                   finished_at=None, error=None)
 
     @Slot(object)
-    def _on_runner_event_received(self, event: Event) -> None:
-        run = self.current
-        if run is None:
-            return
+    def _on_job_event_received(self, event: Event) -> None:
+        run, job = self.current, self.job
+        if run is None or job is None or not job.in_attempt(event):
+            return  # an earlier attempt's event (a resumed run's folder holds them all)
         if isinstance(event, Started):
             run.total = int(event.info.get("total") or 0) or None
             run.stage = "load"
@@ -185,27 +240,25 @@ class BenchQueue(QObject):
                 run.summary = summary
 
     @Slot(object)
-    def _on_runner_finished(self, outcome: JobOutcome) -> None:
+    def _on_job_finished(self, outcome: JobOutcome) -> None:
         run = self.current
         self.current = None
-        self.stopping = False
         if run is None:
             return
         run.exit_code = outcome.exit_code
-        run.state = {JobStatus.SUCCEEDED: DONE, JobStatus.STOPPED: STOPPED,
-                     JobStatus.CRASHED: CRASHED}.get(outcome.status, FAILED)
-        if run.state in (FAILED, CRASHED):
-            run.error = outcome.error_message or run.error or outcome.describe()
-        if run.state == CRASHED:
-            self._mark_crashed(run)
+        run.state = outcome.status
+        if run.state in (RunStatus.FAILED, RunStatus.CRASHED):
+            run.error = outcome.message or run.error or outcome.describe()
+        self._record_end(run, outcome)
         self.sig_run_finished.emit(run)
         self.sig_queue_changed.emit()
         self._start_next()
 
-    def _mark_crashed(self, run: QueuedRun) -> None:
-        """The worker could not record its own end: say so in its database row."""
+    def _record_end(self, run: QueuedRun, outcome: JobOutcome) -> None:
+        """What the worker could not write in its row: that it crashed, or its end if it never wrote one."""
         if self.store is None:
             return
         row = self.store.eval_run_by_dir(str(run.run_dir.resolve()))
-        if row is not None:
-            self.store.update_eval_run(row["id"], status="failed", error=CRASH_PREFIX + run.error[:500])
+        fields = end_fields(row["status"], outcome) if row is not None else None
+        if row is not None and fields is not None:
+            self.store.update_eval_run(row["id"], **fields)

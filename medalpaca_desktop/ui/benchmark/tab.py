@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from bench.config import BenchConfig, ConfigError
 from bench.reference import paper_scores
 
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.store import Store, StoreError
 from medalpaca_desktop.ui.benchmark.bar_chart import BenchBarChart, ChartSeries
@@ -35,7 +36,7 @@ from medalpaca_desktop.ui.benchmark.history import HistoryPanel
 from medalpaca_desktop.ui.benchmark.queue_view import QueueView
 from medalpaca_desktop.ui.benchmark.repro_view import ReproView
 from medalpaca_desktop.ui.benchmark.rescore import RescoreBar
-from medalpaca_desktop.ui.benchmark.run_queue import DONE, BenchQueue, QueuedRun
+from medalpaca_desktop.ui.benchmark.run_queue import BenchQueue, QueuedRun
 from medalpaca_desktop.ui.benchmark.runs import BenchRun, run_from_database
 from medalpaca_desktop.ui.benchmark.setup_panel import SetupPanel
 from medalpaca_desktop.ui.benchmark.summary_table import SummaryTable
@@ -112,6 +113,7 @@ class BenchmarkTab(QWidget):
         self.rescore_bar.sig_rescored.connect(self._on_rescore_bar_rescored)
         self.rescore_bar.sig_failed.connect(lambda message: self.sig_status_changed.emit(f"Re-score failed: {message}"))
         self.drilldown.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
+        self.queue.reattach()  # a benchmark an earlier app session left running
         self.history.set_live_dirs(self.queue.live_dirs())
         self._show([])
 
@@ -239,7 +241,7 @@ class BenchmarkTab(QWidget):
             self.history.set_checked(ids)
         else:
             self._show(self.history.checked_rows())
-        state = "finished" if run.state == DONE else run.state
+        state = "finished" if run.state == RunStatus.DONE else run.state.value
         self.sig_status_changed.emit(f"Benchmark {state}: {run.label}" + (f" — {run.error}" if run.error else ""))
 
     def _row_for(self, run: QueuedRun) -> dict | None:
@@ -270,9 +272,10 @@ class BenchmarkTab(QWidget):
         if run_id not in self._cache or live:
             assert self.store is not None
             run = run_from_database(self.store, row)
-            run.status = row.get("display_status") or run.status
+            shown = row.get("display_status")
+            run.status = RunStatus(shown).value if shown else run.status
             if live:
-                run.status = "running"
+                run.status = RunStatus.RUNNING.value
                 return run
             self._cache[run_id] = run
         return self._cache[run_id]
@@ -328,7 +331,16 @@ class BenchmarkTab(QWidget):
 
     # -- life cycle -----------------------------------------------------------
 
+    def active_runs(self) -> list[QueuedRun]:
+        """The benchmark running now (it goes on without the window unless stopped)."""
+        return [self.queue.current] if self.queue.current is not None else []
+
+    def stop_all(self) -> None:
+        """Cancel what waits and ask the running worker to stop (it writes a partial summary, resumable)."""
+        self.queue.stop_all()
+
     def shutdown(self) -> None:
+        """Stop following: a running benchmark goes on and is attached again at the next start."""
         self._live_timer.stop()
         self.queue.shutdown()
         if self.rescore_bar.runner.is_running():

@@ -1,4 +1,4 @@
-"""The chat tab's side of the inference host: one QObject around a JobRunner.
+"""The chat tab's side of the inference host: one QObject around a PipeJob.
 
 Starts `python -m medalpaca_desktop.inference.host` on demand, sends it load /
 generate / stop / unload requests (core.chat_protocol) and turns the events it
@@ -22,7 +22,7 @@ from medalpaca_desktop.core.chat_protocol import (
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started, Token
 from medalpaca_desktop.core.payloads import Loaded, Prompt, Unloaded, parse_payload
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 HOST_MODULE = "medalpaca_desktop.inference.host"
 
@@ -56,7 +56,7 @@ class HostClient(QObject):
     def __init__(self, parent: QObject | None = None, command: list[str] | None = None) -> None:
         super().__init__(parent)
         self._command = command or host_command()
-        self.runner = JobRunner(self)
+        self.runner = PipeJob(self)
         self.runner.sig_event_received.connect(self._on_runner_event_received)
         self.runner.sig_finished.connect(self._on_runner_finished)
         self.state = HostState.OFF

@@ -1,6 +1,6 @@
 """Export a finished run to one GGUF file (for llama.cpp and the chat tab), with progress.
 
-Runs `medalpaca export --jsonl` through a JobRunner: the exporter merges a LoRA adapter into
+Runs `medalpaca export --jsonl` through a PipeJob: the exporter merges a LoRA adapter into
 its base in the worker process, so the GUI imports nothing heavy and stays responsive.
 """
 
@@ -31,8 +31,9 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core.events import Done, Event, Progress, Result
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 # trainer.export.EXPORT_QUANTS (that module reaches torch, which the GUI never imports; a test keeps them equal)
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
@@ -99,7 +100,7 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export to GGUF")
         self.setMinimumWidth(620)
         self.run_dir = Path(run_dir)
-        self.runner = JobRunner(self)
+        self.runner = PipeJob(self)
         self.result_path: Path | None = None
         try:
             self.source: ExportSource | None = export_source(self.run_dir)
@@ -255,7 +256,7 @@ class ExportDialog(QDialog):
             self.open_button.setEnabled(True)
             self.chat_button.setEnabled(True)
             self.sig_exported.emit(str(self.result_path))
-        elif outcome.status.value == "stopped":
+        elif outcome.status == RunStatus.STOPPED:
             self.progress.setValue(0)
             self.status_label.setText("Export stopped; no file was written.")
         else:

@@ -1,6 +1,6 @@
 """The run monitor: live charts, progress with ETA, the worker's log, and what to do with the run.
 
-It draws one run at a time from its events: live from a RunSession while the trainer
+It draws one run at a time from its events: live from the trainer's DetachedJob while it
 runs, or all at once from RUN_DIR/events.jsonl for a finished, stopped or crashed run.
 Both paths go through `_apply(event)`, so a redrawn run looks exactly like a watched one.
 """
@@ -39,18 +39,22 @@ from medalpaca_desktop.core.events import (
     Warning,
     read_events_file,
 )
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.finetune.export_dialog import ExportDialog
-from medalpaca_desktop.ui.finetune.run_session import EVENTS_FILE, WORKER_LOG, RunSession, last_checkpoint, model_label
+from medalpaca_desktop.ui.finetune.runs import last_checkpoint, model_label
 from medalpaca_desktop.ui.finetune.runs_table_model import STATUS_COLOR, STATUS_TEXT, data_label
+from medalpaca_desktop.ui.jobs import DetachedJob
+from medalpaca_desktop.ui.jobs.detached import EVENTS_FILE, WORKER_LOG
 from medalpaca_desktop.ui.widgets.charts import LineChart
 
 LOG_LINES_SHOWN = 3000
 BANNER_STYLE = {
-    "failed": ("#fdecea", "#e6a39c", "#611a15"),
-    "stopped": ("#fff4e0", "#e0b25c", "#5a3a00"),
-    "done": ("#eef6ee", "#b9d8b9", "#1e4620"),
-    "running": ("#e8f0fb", "#a9c4ea", "#0d3c74"),
+    RunStatus.FAILED: ("#fdecea", "#e6a39c", "#611a15"),
+    RunStatus.CRASHED: ("#fdecea", "#e6a39c", "#611a15"),
+    RunStatus.STOPPED: ("#fff4e0", "#e0b25c", "#5a3a00"),
+    RunStatus.DONE: ("#eef6ee", "#b9d8b9", "#1e4620"),
+    RunStatus.RUNNING: ("#e8f0fb", "#a9c4ea", "#0d3c74"),
 }
 STAGE_NAMES = {"dequantize": "De-quantizing the GGUF base", "data": "Checking and tokenizing the data",
                "model": "Loading the model", "train": "Training", "save": "Saving the final model"}
@@ -92,7 +96,7 @@ class RunMonitor(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.row: dict[str, Any] | None = None
-        self.session: RunSession | None = None
+        self.session: DetachedJob | None = None
         self.export_dialog: ExportDialog | None = None
         self._total_steps: float | None = None
         self._progress_text = ""  # the progress bar's text without the ETA (for an ended run)
@@ -217,12 +221,12 @@ class RunMonitor(QWidget):
     def run_id(self) -> int | None:
         return int(self.row["id"]) if self.row else None
 
-    def show_run(self, row: dict[str, Any] | None, session: RunSession | None = None) -> None:
-        """Draw `row`'s run: replay its events, then follow the session if it runs."""
+    def show_run(self, row: dict[str, Any] | None, session: DetachedJob | None = None) -> None:
+        """Draw `row`'s run: replay its events, then follow its trainer job (`session`) if it runs."""
         if self.session is not None:
             self.session.sig_event_received.disconnect(self._on_session_event_received)
             self.session.sig_log_line.disconnect(self._on_session_log_line)
-            self.session.sig_state_changed.disconnect(self._on_session_state_changed)
+            self.session.sig_stop_requested.disconnect(self._on_session_stop_requested)
         self.session = session
         self.row = dict(row) if row else None
         self._reset()
@@ -245,7 +249,7 @@ class RunMonitor(QWidget):
         if session is not None:
             session.sig_event_received.connect(self._on_session_event_received)
             session.sig_log_line.connect(self._on_session_log_line)
-            session.sig_state_changed.connect(self._on_session_state_changed)
+            session.sig_stop_requested.connect(self._on_session_stop_requested)
         self.update_row(row)
 
     def update_row(self, row: dict[str, Any]) -> None:
@@ -253,7 +257,7 @@ class RunMonitor(QWidget):
         if self.row is None or row["id"] != self.row["id"]:
             return
         self.row = dict(row)
-        status = row["status"]
+        status = RunStatus(row["status"])
         self.title_label.setText(str(row["name"]))
         self.status_label.setText(STATUS_TEXT.get(status, status))
         self.status_label.setStyleSheet(f"#runStatus {{ color: {STATUS_COLOR.get(status, '#555')};"
@@ -267,11 +271,11 @@ class RunMonitor(QWidget):
         self._update_buttons()
         if not self._running():
             self.progress.setFormat(self._progress_text)  # an ETA means nothing once the run has ended
-        if status == "done":
+        if status == RunStatus.DONE:
             self.progress.setRange(0, 1000)
             self.progress.setValue(1000)
             self.stage_label.setText("Finished.")
-        elif status in ("stopped", "failed") and self.progress.maximum() == 0:
+        elif status.resumable and self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
 
@@ -293,24 +297,24 @@ class RunMonitor(QWidget):
 
     def _update_banner(self) -> None:
         assert self.row is not None
-        status = self.row["status"]
+        status = RunStatus(self.row["status"])
         text = ""
         checkpoint = last_checkpoint(self.row["run_dir"])
         resume_text = (f" Resume continues from the checkpoint at step {checkpoint[0]}." if checkpoint
                        else " No checkpoint was saved; Resume starts from the beginning.")
-        if status == "failed":
-            text = f"<b>The run failed.</b> {html.escape(self.row.get('error') or '')}{resume_text}"
-        elif status == "stopped":
+        if status in (RunStatus.FAILED, RunStatus.CRASHED):
+            text = f"<b>The run {status.value}.</b> {html.escape(self.row.get('error') or '')}{resume_text}"
+        elif status == RunStatus.STOPPED:
             text = f"<b>Stopped.</b>{resume_text}"
-        elif status == "done":
+        elif status == RunStatus.DONE:
             where = chat_path(self.row["run_dir"])
             text = "<b>Finished.</b>" + (f" The result is in {html.escape(str(where))}." if where else "")
-        elif status == "running" and not self._running():
+        elif status == RunStatus.RUNNING and not self._running():
             text = "<b>Marked running</b>, but this window is not following its process."
         if not text:
             self.banner.hide()
             return
-        bg, border, fg = BANNER_STYLE.get(status, BANNER_STYLE["running"])
+        bg, border, fg = BANNER_STYLE.get(status, BANNER_STYLE[RunStatus.RUNNING])
         self.banner.setStyleSheet(f"#runBanner {{ background: {bg}; border: 1px solid {border}; border-radius: 4px;"
                                   f" padding: 6px; color: {fg}; }}")
         self.banner.setText(text)
@@ -318,9 +322,9 @@ class RunMonitor(QWidget):
 
     def _update_buttons(self) -> None:
         assert self.row is not None
-        status = self.row["status"]
+        status = RunStatus(self.row["status"])
         running = self._running()
-        stopping = running and self.session is not None and self.session.stop_requests > 0
+        stopping = running and self.session is not None and self.session.stopping
         self.stop_button.setEnabled(running)
         if stopping:
             self.stop_button.setText("Stop now")
@@ -328,13 +332,13 @@ class RunMonitor(QWidget):
         else:
             self.stop_button.setText("Stop")
             self.stop_button.setToolTip("Save a checkpoint at the end of the current step and stop; Resume continues")
-        resumable = not running and status in ("stopped", "failed", "created")
+        resumable = not running and (status.resumable or status == RunStatus.CREATED)
         self.resume_button.setEnabled(resumable)
         checkpoint = last_checkpoint(self.row["run_dir"])
         self.resume_button.setText(f"Resume from step {checkpoint[0]}" if checkpoint and resumable else "Resume")
         self.resume_button.setToolTip("Continue from the last checkpoint" if checkpoint
                                       else "No checkpoint yet: starts the run from the beginning")
-        finished = status == "done" and not running
+        finished = status == RunStatus.DONE and not running
         target = chat_path(self.row["run_dir"]) if finished else None
         self.chat_button.setEnabled(target is not None)
         self.chat_button.setToolTip(f"Open {target} in the chat tab" if target else "Available once the run is done")
@@ -352,12 +356,11 @@ class RunMonitor(QWidget):
     def _on_session_log_line(self, line: str) -> None:
         self.log_view.appendPlainText(line)
 
-    @Slot(str)
-    def _on_session_state_changed(self, state: str) -> None:
-        if self.row is not None and state in ("running", "stopping"):
+    @Slot()
+    def _on_session_stop_requested(self) -> None:
+        if self.row is not None:
             self._update_buttons()
-            if state == "stopping":
-                self.stage_label.setText("Stopping: saving a checkpoint at the end of the current step…")
+            self.stage_label.setText("Stopping: saving a checkpoint at the end of the current step…")
 
     def _note(self, text: str) -> None:
         self.log_view.appendPlainText(text)

@@ -17,7 +17,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QRectF, QSize, Qt, Signal,
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 from trainer.config import TrainConfig
 
 PREVIEW_ROWS = 5
@@ -41,7 +41,7 @@ class PreviewJob(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.runner = JobRunner(self, collect_output=True)
+        self.runner = PipeJob(self, collect_output=True)
         self.runner.sig_finished.connect(self._on_runner_finished)
         app = QCoreApplication.instance()
         if app is not None:
@@ -78,7 +78,7 @@ class PreviewJob(QObject):
             self._start(config)
             return
         if not outcome.ok:
-            self.sig_preview_failed.emit(outcome.error_message or outcome.describe())
+            self.sig_preview_failed.emit(outcome.message or outcome.describe())
             return
         try:
             result = json.loads(outcome.output)

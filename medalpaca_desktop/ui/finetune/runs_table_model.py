@@ -10,15 +10,17 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
-from medalpaca_desktop.ui.finetune.run_session import model_label
+from medalpaca_desktop.ui.finetune.runs import model_label
 
 COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Final loss", "Duration")
 COL_RUN, COL_STATUS, COL_METHOD, COL_MODEL, COL_DATA, COL_LOSS, COL_DURATION = range(len(COLUMNS))
 
-STATUS_TEXT = {"created": "not started", "running": "running", "stopped": "stopped", "failed": "failed",
-               "done": "done"}
-STATUS_COLOR = {"running": "#1565c0", "stopped": "#9a6700", "failed": "#b71c1c", "done": "#2e7d32"}
+STATUS_TEXT = {RunStatus.CREATED: "not started", RunStatus.RUNNING: "running", RunStatus.STOPPED: "stopped",
+               RunStatus.FAILED: "failed", RunStatus.CRASHED: "crashed", RunStatus.DONE: "done"}
+STATUS_COLOR = {RunStatus.RUNNING: "#1565c0", RunStatus.STOPPED: "#9a6700", RunStatus.FAILED: "#b71c1c",
+                RunStatus.CRASHED: "#b71c1c", RunStatus.DONE: "#2e7d32"}
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -40,7 +42,7 @@ def run_duration(row: dict[str, Any], now: float | None = None) -> float | None:
     start = row.get("started_at")
     if not start:
         return None
-    end = row.get("finished_at") or (now or time.time() if row.get("status") == "running" else None)
+    end = row.get("finished_at") or (now or time.time() if row.get("status") == RunStatus.RUNNING else None)
     return max(0.0, end - start) if end else None
 
 
@@ -65,7 +67,7 @@ class RunsTableModel(QAbstractTableModel):
     def refresh_durations(self) -> None:
         """Running rows' duration ticks on."""
         for i, row in enumerate(self._rows):
-            if row.get("status") == "running":
+            if row.get("status") == RunStatus.RUNNING:
                 index = self.index(i, COL_DURATION)
                 self.dataChanged.emit(index, index, [Qt.ItemDataRole.DisplayRole])
 

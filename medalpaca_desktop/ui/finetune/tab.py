@@ -1,8 +1,8 @@
 """The Fine-tune tab: the runs list on the left; the wizard or the run monitor on the right.
 
 The wizard only writes RUN_DIR/config.yaml and asks for a launch; this tab records the run
-in the database, starts the trainer through a RunSession and shows its monitor. Runs an
-earlier app session left running are picked up again when the tab is built.
+in the database, starts the trainer as a detached job (ui/finetune/runs.py) and shows its
+monitor. Runs an earlier app session left running are picked up again when the tab is built.
 """
 
 from __future__ import annotations
@@ -30,22 +30,30 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core.devices import DeviceReport
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.store import Store, StoreError
 from medalpaca_desktop.ui.finetune.monitor import RunMonitor
-from medalpaca_desktop.ui.finetune.run_session import (
+from medalpaca_desktop.ui.finetune.runs import (
     CONFIG_FILE,
     RunError,
-    RunSession,
+    attempt_summary,
     new_run_dir,
-    register_run,
+    prepare_run,
+    record_attempt,
+    start_attempt,
+    trainer_job,
 )
 from medalpaca_desktop.ui.finetune.runs_table_model import COL_DATA, COL_MODEL, COL_RUN, RunsTableModel
 from medalpaca_desktop.ui.finetune.wizard import FinetuneWizard
+from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome
 from trainer.config import ConfigError, TrainConfig
 
 LAUNCH_FILE = "launch.json"  # environment a resume must reuse (the GPUs chosen in the wizard)
 PAGE_WIZARD, PAGE_MONITOR = 0, 1
+# Saving a checkpoint of a large model takes minutes: Stop asks and waits; pressing it again leaves now.
+STOP_GRACE_S = 30 * 60.0
+KILL_GRACE_S = 60.0
 
 
 def _launch_env(run_dir: Path) -> dict[str, str]:
@@ -58,7 +66,7 @@ def _launch_env(run_dir: Path) -> dict[str, str]:
 
 
 class FinetuneTab(QWidget):
-    """Runs list + stacked wizard / monitor; owns the RunSessions of active runs."""
+    """Runs list + stacked wizard / monitor; owns the trainer jobs of the runs it follows (by run id)."""
 
     sig_chat_requested = Signal(str)  # a model folder or file for the chat tab
     sig_status_changed = Signal(str)
@@ -73,7 +81,7 @@ class FinetuneTab(QWidget):
             except StoreError as exc:
                 self._store_error = str(exc)
         self.store = store
-        self.sessions: dict[int, RunSession] = {}
+        self.jobs: dict[int, DetachedJob] = {}
         self.table_model = RunsTableModel(self)
         self.wizard = FinetuneWizard()
         self.monitor = RunMonitor()
@@ -221,7 +229,7 @@ class FinetuneTab(QWidget):
         has_rows = self.table_model.rowCount() > 0
         self.empty_label.setVisible(not has_rows)
         self.table.setVisible(has_rows)
-        if any(s.is_running() for s in self.sessions.values()):
+        if any(job.is_running() for job in self.jobs.values()):
             self._tick.start()
         else:
             self._tick.stop()
@@ -253,7 +261,7 @@ class FinetuneTab(QWidget):
         row = self.row(run_id)
         if row is None:
             return
-        self.monitor.show_run(row, self.sessions.get(run_id))
+        self.monitor.show_run(row, self.jobs.get(run_id))
         self.stack.setCurrentIndex(PAGE_MONITOR)
 
     # -- wizard -----------------------------------------------------------------------
@@ -310,15 +318,18 @@ class FinetuneTab(QWidget):
 
     # -- run control ------------------------------------------------------------------
 
-    def _session(self, run_id: int) -> RunSession:
-        session = self.sessions.get(run_id)
-        if session is None:
-            assert self.store is not None
-            session = RunSession(self.store, run_id, self)
-            session.sig_finished.connect(self._on_session_finished)
-            session.sig_state_changed.connect(self._on_session_state_changed)
-            self.sessions[run_id] = session
-        return session
+    def _job(self, run_id: int) -> DetachedJob:
+        job = self.jobs.get(run_id)
+        if job is None:
+            row = self.row(run_id)
+            if row is None:
+                raise RunError(f"Run {run_id} is not in the database.")
+            job = trainer_job(row, self)
+            job.sig_finished.connect(lambda outcome, run_id=run_id: self._on_job_finished(run_id, outcome))
+            job.sig_job_started.connect(self.refresh)
+            job.sig_stop_requested.connect(self.refresh)
+            self.jobs[run_id] = job
+        return job
 
     @Slot(str)
     def launch(self, config_path: str, env: dict[str, str] | None = None) -> int | None:
@@ -327,63 +338,61 @@ class FinetuneTab(QWidget):
             self.show_error(f"Runs cannot be recorded: {self._store_error}")
             return None
         try:
-            run_id = register_run(self.store, config_path)
-            session = self._session(run_id)
+            run_id = prepare_run(self.store, config_path)
+            job = self._job(run_id)
             if env:
-                (session.run_dir / LAUNCH_FILE).write_text(json.dumps({"env": env}, indent=2), encoding="utf-8")
-            session.start(resume=False, env=_launch_env(session.run_dir))
+                (job.run_dir / LAUNCH_FILE).write_text(json.dumps({"env": env}, indent=2), encoding="utf-8")
+            start_attempt(self.store, run_id, job, resume=False, env=_launch_env(job.run_dir))
         except (RunError, OSError) as exc:
             self.show_error(str(exc))
             return None
         self.hide_error()
         self.refresh()
         self.select_run(run_id)
-        self.sig_status_changed.emit(f"Fine-tune started: {session.run_dir.name}")
+        self.sig_status_changed.emit(f"Fine-tune started: {job.run_dir.name}")
         return run_id
 
     @Slot(int)
     def resume(self, run_id: int) -> bool:
-        """Continue a stopped or failed run from its last checkpoint."""
-        session = self._session(run_id)
+        """Continue a stopped, failed or crashed run from its last checkpoint."""
         try:
-            session.start(resume=True, env=_launch_env(session.run_dir))
+            job = self._job(run_id)
+            start_attempt(self.store, run_id, job, resume=True, env=_launch_env(job.run_dir))
         except RunError as exc:
             self.show_error(str(exc))
             return False
         self.hide_error()
         self.refresh()
         if self.monitor.run_id() == run_id:
-            self.monitor.show_run(self.row(run_id), session)
-        self.sig_status_changed.emit(f"Fine-tune resumed: {session.run_dir.name}")
+            self.monitor.show_run(self.row(run_id), job)
+        self.sig_status_changed.emit(f"Fine-tune resumed: {job.run_dir.name}")
         return True
 
     @Slot(int)
     def stop(self, run_id: int) -> None:
-        session = self.sessions.get(run_id)
-        if session is not None:
-            session.stop()
+        """First press: stop with a checkpoint; a second: leave now; a third: kill."""
+        job = self.jobs.get(run_id)
+        if job is not None:
+            job.stop(grace_s=STOP_GRACE_S, kill_grace_s=KILL_GRACE_S)
 
     def reattach(self) -> None:
         """Follow runs an earlier app session left running; record how the others ended meanwhile."""
         for row in self.rows():
-            if row["status"] == "running" and row["id"] not in self.sessions:
-                self._session(row["id"]).attach()
+            if row["status"] == RunStatus.RUNNING.value and row["id"] not in self.jobs:
+                self._job(row["id"]).attach(row["pid"], row["started_at"])
         self.refresh()
 
-    def active_runs(self) -> list[RunSession]:
-        return [s for s in self.sessions.values() if s.is_running()]
+    def active_runs(self) -> list[DetachedJob]:
+        return [job for job in self.jobs.values() if job.is_running()]
 
-    @Slot(str, str)
-    def _on_session_finished(self, status: str, message: str) -> None:
+    def _on_job_finished(self, run_id: int, outcome: JobOutcome) -> None:
+        job = self.jobs[run_id]
+        if self.store is not None:
+            record_attempt(self.store, run_id, outcome, job.events)
         self.refresh()
-        session = self.sender()
-        if isinstance(session, RunSession):
-            self.sig_status_changed.emit(f"Fine-tune {session.run_dir.name}: {status}. {message}")
-
-    @Slot(str)
-    def _on_session_state_changed(self, state: str) -> None:
-        if state in ("running", "stopping"):
-            self.refresh()
+        attempt = [e for e in job.events if job.in_attempt(e)]
+        self.sig_status_changed.emit(f"Fine-tune {job.run_dir.name}: {outcome.status.value}. "
+                                     f"{attempt_summary(outcome, attempt)}")
 
     # -- messages and shutdown --------------------------------------------------------
 
@@ -397,14 +406,14 @@ class FinetuneTab(QWidget):
 
     def stop_all(self) -> None:
         """Ask every active run to stop with a checkpoint (it finishes stopping on its own)."""
-        for session in self.active_runs():
-            if session.stop_requests == 0:
-                session.stop()
+        for job in self.active_runs():
+            if not job.outcome.stop_requested:
+                job.stop(grace_s=STOP_GRACE_S, kill_grace_s=KILL_GRACE_S)
 
     def shutdown(self) -> None:
         """Stop following runs (they keep running and are picked up on the next start)."""
         self._tick.stop()
-        for session in self.sessions.values():
-            session.detach()
+        for job in self.jobs.values():
+            job.detach()
         self.monitor.shutdown()
         self.wizard.shutdown()

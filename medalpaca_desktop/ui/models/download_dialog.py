@@ -2,7 +2,7 @@
 
 The dialog never touches the network itself (and never imports huggingface_hub):
 "Check size" runs `medalpaca download REPO --list --jsonl` and "Download" runs
-`medalpaca download REPO --include FILE... --jsonl`, each through a JobRunner, and
+`medalpaca download REPO --include FILE... --jsonl`, each through a PipeJob, and
 shows the worker's events: the size before, then progress, speed and ETA, and the
 sha256 check. Cancel stops the worker; the partial file stays, and downloading the
 same model again resumes it.
@@ -36,12 +36,13 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core.events import Event, Progress, Result
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.hub import downloads_dir, is_valid_repo_id, repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry, CatalogError, load_catalog
-from medalpaca_desktop.ui.job_runner import JobOutcome, JobRunner, JobStatus
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 ONLINE_NOTE = ("This is the only place the app goes online: it connects to huggingface.co only when you "
                "click Check size or Download. Chats, training and benchmarks never leave this computer.")
@@ -92,7 +93,7 @@ class DownloadDialog(QDialog):
         self._mode = "idle"  # idle / listing / downloading
         self._listed_repo = ""
 
-        self.runner = JobRunner(self)
+        self.runner = PipeJob(self)
         self.runner.sig_event_received.connect(self._on_runner_event_received)
         self.runner.sig_progress_changed.connect(self._on_runner_progress_changed)
         self.runner.sig_finished.connect(self._on_runner_finished)
@@ -328,21 +329,21 @@ class DownloadDialog(QDialog):
         mode, self._mode = self._mode, "idle"
         self.last_outcome = outcome
         self.progress_bar.setRange(0, 1000)
-        if outcome.status == JobStatus.SUCCEEDED and mode == "downloading" and self.last_result:
+        if outcome.status == RunStatus.DONE and mode == "downloading" and self.last_result:
             self.progress_bar.setValue(1000)
             path = str(self.last_result.get("model_path") or self.last_result.get("path"))
             self._set_status(f"Downloaded and checked (sha256): {path}. It is now in your model list.")
             self.sig_model_downloaded.emit(path)
-        elif outcome.status == JobStatus.SUCCEEDED and mode == "listing":
+        elif outcome.status == RunStatus.DONE and mode == "listing":
             self.progress_bar.setValue(0)
             self._set_status("Nothing downloaded yet: tick the files you want, then click Download.")
-        elif outcome.status == JobStatus.STOPPED:
+        elif outcome.status == RunStatus.STOPPED:
             self._set_status("Download cancelled. The partial file is kept: click Download again to resume "
                              "where it stopped.")
         else:
             if mode == "listing":
                 self.progress_bar.setValue(0)
-            message = outcome.error_message or outcome.describe()
+            message = outcome.message or outcome.describe()
             self._set_status(message, error=True)
         self._update_state()
 
