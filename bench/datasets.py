@@ -371,7 +371,10 @@ def _table_question(row: Any, position: int, mapping: dict[str, str],
                     header: list[str]) -> Parsed:
     if not isinstance(row, dict):
         raise _Bad(f"expected an object, got {type(row).__name__}")
-    col = lambda name: mapping.get(name, name)
+
+    def col(name: str) -> str:
+        return mapping.get(name, name)
+
     stem = _text(row, col("question"), _label(mapping, "question"))
     letter_cols = [(letter, mapping[letter]) for letter in LETTERS if letter in mapping]
     if not letter_cols and "options" not in mapping:

@@ -330,6 +330,20 @@ def test_hf_dataset_saved_to_disk(tmp_path):
         load_dataset(tmp_path / "dd")
 
 
+def test_hf_dataset_dict_scores_its_test_split(tmp_path):
+    import datasets
+
+    splits = {"train": datasets.Dataset.from_list([_medqa_row("Train?")]),
+              "test": datasets.Dataset.from_list([_medqa_row("Test?"), _medqa_row("Test 2?")])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dd"))
+    assert [q.question for q in load_dataset(tmp_path / "dd").questions] == ["Test?", "Test 2?"]
+    del splits["test"]
+    splits["validation"] = datasets.Dataset.from_list([_medqa_row("Val?")])
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "tv"))
+    with pytest.raises(DatasetError, match=r"tv: a dataset with splits train, validation and no 'test'"):
+        load_dataset(tmp_path / "tv")
+
+
 def test_hf_dataset_as_a_table_with_mapping(tmp_path):
     import datasets
 

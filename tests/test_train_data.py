@@ -62,6 +62,19 @@ def test_jsonl_json_csv_tsv_and_saved_dataset_load(tmp_path):
     assert recs[8].input == "bradycardia"
 
 
+def test_saved_dataset_dict_trains_on_its_train_split(tmp_path):
+    import datasets
+
+    splits = {"train": datasets.Dataset.from_list(RECS[:2]), "test": datasets.Dataset.from_list(RECS[2:])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dd"))
+    recs = load_records(_cfg([tmp_path / "dd"]))
+    assert [r.instruction for r in recs] == [RECS[0]["instruction"], RECS[1]["instruction"]]
+    assert recs[1].where == f"{tmp_path / 'dd'} record 2"
+    datasets.DatasetDict({"test": splits["test"], "validation": splits["train"]}).save_to_disk(str(tmp_path / "tv"))
+    with pytest.raises(DataError, match=r"tv: a dataset with splits test, validation and no 'train'"):
+        load_records(_cfg([tmp_path / "tv"]))
+
+
 def test_json_file_written_as_json_lines_is_read(tmp_path):
     """datasets' to_json writes JSON Lines into a .json file by default."""
     path = _jsonl(tmp_path / "meadow.json", RECS)

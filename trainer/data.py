@@ -3,7 +3,7 @@
 The run engine calls two functions:
 
 - `load_records(config)` reads and checks every source before any model loads
-  (errors name file and line; see trainer/data_sources.py for the formats);
+  (errors name file and line; formats read by core/records.py, checked by trainer/data_sources.py);
 - `build_datasets(config, tokenizer)` returns `PreparedData`: tokenized train and
   validation `datasets.Dataset`s, token-length statistics and notes for the log.
 
