@@ -322,7 +322,8 @@ class Host:
                 "tokens": [r.tokens for r in rows]}
         if job.stop.is_set():
             raise InferenceError("Scoring was stopped.", "stopped")
-        self.writer.emit(Score(request_id=req.id, **data).to_result())
+        self.writer.emit(Score(request_id=req.id, logprobs=data["logprobs"], is_greedy=data.get("is_greedy"),
+                               tokens=data.get("tokens")).to_result())
         self.writer.emit(Done(ok=True, data={"request_id": req.id}))
 
 
