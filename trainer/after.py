@@ -11,8 +11,8 @@ failed merge or export cannot turn a good training run into a lost one.
   saved folder; with template "medalpaca" the MedAlpaca format is also written as the
   folder's Jinja chat template, so llama.cpp's chat completion (which reads the GGUF's
   `tokenizer.chat_template`) formats prompts as training did.
-- merge_adapter: LoRA merged with peft's merge_and_unload into the base loaded in full
-  precision, also for lora-8bit / qlora (never into quantized weights), saved as
+- merge_adapter: LoRA merged by inference.hf_model.merge_lora (the one merge, which refuses a
+  quantized base) into the base loaded in full precision, also for lora-8bit / qlora, saved as
   safetensors + tokenizer into `output_dir/merged` (temp folder, verified, renamed).
 - export_gguf: the merged model (merged into a temporary folder first when merge_adapter
   is off) written with trainer.export.export_gguf to `output_dir/<name>-<quant>.gguf`, then

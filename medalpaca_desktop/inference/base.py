@@ -152,22 +152,6 @@ class Backend(abc.ABC):
                  should_stop: StopCheck) -> GenerationStats:
         """Stream the answer to `prompt_ids` through `on_text`; counts, timings and why it ended."""
 
-    def generate_batch(self, prompts: list[tuple[list[int], SamplingSettings]],
-                       should_stop: StopCheck) -> list[tuple[str, GenerationStats]]:
-        """Answers to several prompts, (text, stats) each, in order; stops after the one a stop cut short.
-
-        One after another here (both engines hold one sequence); an engine that
-        batches generation overrides it.
-        """
-        out: list[tuple[str, GenerationStats]] = []
-        for ids, sampling in prompts:
-            pieces: list[str] = []
-            stats = self.generate(ids, sampling, pieces.append, should_stop)
-            out.append(("".join(pieces), stats))
-            if stats.stop_reason == "stopped":
-                break
-        return out
-
     @property
     def last_prompt_eval_tokens(self) -> int | None:
         """Prompt tokens the last `generate` actually evaluated (the rest came from the KV cache);

@@ -85,7 +85,8 @@ def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | Non
         kwargs["device_map"] = {"": device}
     if gguf_file is not None:
         kwargs.update(gguf_file=gguf_file, use_safetensors=None)
-    model, loading_info = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)  # (model, info): output_loading_info
+    model, loading_info = loaded
     if adapter is not None:
         model = apply_adapter(model, Path(adapter))
     return HFModel(model=model, loading_info=dict(loading_info or {}), quantized=quant is not None)
