@@ -293,3 +293,19 @@ def test_attaching_to_a_dead_worker_without_done_is_crashed(qtbot, run_dir):
     outcome = blocker.args[0]
     assert outcome.status == RunStatus.CRASHED
     assert outcome.message.startswith("The trainer ended before finishing") and "Segmentation fault" in outcome.message
+
+
+def test_the_gui_writes_only_what_the_worker_could_not():
+    from medalpaca_desktop.core.events import Done
+    from medalpaca_desktop.ui.jobs import end_fields
+
+    crashed = JobOutcome(status=RunStatus.CRASHED, message="The trainer was killed by a signal.")
+    for row_status in ("running", "done", "stopped"):  # no done event: only the GUI can say it crashed
+        fields = end_fields(row_status, crashed)
+        assert fields["status"] == "crashed" and fields["error"] == crashed.message and fields["pid"] is None
+    stopped = JobOutcome(status=RunStatus.STOPPED, done=Done(ok=False, stopped=True))
+    assert end_fields("stopped", stopped) is None  # the worker recorded its own end
+    fields = end_fields("running", stopped)  # a worker that does not write its row
+    assert fields["status"] == "stopped" and fields["error"] is None
+    failed = JobOutcome(status=RunStatus.FAILED, message="bad data", done=Done(ok=False))
+    assert end_fields("failed", failed) is None and end_fields("running", failed)["error"] == "bad data"

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
@@ -59,13 +60,14 @@ def main() -> int:
         events.emit(Started(job="crash_kill"))
         print("killing myself", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    if mode == "graceful":
-        def on_sigint(signum, frame):  # noqa: ANN001
-            events.emit(Done(ok=False, stopped=True))
-            sys.exit(0)
-        signal.signal(signal.SIGINT, on_sigint)
+    if mode == "graceful":  # like the real workers (core.stop_signals): the handler only flags the stop
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
         events.emit(Started(job="graceful"))
-        _sleep_forever()
+        while not stop.wait(0.05):
+            pass
+        events.emit(Done(ok=False, stopped=True))  # never from the handler: emit's lock may be held
+        return 0
     if mode == "ignore_sigint":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         events.emit(Started(job="ignore_sigint"))

@@ -21,7 +21,7 @@ from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Done, Event, Metric
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.store import Store
-from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome, end_fields, pid_is_running
+from medalpaca_desktop.ui.jobs import DetachedJob, JobError, JobOutcome, end_fields, pid_is_running
 from trainer.commands import train_command
 from trainer.config import ConfigError, TrainConfig
 
@@ -112,7 +112,7 @@ def start_attempt(store: Store, run_id: int, job: DetachedJob, resume: bool, env
         raise RunError(f"The run's config {config} is missing; start a new run instead.")
     try:
         job.start(train_command(config, resume=resume), env=env)
-    except Exception as exc:  # JobError or an already running job
+    except JobError as exc:
         raise RunError(str(exc)) from None
     store.update_training_run(run_id, status=RunStatus.RUNNING.value, pid=job.pid(), started_at=job.started_at,
                               finished_at=None, error=None)
