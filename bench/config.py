@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from medalpaca_desktop.core.typed_config import (
     ConfigError,
     check_all_limits,
@@ -91,6 +90,13 @@ class BenchConfig:
     @classmethod
     def field_help(cls, name: str) -> str:
         return str(_fields()[name].metadata.get("help", ""))
+
+    def ensure_row(self, store: Any) -> int:
+        """This run's eval_runs row (found by its resolved run folder, created if missing), for worker and GUI alike."""
+        return int(store.ensure_eval_run(
+            name=self.display_label, run_dir=str(Path(self.out).expanduser().resolve()),
+            model_path=str(Path(self.model).expanduser().resolve()), model_label=self.display_label,
+            scoring=self.mode, dataset=str(Path(self.data).expanduser().resolve()), config=self.to_dict()))
 
     @property
     def display_label(self) -> str:

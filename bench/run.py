@@ -355,19 +355,7 @@ class _Job:
         """The run's row in the app database (reused on resume), marked running with our pid."""
         if not self.record_in_store:
             return
-        config = self.config
-        run_dir = str(self.run_dir.resolve())
-
-        def find_or_create(store: Any) -> int:
-            row = store.eval_run_by_dir(run_dir)
-            if row is not None:
-                return int(row["id"])
-            return store.create_eval_run(
-                name=config.display_label, run_dir=run_dir, model_path=str(Path(config.model).expanduser().resolve()),
-                model_label=config.display_label, scoring=config.mode,
-                dataset=str(Path(config.data).expanduser().resolve()), config=config.to_dict())
-
-        self.row.open(find_or_create)
+        self.row.open(self.config.ensure_row)
 
     def _db_item(self, item: dict[str, Any]) -> None:
         meta_keys = ("options", "prompt", "scores", "scores_norm", "pred_norm", "correct_norm", "pred_paper",

@@ -357,6 +357,18 @@ class Store:
     def update_eval_run(self, run_id: int, **fields: Any) -> None:
         self._update("eval_runs", self._EVAL_FIELDS, run_id, fields)
 
+    def ensure_eval_run(self, name: str, run_dir: str, model_path: str | None = None,
+                        model_label: str | None = None, scoring: str | None = None, dataset: str | None = None,
+                        config: dict[str, Any] | None = None) -> int:
+        """The id of `run_dir`'s row, created if missing: the benchmark worker and the GUI may both call it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO eval_runs (name, run_dir, model_path, model_label, scoring, dataset, "
+                "config_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, run_dir, model_path, model_label, scoring, dataset, _json(config), time.time()))
+            row = conn.execute("SELECT id FROM eval_runs WHERE run_dir = ?", (run_dir,)).fetchone()
+            return int(row[0])
+
     def add_eval_item(self, run_id: int, item_key: str, *, subset: str | None = None, question: str | None = None,
                       answer: str | None = None, prediction: str | None = None, correct: bool | None = None,
                       raw_output: str | None = None, latency_s: float | None = None,

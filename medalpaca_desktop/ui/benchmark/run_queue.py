@@ -18,9 +18,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal, Slot
 
 from bench.config import BenchConfig, ConfigError, bench_command
-
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started
 from medalpaca_desktop.core.jobs import RunStatus
+from medalpaca_desktop.core.payloads import Item, parse_payload
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.jobs import DetachedJob, JobError, JobOutcome, end_fields, pid_is_running
 
@@ -206,13 +206,7 @@ class BenchQueue(QObject):
         """The run's row (as the worker would write it, so it shows at once) with the worker's pid."""
         if self.store is None:
             return
-        run_dir = str(run.run_dir.resolve())
-        row = self.store.eval_run_by_dir(run_dir)
-        config = run.config
-        row_id = int(row["id"]) if row is not None else self.store.create_eval_run(
-            name=config.display_label, run_dir=run_dir, model_path=str(Path(config.model).expanduser().resolve()),
-            model_label=config.display_label, scoring=config.mode,
-            dataset=str(Path(config.data).expanduser().resolve()), config=config.to_dict())
+        row_id = run.config.ensure_row(self.store)
         self.store.update_eval_run(row_id, status=RunStatus.RUNNING.value, pid=job.pid(), started_at=job.started_at,
                                    finished_at=None, error=None)
 
@@ -228,8 +222,8 @@ class BenchQueue(QObject):
             run.progress = event
             run.stage = event.stage
             self.sig_run_progressed.emit(run)
-        elif isinstance(event, Result) and event.data.get("kind") == "item":
-            item = {k: v for k, v in event.data.items() if k != "kind"}
+        elif isinstance(event, Result) and isinstance(payload := parse_payload(event.data), Item):
+            item = {k: v for k, v in payload.to_data().items() if k != "kind"}
             run.items.append(item)
             self.sig_item_scored.emit(run, item)
         elif isinstance(event, Error):
