@@ -36,7 +36,7 @@ DATASETS: tuple[str, ...] = ("auto", "usmle", "medqa", "table", "hf")
 
 @dataclass
 class BenchConfig:
-    """A benchmark run. Defaults are the MedAlpaca paper's protocol (shared PAPER.md)."""
+    """A benchmark run. Defaults are the MedAlpaca paper's protocol (Han et al. 2023, kbressem/medAlpaca eval/)."""
 
     model: str = _f("", "The model to score: a .gguf file or a Hugging Face model folder.")
     adapter: str = _f("", "Optional LoRA adapter folder on top of a Hugging Face model (transformers only).")

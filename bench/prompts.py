@@ -1,6 +1,6 @@
 """The prompts a benchmark sends: the MedAlpaca paper's and lm-eval's medqa_4options (light).
 
-MedAlpaca (kbressem/medAlpaca eval/, shared PAPER.md): the repository's template
+MedAlpaca (kbressem/medAlpaca eval/): the repository's template
 with the instruction "Answer the multiple choice question correctly and
 truthfully." and as input the question, a newline, then one "X: option" line per
 option; the answer is generated after "### Response:".

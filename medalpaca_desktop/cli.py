@@ -105,15 +105,16 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from medalpaca_desktop.core.events import EventWriter
+    from medalpaca_desktop.core.worker import Worker, run_worker
     from medalpaca_desktop.inference.devices import describe_devices, probe_devices
 
     if args.json:
-        # Native libraries may print while probing: keep stdout for the JSON alone.
-        writer = EventWriter.claim_stdout()
-        report = probe_devices()
-        writer.write_raw(json.dumps(report.to_dict(), indent=2) + "\n")
-        return ExitCode.OK
+        # The GUI's devices probe. Native libraries may print while probing: stdout keeps the JSON alone.
+        def job(worker: Worker) -> ExitCode:
+            worker.writer.write_raw(json.dumps(probe_devices().to_dict(), indent=2) + "\n")
+            return ExitCode.OK
+
+        return run_worker(job, name="devices probe")
     print(describe_devices(probe_devices()))
     return ExitCode.OK
 

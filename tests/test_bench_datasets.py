@@ -71,7 +71,7 @@ def test_folder_without_its_own_file_uses_the_shipped_lists(tmp_path):
     folder = _usmle_folder(tmp_path / "u", {"step1": list(range(1, 120)), "step2": list(range(1, 121)),
                                             "step3": list(range(1, 136))})
     ds = load_dataset(folder)
-    # Medical Meadow's set: Step 1 119, Step 2 120, Step 3 135 questions (PAPER.md), less 27/10/13 image ones.
+    # Medical Meadow's set: Step 1 119, Step 2 120, Step 3 135 questions (the paper), less 27/10/13 image ones.
     assert ds.kind == "usmle"
     assert ds.counts() == {"step1": 92, "step2": 110, "step3": 122, "all": 324}
     assert ds.excluded_counts() == {"step1": 27, "step2": 10, "step3": 13}

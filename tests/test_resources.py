@@ -1,4 +1,4 @@
-"""Shipped package data is readable through importlib.resources and matches PAPER.md."""
+"""Shipped package data is readable through importlib.resources and matches the paper (Han et al. 2023)."""
 
 import json
 

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -23,9 +22,6 @@ from medalpaca_desktop.core.events import EventWriter, parse_line, read_events_f
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "sample_data" / "medical_instructions.jsonl"
-HAS_DATA_MODULE = (ROOT / "trainer" / "data.py").is_file()
-needs_data = pytest.mark.skipif(not HAS_DATA_MODULE, reason="trainer/data.py (build_datasets) not present yet")
-
 RECORDS = [
     {"instruction": "What is the normal adult resting heart rate?", "input": "",
      "output": "Between 60 and 100 beats per minute."},
@@ -43,24 +39,6 @@ def write_records(folder: Path) -> Path:
     path = folder / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
     return path
-
-
-def inline_prepare(config, tokenizer):  # noqa: ANN001, ANN201
-    """A stand-in for trainer.data.build_datasets: whole-sequence loss, deterministic split."""
-    from datasets import Dataset
-
-    texts = [f"### Instruction:\n{r['instruction']}\n{r['input']}\n### Response:\n{r['output']}{tokenizer.eos_token}"
-             for r in RECORDS]
-    enc = [tokenizer(t, truncation=True, max_length=config.max_length) for t in texts]
-    ds = Dataset.from_dict({"input_ids": [e["input_ids"] for e in enc],
-                            "attention_mask": [e["attention_mask"] for e in enc],
-                            "labels": [list(e["input_ids"]) for e in enc]})
-    n_val = int(len(ds) * config.val_split)
-    val = ds.select(range(len(ds) - n_val, len(ds))) if n_val else None
-    return SimpleNamespace(train=ds.select(range(len(ds) - n_val)), val=val, stats={}, notes=[])
-
-
-PREPARE = None if HAS_DATA_MODULE else inline_prepare
 
 
 def make_config(tiny_llama_dir: Path, out: Path, data: Path, **kw):  # noqa: ANN201
@@ -90,7 +68,7 @@ def run(cfg, **kw):  # noqa: ANN001, ANN201
     from trainer.run import run_job
 
     rec = Recorder()
-    rc = run_job(cfg, writer=rec, prepare=PREPARE, **kw)
+    rc = run_job(cfg, writer=rec, **kw)
     return rc, rec
 
 
@@ -138,7 +116,7 @@ def test_each_method_trains_a_few_steps(method, tiny_llama_dir, tmp_path):
 def test_lora_loss_falls(tiny_llama_dir, tmp_path):
     """On the bundled sample data. train_on_inputs: the tiny model's weights are random, so the
     answers alone barely move in 30 steps (6.3 -> 5.9); template + question fall clearly (6.3 -> 3.8)."""
-    data = SAMPLE if (SAMPLE.is_file() and HAS_DATA_MODULE) else write_records(tmp_path)
+    data = SAMPLE
     cfg = make_config(tiny_llama_dir, tmp_path / "run", data, max_steps=30, learning_rate=2e-2, warmup_steps=3,
                       val_split=0.1, eval_steps=10, lora_r=8, lora_alpha=16, lora_dropout=0.0,
                       lora_target_modules=["all-linear"], train_on_inputs=True)
@@ -268,7 +246,6 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and "method_typo" in proc.stderr
 
 
-@needs_data
 def test_cli_train_end_to_end(tiny_llama_dir, tmp_path):
     cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=5)
     path = _write_yaml(cfg, tmp_path / "cfg.yaml")
@@ -284,8 +261,35 @@ def test_cli_train_end_to_end(tiny_llama_dir, tmp_path):
     assert [e.type for e in logged] == [e.type for e in events]
 
 
-@needs_data
-def test_sigterm_saves_a_checkpoint_and_stops(tiny_llama_dir, tmp_path):
+def test_a_terminal_run_records_itself_in_the_runs_list(tiny_llama_dir, tmp_path, monkeypatch):
+    """`medalpaca train` with no GUI around leaves the same training_runs row a GUI run has."""
+    from medalpaca_desktop.core.store import Store
+
+    run_dir = tmp_path / "runs" / "terminal-run"
+    cfg = make_config(tiny_llama_dir, run_dir, write_records(tmp_path), max_steps=2)
+    path = _write_yaml(cfg, tmp_path / "cfg.yaml")
+    with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "medalpaca_desktop", "train", str(path)], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=err, cwd=tmp_path, env=_env(tmp_path), timeout=120)
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    events = [e for e in map(parse_line, (tmp_path / "stdout.txt").read_text().splitlines()) if e is not None]
+    losses = [e.values["loss"] for e in events if e.type == "metric" and "loss" in e.values]
+    assert events[-1].type == "done" and events[-1].ok and len(losses) == 2
+
+    monkeypatch.setenv("MEDALPACA_DESKTOP_HOME", str(tmp_path))  # the home the run was given
+    with Store() as store:
+        row = store.training_run_by_dir(str(run_dir.resolve()))
+        assert row is not None and [r["id"] for r in store.training_runs()] == [row["id"]]
+    assert (row["status"], row["name"], row["method"], row["base_model"]) == ("done", "terminal-run", "lora",
+                                                                               str(tiny_llama_dir))
+    assert row["pid"] is None  # the process is gone; a final row names none
+    assert row["final_loss"] == pytest.approx(events[-1].data["train_loss"]) == pytest.approx(losses[-1])
+    assert row["finished_at"] >= row["started_at"] >= row["created_at"] and row["error"] is None
+    assert json.loads(row["data_json"]) == [str(tmp_path / "records.jsonl")]
+    assert json.loads(row["config_json"])["max_steps"] == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny_llama_dir, tmp_path, monkeypatch):
     cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=100000,
                       save_steps=100000, warmup_steps=0)
     path = _write_yaml(cfg, tmp_path / "cfg.yaml")
@@ -310,9 +314,14 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_llama_dir, tmp_path):
     ckpts = [e for e in events if e is not None and e.type == "checkpoint"]
     assert ckpts and Path(ckpts[-1].path).is_dir()
     assert (Path(ckpts[-1].path) / "optimizer.pt").is_file()
+    monkeypatch.setenv("MEDALPACA_DESKTOP_HOME", str(tmp_path))
+    from medalpaca_desktop.core.store import Store
+
+    with Store() as store:
+        row = store.training_run_by_dir(str((tmp_path / "run").resolve()))
+    assert row is not None and (row["status"], row["pid"]) == ("stopped", None) and row["final_loss"] is not None
 
 
-@needs_data
 def test_two_processes_through_accelerate(tiny_llama_dir, tmp_path):
     cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=2)
     path = _write_yaml(cfg, tmp_path / "cfg.yaml")

@@ -33,7 +33,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 
 @dataclass
 class TrainConfig:
-    """A fine-tuning job. Defaults follow the MedAlpaca repository's train.py (shared PAPER.md)."""
+    """A fine-tuning job. Defaults follow the MedAlpaca repository's train.py (kbressem/medAlpaca) and the paper."""
 
     base_model: str = _f("", "Base model: a Hugging Face model folder, or a GGUF file (de-quantized first; "
                              "quality is that of the quantized file).")

@@ -350,13 +350,13 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
             worker.emit(Done(ok=False, stopped=True))
             raise
         seconds = time.monotonic() - started
-        data = {"path": str(path), "size_bytes": path.stat().st_size, "quant": config.quant,
-                "seconds": round(seconds, 2)}
+        size = path.stat().st_size
+        data = {"path": str(path), "size_bytes": size, "quant": config.quant, "seconds": round(seconds, 2)}
         if events is not None:
             events.emit(Result(data=data))
             events.emit(Done(ok=True, data=data))
         else:
-            print(f"Wrote {path} ({format_size(data['size_bytes'])}, {config.quant}) in {format_duration(seconds)}")
+            print(f"Wrote {path} ({format_size(size)}, {config.quant}) in {format_duration(seconds)}")
         return ExitCode.OK
 
     return run_worker(job, name="export", writer=None if jsonl else TerminalWriter("medalpaca"), interrupt=True)

@@ -28,7 +28,7 @@ def install_stop_handlers(stop: threading.Event, *, at_once: bool = False) -> di
             raise KeyboardInterrupt
         stop.set()
 
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
     return previous
