@@ -28,9 +28,8 @@ def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitC
 
 def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
     """Run a validated BenchConfig: events on stdout (jsonl) or a progress line and a table (terminal)."""
-    from medalpaca_desktop.core.worker import TerminalWriter, run_worker
-
     from bench.run import describe_summary, run_job
+    from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     run_dir = Path(config.out).expanduser()
     try:
@@ -88,9 +87,8 @@ def _cmd_rescore(args: argparse.Namespace, prog: str) -> ExitCode:
 def _rescore_db(run_dir: Path, summary: dict[str, Any]) -> None:
     """Keep the app database's copy in step with the re-scored run (when it has one)."""
     try:
-        from medalpaca_desktop.core.store import Store
-
         from bench.results import read_items
+        from medalpaca_desktop.core.store import Store
 
         with Store() as store:
             row = store.eval_run_by_dir(str(run_dir.expanduser().resolve()))

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.questions import Question
 from medalpaca_desktop.core.chat_protocol import ChatMessage
 from medalpaca_desktop.core.prompts import ModelPromptInfo, medalpaca_template, render_prompt
-
-from bench.questions import Question
 
 INSTRUCTION = "Answer the multiple choice question correctly and truthfully."
 LMEVAL_DELIMITER = " "  # lm-eval's target_delimiter for multiple_choice tasks

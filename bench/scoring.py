@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from medalpaca_desktop.core.chat_protocol import SamplingSettings
-
 from bench.answers import parse_answer
 from bench.config import BenchConfig
 from bench.prompts import build_prompt
 from bench.questions import Question
+from medalpaca_desktop.core.chat_protocol import SamplingSettings
 
 if TYPE_CHECKING:  # the GUI reads bench modules and must not import the inference package
     from medalpaca_desktop.inference.base import Backend

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from medalpaca_desktop import __version__
 from medalpaca_desktop.core.jobs import ExitCode
@@ -41,7 +41,7 @@ def _cmd_models_inspect(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _describe_model(info) -> str:  # noqa: ANN001 - ModelInfo, imported lazily
+def _describe_model(info) -> str:
     from medalpaca_desktop.core.model_info import format_parameters, format_size
 
     rows = [
@@ -157,8 +157,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(opts)
 
 
-def _add_chat_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    from medalpaca_desktop.core.chat_protocol import BACKENDS, LoadSpec, SamplingSettings, TEMPLATES
+def _add_chat_parser(sub) -> None:
+    from medalpaca_desktop.core.chat_protocol import BACKENDS, TEMPLATES, LoadSpec, SamplingSettings
 
     h = SamplingSettings.field_help
     chat = sub.add_parser("chat", help="chat with a local model (one answer with --prompt, else interactive)")
@@ -195,7 +195,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def _add_train_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+def _add_train_parser(sub) -> None:
     from trainer.__main__ import add_train_arguments
 
     train = sub.add_parser("train", help="run a fine-tune from a config file (JSON-line events on stdout)",
@@ -227,7 +227,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return execute(config, resume=args.resume, jsonl=args.jsonl, prog="medalpaca bench")
 
 
-def _add_bench_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+def _add_bench_parser(sub) -> None:
     from bench.config import BACKENDS, DATASETS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
 
     h = BenchConfig.field_help

@@ -75,7 +75,7 @@ def _timing_callback() -> Any:
         def __init__(self) -> None:
             self.marks: list[tuple[float, int, int]] = []
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             self.marks.append((time.perf_counter(), state.global_step, int(state.num_input_tokens_seen)))
             return control
 
@@ -104,7 +104,7 @@ def worker_engine(model_dir: str, steps: int, packing: bool, out_dir: str) -> di
     events: list[str] = []
 
     class Collect(EventWriter):
-        def emit(self, event: Any) -> None:  # noqa: D102
+        def emit(self, event: Any) -> None:
             events.append(event.type)
 
     rc = run_job(config, writer=Collect(None), callbacks=[timing])
@@ -118,8 +118,14 @@ def worker_reference(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]
     import torch
     from datasets import load_dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from medalpaca_desktop.core.prompts import medalpaca_template
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import model_factory
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -198,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return repo
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         path = self._record()
         api = API_RE.match(path)
         if api:
@@ -214,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._resolve(path, head=False)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._resolve(self._record(), head=True)
 
     def _send_json(self, data: dict) -> None:

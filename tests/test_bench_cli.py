@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_bench_run import MEDQA, medqa_ids, tiny_long  # noqa: F401 - tiny_long is a fixture
 
 from medalpaca_desktop.core.events import parse_line
-from test_bench_run import MEDQA, medqa_ids, tiny_long  # noqa: F401 - tiny_long is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.config import PRESET_TITLES, PRESETS, BenchConfig, ConfigError, apply_preset, bench_command, \
-    matching_preset, user_command
+from bench.config import (
+    PRESET_TITLES,
+    PRESETS,
+    BenchConfig,
+    ConfigError,
+    apply_preset,
+    bench_command,
+    matching_preset,
+    user_command,
+)
 from bench.prompts import INSTRUCTION, build_prompt, lmeval_text, medalpaca_input
 from bench.questions import Question
 

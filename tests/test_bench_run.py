@@ -52,7 +52,7 @@ class Recorder(EventWriter):
         self.events: list = []
         self.stop, self.stop_after = stop, stop_after
 
-    def emit(self, event) -> None:  # noqa: ANN001
+    def emit(self, event) -> None:
         self.events.append(event)
         if self.stop is not None and len(self.of("result")) == self.stop_after:
             self.stop.set()
@@ -61,13 +61,13 @@ class Recorder(EventWriter):
         return [e for e in self.events if e.type == kind]
 
 
-def config(model: Path, out: Path, **kw) -> BenchConfig:  # noqa: ANN003
+def config(model: Path, out: Path, **kw) -> BenchConfig:
     values = dict(model=str(model), data=str(MEDQA), out=str(out), limit=5)
     values.update(kw)
     return BenchConfig(**values)
 
 
-def run(cfg: BenchConfig, stop_after: int | None = None, **kw) -> tuple[int, Recorder]:  # noqa: ANN003
+def run(cfg: BenchConfig, stop_after: int | None = None, **kw) -> tuple[int, Recorder]:
     stop = threading.Event()
     rec = Recorder(stop, stop_after)
     return run_job(cfg, writer=rec, stop=stop, **kw), rec
@@ -292,7 +292,7 @@ def test_the_row_is_running_with_our_pid_while_the_run_scores(tiny_long, tmp_pat
     seen: list = []
 
     class Watcher(Recorder):
-        def emit(self, event) -> None:  # noqa: ANN001
+        def emit(self, event) -> None:
             super().emit(event)
             if event.type == "result" and not seen:
                 with Store() as store:

@@ -11,8 +11,8 @@ import os
 import signal
 
 import pytest
-
 from helpers.ui_support import isolate_user_home
+
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 from medalpaca_desktop.core.models import inspect_model

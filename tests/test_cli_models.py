@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_models import truncated_copy, write_gguf, write_hf_dir
 
 from medalpaca_desktop.core.demo_model import DEMO_NAME, demo_model_path
-from test_models import truncated_copy, write_gguf, write_hf_dir
 
 ENV_DROP = ("XDG_DATA_HOME", "XDG_CACHE_HOME", "OLLAMA_MODELS", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 

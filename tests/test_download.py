@@ -18,8 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from hub_server import HubServer
+
 from medalpaca_desktop.core.events import parse_line
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.hub import download as dl

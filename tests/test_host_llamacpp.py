@@ -54,7 +54,7 @@ class Host:
                 self.seen.append(event)
                 return event
 
-    def send(self, request) -> str:  # noqa: ANN001
+    def send(self, request) -> str:
         self.proc.send(request)
         return request.id
 
@@ -63,7 +63,7 @@ class Host:
         self.proc.proc.stdin.write(text.encode() + b"\n")
         self.proc.proc.stdin.flush()
 
-    def until(self, pred, timeout: float = TIMEOUT) -> list[Event]:  # noqa: ANN001
+    def until(self, pred, timeout: float = TIMEOUT) -> list[Event]:
         """Events up to and including the first one `pred` accepts."""
         got: list[Event] = []
         deadline = time.monotonic() + timeout

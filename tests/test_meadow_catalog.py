@@ -14,14 +14,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_server import HubServer
+
 from medalpaca_desktop.core.events import parse_line
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.hub import dataset_folder, datasets_dir, downloads_dir
 from medalpaca_desktop.hub import download as dl
-from medalpaca_desktop.hub.meadow import (MeadowCatalogError, load_meadow_catalog, meadow_dataset,
-                                          parse_meadow_catalog, training_total)
+from medalpaca_desktop.hub.meadow import (
+    MeadowCatalogError,
+    load_meadow_catalog,
+    meadow_dataset,
+    parse_meadow_catalog,
+    training_total,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

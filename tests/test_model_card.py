@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from trainer.config import TrainConfig
-from trainer.model_card import (BENCHMARK_HEADING, NO_RESULTS, WIKIDOC_NOTE, append_benchmark_results,
-                                curve_summary, read_card_metadata, write_model_card)
+from trainer.model_card import (
+    BENCHMARK_HEADING,
+    NO_RESULTS,
+    WIKIDOC_NOTE,
+    append_benchmark_results,
+    curve_summary,
+    read_card_metadata,
+    write_model_card,
+)
 
 TEMPLATE = "medalpaca"
 EOS = "</s>"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 import model_factory
+import pytest
 
 
 def test_tiny_llama_dir_is_a_loadable_hf_model(tiny_llama_dir):

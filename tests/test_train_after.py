@@ -13,7 +13,7 @@ import numpy as np
 from tests.test_train_run import PREPARE, Recorder, make_config, write_records
 
 
-def _run(cfg):  # noqa: ANN001, ANN202
+def _run(cfg):
     from trainer.run import run_job
 
     rec = Recorder()
@@ -21,7 +21,7 @@ def _run(cfg):  # noqa: ANN001, ANN202
     return rc, rec
 
 
-def _logits(model, ids: list[int]) -> np.ndarray:  # noqa: ANN001
+def _logits(model, ids: list[int]) -> np.ndarray:
     import torch
 
     model.eval()
@@ -144,7 +144,7 @@ def test_qlora_merges_into_full_precision_base(tiny_llama_dir, tmp_path):
 def test_failed_export_keeps_final_and_reports(tiny_llama_dir, tmp_path, monkeypatch):
     import trainer.export
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise trainer.export.ExportError("disk on fire")
 
     monkeypatch.setattr(trainer.export, "export_gguf", broken)

@@ -9,8 +9,21 @@ from pathlib import Path
 import pytest
 
 from trainer.config import TrainConfig
-from trainer.data import (IGNORE, DataError, Record, build_datasets, build_prompt, length_stats, load_records,
-                          make_collator, mix_counts, mix_sources, pack_examples, split_records, tokenize_record)
+from trainer.data import (
+    IGNORE,
+    DataError,
+    Record,
+    build_datasets,
+    build_prompt,
+    length_stats,
+    load_records,
+    make_collator,
+    mix_counts,
+    mix_sources,
+    pack_examples,
+    split_records,
+    tokenize_record,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "medical_instructions.jsonl"
 

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.estimate import (MemoryBreakdown, estimate_from_hf_config, estimate_training_memory,
-                              lora_trainable_params, params_from_hf_config)
+from trainer.estimate import (
+    MemoryBreakdown,
+    estimate_from_hf_config,
+    estimate_training_memory,
+    lora_trainable_params,
+    params_from_hf_config,
+)
 
 GB = 1e9
 LLAMA_7B = {"hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000, "num_attention_heads": 32,

@@ -41,7 +41,7 @@ def write_records(folder: Path) -> Path:
     return path
 
 
-def make_config(tiny_llama_dir: Path, out: Path, data: Path, **kw):  # noqa: ANN201
+def make_config(tiny_llama_dir: Path, out: Path, data: Path, **kw):
     from trainer.config import TrainConfig
 
     values = dict(base_model=str(tiny_llama_dir), method="lora", data=[str(data)], output_dir=str(out),
@@ -57,14 +57,14 @@ class Recorder(EventWriter):
         super().__init__(None)
         self.events: list = []
 
-    def emit(self, event) -> None:  # noqa: ANN001
+    def emit(self, event) -> None:
         self.events.append(event)
 
     def of(self, kind: str) -> list:
         return [e for e in self.events if e.type == kind]
 
 
-def run(cfg, **kw):  # noqa: ANN001, ANN201
+def run(cfg, **kw):
     from trainer.run import run_job
 
     rec = Recorder()
@@ -83,7 +83,7 @@ def test_each_method_trains_a_few_steps(method, tiny_llama_dir, tmp_path):
     seen: dict = {}
 
     class Grab(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
             seen["model"] = model
 
     targets = ["all-linear"] if method == "qlora" else ["q_proj", "v_proj"]
@@ -154,7 +154,7 @@ def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
     stop = threading.Event()
 
     class StopAt6(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 6:
                 stop.set()
 
@@ -182,7 +182,7 @@ def test_bad_data_error_comes_before_the_model(tiny_llama_dir, tmp_path):
     class DataError(ValueError):
         pass
 
-    def bad(config, tokenizer):  # noqa: ANN001, ANN202
+    def bad(config, tokenizer):
         raise DataError("records.jsonl line 3: output is empty")
 
     from trainer.run import run_job
@@ -198,7 +198,7 @@ def test_bad_data_error_comes_before_the_model(tiny_llama_dir, tmp_path):
 def test_failed_final_save_keeps_nothing_half_written(tiny_llama_dir, tmp_path, monkeypatch):
     import trainer.run as run_mod
 
-    def broken(folder, adapter):  # noqa: ANN001, ANN202
+    def broken(folder, adapter):
         raise OSError("disk full")
 
     monkeypatch.setattr(run_mod, "verify_saved", broken)
@@ -229,7 +229,7 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _write_yaml(cfg, path: Path) -> Path:  # noqa: ANN001
+def _write_yaml(cfg, path: Path) -> Path:
     cfg.save(path)
     return path
 
@@ -341,7 +341,7 @@ def test_out_of_memory_becomes_advice(tiny_llama_dir, tmp_path, monkeypatch):
 
     import trainer.methods as methods
 
-    def oom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(methods, "load_model", oom)

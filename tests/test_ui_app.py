@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.ui_support import GPU_REPORT, NO_GPU_REPORT, fake_probe_command, isolate_user_home
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QKeySequence
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QCheckBox
 
-from helpers.ui_support import GPU_REPORT, NO_GPU_REPORT, fake_probe_command, isolate_user_home
 from medalpaca_desktop.core.settings import AppSettings, load_settings, settings_path
 from medalpaca_desktop.ui.about import AboutDialog, about_text
 from medalpaca_desktop.ui.devices import NO_GPU_TEXT, DeviceProbe, DevicesDialog, probe_command

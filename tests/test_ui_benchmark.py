@@ -14,9 +14,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 from bench.datasets import sample_questions_dir
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.core.store import Store
-from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.ui.benchmark.tab import PAGE_QUESTIONS, BenchmarkTab
 
 RUN_MS = 120_000
@@ -344,6 +344,7 @@ def test_run_pressed_while_the_questions_are_read_starts_once_they_are_checked(q
 def test_a_benchmark_left_running_survives_closing_and_reopening_the_app(qtbot, demo_gguf, monkeypatch):
     """Close asks stop / leave / cancel; a benchmark left running is attached again by the next window."""
     from helpers.ui_support import NO_GPU_REPORT, fake_probe_command
+
     from medalpaca_desktop.ui.benchmark.run_queue import bench_is_running
     from medalpaca_desktop.ui.devices import DeviceProbe
     from medalpaca_desktop.ui.main_window import MainWindow

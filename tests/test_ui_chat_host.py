@@ -10,10 +10,10 @@ import os
 import signal
 
 import pytest
-from PySide6.QtCore import Qt
-
 from helpers.tiny_models import write_corrupt_gguf
 from helpers.ui_support import NO_GPU_REPORT, fake_probe_command, isolate_user_home
+from PySide6.QtCore import Qt
+
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.core.store import Store

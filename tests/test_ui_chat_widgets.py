@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox
 
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, ModelInfo
+from medalpaca_desktop.core.payloads import Prompt
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.chat import export as chat_export
 from medalpaca_desktop.ui.chat.composer import Composer
@@ -26,7 +27,6 @@ from medalpaca_desktop.ui.chat.conversation import (
 from medalpaca_desktop.ui.chat.conversation_list import ConversationListModel
 from medalpaca_desktop.ui.chat.message_view import MessageView
 from medalpaca_desktop.ui.chat.model_picker import ModelPicker
-from medalpaca_desktop.core.payloads import Prompt
 from medalpaca_desktop.ui.chat.prompt_inspector import PromptInspector, describe_prompt, prompt_meta
 from medalpaca_desktop.ui.chat.sampling_panel import PRESETS, SamplingPanel, resolve_template
 from medalpaca_desktop.ui.chat.session import one_sentence

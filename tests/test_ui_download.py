@@ -6,14 +6,14 @@ import hashlib
 import sys
 
 import pytest
-from PySide6.QtCore import Qt
-
 from helpers.ui_support import isolate_user_home
 from hub_server import HubServer
+from PySide6.QtCore import Qt
+
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub import repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry
-from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.ui.models.download_dialog import ONLINE_NOTE, DownloadDialog
 from medalpaca_desktop.ui.models.manager import ModelManager
 from medalpaca_desktop.ui.settings_store import SettingsStore

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.ui_support import NO_GPU_REPORT, fake_probe_command, isolate_user_home
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from helpers.ui_support import NO_GPU_REPORT, fake_probe_command, isolate_user_home
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Metric, read_events_file
+from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.devices import DeviceProbe
-from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.ui.finetune.runs import attempt_summary, last_checkpoint, trainer_is_running
 from medalpaca_desktop.ui.finetune.tab import FinetuneTab
 from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome

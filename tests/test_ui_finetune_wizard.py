@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.ui_support import GPU_REPORT, NO_GPU_REPORT, isolate_user_home
 from PySide6.QtCore import Qt
 
-from helpers.ui_support import GPU_REPORT, NO_GPU_REPORT, isolate_user_home
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.devices import DeviceReport
 from medalpaca_desktop.core.model_info import ModelInfo

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from helpers.tiny_models import write_tiny_gguf
 from helpers.ui_support import isolate_user_home
+
 from medalpaca_desktop.core.settings import AppSettings, save_settings
 from medalpaca_desktop.ui.models.manager import ModelManager, watch_targets
 from medalpaca_desktop.ui.settings_store import SettingsStore

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers.tiny_models import write_corrupt_gguf, write_pickle_hf_dir, write_tiny_gguf
+from helpers.ui_support import isolate_user_home
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from helpers.tiny_models import write_corrupt_gguf, write_pickle_hf_dir, write_tiny_gguf
-from helpers.ui_support import isolate_user_home
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.settings import AppSettings, load_settings, save_settings
 from medalpaca_desktop.ui.models import manager as manager_module

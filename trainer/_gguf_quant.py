@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: Export quant name → name of llama.cpp's LLAMA_FTYPE_* constant.
 QUANT_FTYPES: dict[str, str] = {
@@ -50,7 +50,7 @@ def quantize_file(src: Path, dst: Path, quant: str, threads: int = 0,
     warnings: list[str] = []
 
     @llama_cpp.llama_log_callback
-    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:  # noqa: ARG001
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         match = _TENSOR_LINE.match(text.lstrip())
         if match and on_tensor is not None:
             on_tensor(int(match.group(1)), int(match.group(2)), match.group(3).decode("utf-8", "replace"))

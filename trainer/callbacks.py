@@ -51,11 +51,11 @@ class EventCallback(TrainerCallback):
         self._last_tokens = 0
 
     # ------------------------------------------------------------------ helpers
-    def _emit(self, state, event) -> None:  # noqa: ANN001
+    def _emit(self, state, event) -> None:
         if state.is_world_process_zero:
             self.writer.emit(event)
 
-    def _stop_requested(self, args) -> bool:  # noqa: ANN001
+    def _stop_requested(self, args) -> bool:
         """All ranks must agree, or DDP hangs in the next all-reduce."""
         flag = self.stop.is_set()
         import torch.distributed as dist
@@ -69,19 +69,19 @@ class EventCallback(TrainerCallback):
         return flag
 
     # ------------------------------------------------------------------ hooks
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = self._last_t = time.monotonic()
         self._step0 = state.global_step
         self._last_tokens = state.num_input_tokens_seen
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         if self._stop_requested(args):
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True  # the Trainer saves a full checkpoint before leaving the loop
         return control
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" not in logs:
             return control
@@ -113,14 +113,14 @@ class EventCallback(TrainerCallback):
                 control.should_training_stop = True
         return control
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         val = _finite((metrics or {}).get("eval_loss"))
         if val is not None:
             self.last_eval_loss = val
             self._emit(state, Metric(step=state.global_step, values={"val_loss": val}))
         return control
 
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self._emit(state, Checkpoint(path=str(path), step=state.global_step))
         return control

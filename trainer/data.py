@@ -52,8 +52,9 @@ picks the collator: `default_data_collator` for packed rows, otherwise
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from trainer.data_sources import DataError, Record, read_sources
 

@@ -37,7 +37,7 @@ def _gguf_string(path: Path, key: str) -> str | None:
     return None if field is None else bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
-def _restore_digit_split(tokenizer, gguf_path: Path) -> None:  # noqa: ANN001 - a TokenizersBackend
+def _restore_digit_split(tokenizer, gguf_path: Path) -> None:
     """transformers rebuilds byte-level tokenizers with plain ByteLevel, dropping the
     Digits step that SmolLM's tokenizer (llama.cpp pre "smollm") has; put it back so
     "x  1" tokenizes as the model was trained."""

@@ -38,7 +38,7 @@ def world() -> tuple[int, int]:
 # --------------------------------------------------------------------------- saving
 
 
-def _make_trainer_class():  # noqa: ANN202 - transformers is imported lazily
+def _make_trainer_class():
     from transformers import Trainer
     from transformers.trainer_utils import rotate_checkpoints
 
@@ -47,10 +47,10 @@ def _make_trainer_class():  # noqa: ANN202 - transformers is imported lazily
 
         _staging: str | None = None
 
-        def _get_output_dir(self, trial):  # noqa: ANN001, ANN202
+        def _get_output_dir(self, trial):
             return self._staging or super()._get_output_dir(trial)
 
-        def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202
+        def _save_checkpoint(self, model, trial):
             real = super()._get_output_dir(trial)
             staging = os.path.join(real, ".staging")
             name = f"checkpoint-{self.state.global_step}"

@@ -101,7 +101,7 @@ class Log(Event):
 
 
 @dataclass
-class Warning(Event):  # noqa: A001 - the protocol's name for it
+class Warning(Event):
     type: ClassVar[str] = "warning"
     message: str = ""
 
@@ -213,7 +213,7 @@ class EventWriter:
         self._stream = stream
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Event], None]] = []
-        self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+        self._log = open(log_path, "a", encoding="utf-8") if log_path else None
 
     @classmethod
     def claim_stdout(cls, log_path: str | Path | None = None) -> EventWriter:

@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from medalpaca_desktop.core import gguf_meta, hf_meta
 from medalpaca_desktop.core.demo_model import DEMO_FILE, DEMO_NAME, demo_model_path
@@ -296,7 +297,7 @@ class _Found:
         except ModelInspectError as exc:
             self.problem(path, getattr(exc, "reason", str(exc)))
             return
-        except Exception as exc:  # noqa: BLE001 - one odd file must not hide all the others
+        except Exception as exc:
             log.exception("inspecting %s failed", path)
             self.problem(path, f"unexpected error: {type(exc).__name__}: {exc}")
             return

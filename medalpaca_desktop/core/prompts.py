@@ -14,10 +14,11 @@ Qt-free and torch-free; jinja2 is imported only when a template is rendered.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from medalpaca_desktop.core.chat_protocol import ChatMessage
 

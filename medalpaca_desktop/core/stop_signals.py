@@ -22,7 +22,7 @@ def install_stop_handlers(stop: threading.Event, *, at_once: bool = False) -> di
     Returns the handlers it replaced (for `restore_handlers`). Main thread only (ValueError elsewhere).
     """
 
-    def handler(signum, frame):  # noqa: ANN001, ANN202
+    def handler(signum, frame):
         if stop.is_set() or at_once:
             stop.set()
             raise KeyboardInterrupt

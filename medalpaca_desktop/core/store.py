@@ -12,10 +12,11 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.jobs import STORED_STATUSES
@@ -409,4 +410,4 @@ class Store:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
-            conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))  # noqa: S608
+            conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))

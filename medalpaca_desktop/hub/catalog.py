@@ -5,8 +5,9 @@ Presets are data and one test validates every entry (tests/test_download_catalog
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 

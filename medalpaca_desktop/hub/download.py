@@ -30,9 +30,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 from medalpaca_desktop import __version__
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 

@@ -24,7 +24,14 @@ from medalpaca_desktop.core import hf_meta
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 from medalpaca_desktop.inference import hf_load
 from medalpaca_desktop.inference.base import (
-    Backend, EncodedRequest, GenerationStats, InferenceError, LoadedModel, ProgressCallback, ScoreDetail, StopCheck,
+    Backend,
+    EncodedRequest,
+    GenerationStats,
+    InferenceError,
+    LoadedModel,
+    ProgressCallback,
+    ScoreDetail,
+    StopCheck,
     TokenCallback,
 )
 from medalpaca_desktop.inference.hf_cache import PromptCache
@@ -135,7 +142,7 @@ class HFBackend(Backend):
             if trained_template:  # a fine-tune answers in the format it was trained on, not the base's
                 tokenizer.chat_template = trained_template
             model.eval()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
+        except Exception as exc:
             raise hf_load.load_error(exc, folder, spec) from exc
         self._model, self._tokenizer = model, tokenizer
         self._device = placement.device
@@ -244,7 +251,7 @@ class HFBackend(Backend):
         except InferenceError:
             cache.reset()
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             cache.reset()
             if hf_load.is_oom(exc):
                 raise hf_load.oom_error("generating (a shorter conversation also helps)") from exc
@@ -366,7 +373,7 @@ class HFBackend(Backend):
             yield
         except InferenceError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if hf_load.is_oom(exc):
                 raise hf_load.oom_error(what) from exc
             raise InferenceError(f"Scoring failed ({type(exc).__name__}): {exc}", "internal") from exc

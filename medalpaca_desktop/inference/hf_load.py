@@ -10,9 +10,10 @@ so nothing unsafe is opened before the user's choices have been checked.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from medalpaca_desktop.core import hf_meta
 from medalpaca_desktop.core.chat_protocol import LoadSpec

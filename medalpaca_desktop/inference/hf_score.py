@@ -8,7 +8,8 @@ encoded requests are truncated on the left as lm-eval does and run through the m
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from medalpaca_desktop.inference.base import EncodedRequest, InferenceError, ScoreDetail
 

@@ -12,7 +12,8 @@ request or stop string.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from transformers import StoppingCriteria
 

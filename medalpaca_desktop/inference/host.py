@@ -193,7 +193,7 @@ class Host:
             self.error(str(exc), "bad_request", req.id)
         except MemoryError:
             self.error("Out of memory. Choose a smaller model or quantization, or a shorter context.", "oom", req.id)
-        except Exception as exc:  # noqa: BLE001 - the host must outlive any one request
+        except Exception as exc:
             log.exception("request %s failed", req.id)
             self.error(f"Unexpected error: {type(exc).__name__}: {exc}", "internal", req.id,
                        detail=traceback.format_exc(limit=8))
@@ -206,7 +206,7 @@ class Host:
         if self.backend is not None:
             try:
                 self.backend.unload()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("unload failed")
         self.backend, self.loaded, self._prompt_info = None, None, ModelPromptInfo()
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
 import numpy as np
 
 from medalpaca_desktop.core import gguf_meta
@@ -42,8 +43,6 @@ from medalpaca_desktop.inference.base import (
     TokenCallback,
 )
 from medalpaca_desktop.inference.memory import MemoryRefusal, check_fits, estimate_gguf, free_vram
-
-import llama_cpp  # noqa: E402 - after our own imports so a missing wheel fails here, in the worker
 
 log = logging.getLogger(__name__)
 

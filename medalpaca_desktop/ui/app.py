@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from PySide6.QtCore import QSettings, QSocketNotifier
 from PySide6.QtWidgets import QApplication

@@ -7,7 +7,6 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 
-
 def center_column(page: QWidget, column: QVBoxLayout, max_width: int) -> None:
     """Lay `column` out on `page` at a readable width, centred, a little above the middle."""
     holder = QWidget()

@@ -10,7 +10,7 @@ from PySide6.QtGui import QIcon, QPixmap
 from resources import resource_path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def app_icon(name: str) -> QIcon:
     """QIcon for resources/icons/<name>.svg; an empty icon if it is missing."""
     node = resource_path("icons", f"{name}.svg")

@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
             banner.hide()
         return banner
 
-    def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "") -> QAction:  # noqa: ANN001
+    def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
@@ -200,7 +200,7 @@ class MainWindow(QMainWindow):
         if 0 <= tab < self.tabs.count():
             self.tabs.setCurrentIndex(tab)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt name
+    def closeEvent(self, event: QCloseEvent) -> None:
         count = len(self.finetune_tab.active_runs()) + len(self.benchmark_tab.active_runs())
         if count:
             choice = self.ask_about_active_runs(count)
@@ -325,7 +325,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text)
 
     @Slot(object)
-    def _on_device_probe_report_received(self, report) -> None:  # noqa: ANN001 - DeviceReport
+    def _on_device_probe_report_received(self, report) -> None:
         self.devices_label.setText(f"<a href='devices'>{summarize(report)}</a>")
         self.devices_label.setToolTip("No CUDA GPU found: training and chat run on the CPU (slower). "
                                       "Click for details." if not report.gpus else "Click for details")

@@ -9,7 +9,8 @@ inspection use this so the window appears and stays responsive at once.
 from __future__ import annotations
 
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 

@@ -67,7 +67,7 @@ def main_app() -> int:
 
     original = app_module.create_application
 
-    def create_application(argv):  # noqa: ANN001, ANN202
+    def create_application(argv):
         app = original(argv)
         QTimer.singleShot(0, announce)
         return app

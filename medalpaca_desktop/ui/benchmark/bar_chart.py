@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-import pyqtgraph.exporters  # noqa: F401 - registers pg.exporters
+import pyqtgraph.exporters
 from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QBrush, QPainter, QPen
 from PySide6.QtSvg import QSvgGenerator

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
 )
 
 from bench.stats import Comparison, compare_items
-
 from medalpaca_desktop.ui.benchmark.palette import percent, step_name
 from medalpaca_desktop.ui.benchmark.runs import BenchRun
 from medalpaca_desktop.ui.workers import TaskManager, describe_exception

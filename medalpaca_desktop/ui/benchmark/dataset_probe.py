@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.datasets import DatasetError, detect_format, load_dataset
-
 from medalpaca_desktop.ui.benchmark.palette import step_name, step_sort_key
 
 FORMAT_NAMES = {

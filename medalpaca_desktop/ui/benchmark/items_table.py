@@ -90,7 +90,7 @@ def options_text(options: dict[str, str], limit: int = 160) -> str:
 class ItemsTableModel(QAbstractTableModel):
     """Step, ID, question, options, gold, then one answer column per run and the first run's raw output."""
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001 - QObject
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.runs: list[BenchRun] = []
         self.run_names: list[str] = []
@@ -109,13 +109,13 @@ class ItemsTableModel(QAbstractTableModel):
             cols.append("Raw output" + (f" ({self.run_names[0]})" if len(self.runs) > 1 else ""))
         return cols
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.columns())
 
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             cols = self.columns()
@@ -171,7 +171,7 @@ class ItemsTableModel(QAbstractTableModel):
 class ItemsFilterProxy(QSortFilterProxyModel):
     """The drill-down's filter (all / wrong / disagree / unparseable) and a text search."""
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001 - QObject
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.mode = "all"
         self.text = ""
@@ -188,7 +188,7 @@ class ItemsFilterProxy(QSortFilterProxyModel):
         self.text = text.strip().lower()
         self.endFilterChange()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         model = self.sourceModel()
         if not isinstance(model, ItemsTableModel):
             return True

@@ -147,4 +147,4 @@ class QueueView(QWidget):
             return
         self.progress_bar.setRange(0, int(event.total))
         self.progress_bar.setValue(int(event.current))
-        self.progress_bar.setFormat(f"%v / %m questions")
+        self.progress_bar.setFormat("%v / %m questions")

@@ -12,7 +12,6 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from bench.config import RULES
-
 from medalpaca_desktop.ui.benchmark.runs import BenchRun
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from bench.results import load_run
 from bench.stats import score_items
-
 from medalpaca_desktop.core.store import Store
 
 

@@ -46,7 +46,6 @@ from bench.config import (
     user_command,
 )
 from bench.datasets import sample_questions_dir
-
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.model_info import ModelInfo, format_size
 from medalpaca_desktop.ui.benchmark.dataset_probe import DatasetSummary, probe_dataset

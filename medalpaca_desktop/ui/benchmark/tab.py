@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
 
 from bench.config import BenchConfig, ConfigError
 from bench.reference import paper_scores
-
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.store import Store, StoreError

@@ -21,7 +21,7 @@ class ComposerEdit(QPlainTextEdit):
         self.document().contentsChanged.connect(self._fit_height)
         self._fit_height()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt name
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
         mods = event.modifiers()
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -49,14 +50,14 @@ def _age(timestamp: float) -> str:
 class ConversationListModel(QAbstractListModel):
     """Conversations, newest first. Editing a title renames the chat (via `renamer`)."""
 
-    def __init__(self, parent=None, renamer: Callable[[Conversation, str], None] | None = None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None, renamer: Callable[[Conversation, str], None] | None = None) -> None:
         super().__init__(parent)
         self._items: list[Conversation] = []
         self._renamer = renamer
 
     # -- Qt ---------------------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008, N802
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._items)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -81,7 +82,7 @@ class ConversationListModel(QAbstractListModel):
         base = super().flags(index)
         return base | Qt.ItemFlag.ItemIsEditable if index.isValid() else base
 
-    def setData(self, index: _Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+    def setData(self, index: _Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
         if role != Qt.ItemDataRole.EditRole or not index.isValid():
             return False
         title = " ".join(str(value).split())
@@ -148,7 +149,7 @@ class ConversationListModel(QAbstractListModel):
 class ConversationFilterProxy(QSortFilterProxyModel):
     """Shows conversations whose title matches, or whose key is in `extra_keys` (text matches)."""
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._needle = ""
         self._keys: set[str] = set()
@@ -164,7 +165,7 @@ class ConversationFilterProxy(QSortFilterProxyModel):
             self._keys = keys
             self.invalidateFilter()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:  # noqa: N802
+    def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:
         if not self._needle:
             return True
         model = self.sourceModel()
@@ -306,7 +307,7 @@ class ConversationPanel(QWidget):
         if conv is not None:
             self.sig_delete_requested.emit(conv)
 
-    def _on_list_view_context_menu_requested(self, pos) -> None:  # noqa: ANN001
+    def _on_list_view_context_menu_requested(self, pos) -> None:
         index = self.list_view.indexAt(pos)
         if not index.isValid():
             return

@@ -259,7 +259,7 @@ class ChatTab(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
 
-    def _make_action(self, text: str, shortcut: str | QKeySequence, slot) -> QAction:  # noqa: ANN001
+    def _make_action(self, text: str, shortcut: str | QKeySequence, slot) -> QAction:
         action = QAction(text, self)
         action.setShortcut(QKeySequence(shortcut))
         action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)

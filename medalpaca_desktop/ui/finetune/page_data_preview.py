@@ -140,7 +140,7 @@ class TokenHistogram(QWidget):
         self.setToolTip("Token length of every example (prompt + answer + end token); the red line is "
                         "max length: longer examples are cut there.")
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return QSize(400, 140)
 
     def set_histogram(self, data: dict[str, list[int]] | None, max_length: int) -> None:
@@ -152,7 +152,7 @@ class TokenHistogram(QWidget):
     def has_data(self) -> bool:
         return bool(self.counts) and sum(self.counts) > 0
 
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, event: Any) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rect = self.rect().adjusted(40, 8, -24, -22)

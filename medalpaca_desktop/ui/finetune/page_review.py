@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core import paths
-from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.model_info import format_size
+from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.ui.finetune.page_base import WizardPage, WizardState, banner
 from medalpaca_desktop.ui.finetune.page_method import estimate
 from trainer.commands import user_command

@@ -316,7 +316,7 @@ class FinetuneWizard(QWidget):
         if self.model_page.selected_model() is not None and self.model_page.commit() is None and self.state.config.data:
             self.data_page.request_preview()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self._prime()
 

@@ -18,9 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from PySide6.QtCore import QObject, QTimer, Slot
 
@@ -134,7 +134,7 @@ class DetachedJob(Job):
             with open(self.run_dir / WORKER_LOG, "ab") as log:
                 log.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} {' '.join(argv)}\n".encode())
                 log.flush()
-                self._popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                self._popen = subprocess.Popen(
                     list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=self.run_dir,
                     env=environment, close_fds=True, start_new_session=True)
         except OSError as exc:

@@ -10,8 +10,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Slot
 
