@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.test_train_run import PREPARE, Recorder, make_config, write_records
+from tests.test_train_run import Recorder, make_config, write_records
 
 
 def _run(cfg):
     from trainer.run import run_job
 
     rec = Recorder()
-    rc = run_job(cfg, writer=rec, prepare=PREPARE)
+    rc = run_job(cfg, writer=rec)
     return rc, rec
 
 
