@@ -112,7 +112,8 @@ def describe_comparison(data: dict[str, Any]) -> str:
         low, high = data.get("diff_ci") or (None, None)
         lines += [f"Accuracy A {100 * data['acc_a']:.1f} %, B {100 * data['acc_b']:.1f} %, "
                   f"difference A-B {100 * data['diff']:+.1f} points"
-                  + (f" (95 % bootstrap CI {100 * low:+.1f} to {100 * high:+.1f})" if low is not None else ""),
+                  + (f" (95 % bootstrap CI {100 * low:+.1f} to {100 * high:+.1f})"
+                     if low is not None and high is not None else ""),
                   f"Only A right: {data.get('b')}, only B right: {data.get('c')}; "
                   f"McNemar p = {data.get('p_value'):.4g}"]
     return "\n".join(lines)

@@ -122,7 +122,7 @@ def _data_summary(prepared: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sources = []
     for src in getattr(prepared, "sources", None) or []:
-        d = dataclasses.asdict(src) if dataclasses.is_dataclass(src) else dict(src)
+        d = dataclasses.asdict(src) if dataclasses.is_dataclass(src) and not isinstance(src, type) else dict(src)
         sources.append({"path": d.get("source") or d.get("path"), "records": d.get("records"),
                         "weight": d.get("weight")})
     if sources:
@@ -132,7 +132,7 @@ def _data_summary(prepared: Any) -> dict[str, Any]:
         out["train_records"] = len(train)
     out["val_records"] = len(val) if val is not None else 0
     stats = getattr(prepared, "stats", None)
-    if dataclasses.is_dataclass(stats):
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
         stats = dataclasses.asdict(stats)
     if isinstance(stats, Mapping) and stats:
         out["token_stats"] = {k: stats[k] for k in ("mean", "p50", "p95", "max", "truncated_share") if k in stats}
@@ -145,7 +145,7 @@ def _loss_points(run_dir: Path, metrics: Mapping[str, Any]) -> list[tuple[int, f
     events_file = run_dir / "events.jsonl"
     if events_file.is_file():
         for ev in read_events_file(events_file):
-            if ev.type == "metric" and isinstance(ev.values.get("loss"), (int, float)):
+            if isinstance(ev, Metric) and isinstance(ev.values.get("loss"), (int, float)):
                 points.append((int(ev.step or 0), float(ev.values["loss"])))
     if not points:
         for row in metrics.get("log_history") or []:
@@ -339,12 +339,13 @@ def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str 
             from trainer.export import ExportConfig, export_gguf
 
             name = run_dir.resolve().name or "model"
-            gguf = run_dir / f"{name}-{config.export_gguf}.gguf"
-            writer.emit(Progress(stage="Exporting GGUF", message=str(gguf)))
+            gguf_path = run_dir / f"{name}-{config.export_gguf}.gguf"
+            gguf: Path | None = gguf_path
+            writer.emit(Progress(stage="Exporting GGUF", message=str(gguf_path)))
             try:
-                export_gguf(ExportConfig(model=merged_dir, out=gguf, quant=config.export_gguf, overwrite=True),
+                export_gguf(ExportConfig(model=merged_dir, out=gguf_path, quant=config.export_gguf, overwrite=True),
                             events=writer)
-                out["gguf"] = str(gguf)
+                out["gguf"] = str(gguf_path)
             except Exception as exc:  # noqa: BLE001
                 _fail(writer, errors, "Exporting GGUF", exc)
                 gguf = None

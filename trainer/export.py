@@ -295,11 +295,12 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
         if quantized:
             quant_progress = ProgressReporter(f"Quantizing to {config.quant}", total=len(planned), unit="tensors",
                                               events=events, terminal=terminal)
+            def on_tensor(done: int, total: int, name: str) -> None:
+                quant_progress.total = total
+                quant_progress.update(done, name)
+
             try:
-                notes = _gguf_quant.quantize_file(
-                    base_tmp, final_tmp, config.quant,
-                    on_tensor=lambda done, total, name: (setattr(quant_progress, "total", total),
-                                                         quant_progress.update(done, name)))
+                notes = _gguf_quant.quantize_file(base_tmp, final_tmp, config.quant, on_tensor=on_tensor)
             except _gguf_quant.QuantizeError as exc:
                 if shutil.disk_usage(out.parent).free < (1 << 26):
                     raise _disk_full(out) from None

@@ -243,7 +243,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         **loaded.info, "base_model": config.base_model, "output_dir": str(run_dir), "processes": world_size,
         "train_examples": len(data.train), "val_examples": len(data.val) if data.val is not None else 0,
         "gradient_accumulation": config.gradient_accumulation(world_size), "resume_from": last,
-        "data_stats": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else stats,
+        "data_stats": (dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type)
+                       else stats),
     }))
 
     event_cb = EventCallback(writer, stop, stop_on_bad_loss=config.stop_on_bad_loss)

@@ -318,12 +318,10 @@ class Host:
         if not req.continuations:
             raise InferenceError("A score request needs at least one continuation.", "bad_request")
         rows = backend.score_details(req.context, req.continuations, job.stop.is_set)
-        data = {"logprobs": [r.logprob for r in rows], "is_greedy": [r.is_greedy for r in rows],
-                "tokens": [r.tokens for r in rows]}
         if job.stop.is_set():
             raise InferenceError("Scoring was stopped.", "stopped")
-        self.writer.emit(Score(request_id=req.id, logprobs=data["logprobs"], is_greedy=data.get("is_greedy"),
-                               tokens=data.get("tokens")).to_result())
+        self.writer.emit(Score(request_id=req.id, logprobs=[r.logprob for r in rows],
+                               is_greedy=[r.is_greedy for r in rows], tokens=[r.tokens for r in rows]).to_result())
         self.writer.emit(Done(ok=True, data={"request_id": req.id}))
 
 
