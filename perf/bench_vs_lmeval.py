@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                 gguf_runs.append(run_engine(demo_model_path(), "llamacpp", args.batch_size, limit, work))
                 print(f"run {run + 1}: engine (GGUF) {gguf_runs[-1]['qps']:.2f} questions/s", flush=True)
     agree = agreement(engine_runs[0], lmeval_runs[0])
-    med = lambda runs, key: statistics.median(r[key] for r in runs)
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
     qps_engine, qps_lmeval = med(engine_runs, "qps"), med(lmeval_runs, "qps")
     rows = [
         ("prediction agreement, acc (engine vs lm-eval)", f"{agree.same_pred}/{agree.n}",
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     print(f"\nmodel {model} (fp32), {agree.n} questions, batch size {args.batch_size} (lm-eval "
           f"{args.lmeval_batch_size or args.batch_size}), runs {args.runs}, "
-          f"torch threads {os.environ.get('OMP_NUM_THREADS', os.cpu_count())}, lm-eval {lmeval_runs[0]['lm_eval_version']}\n")
+          f"torch threads {os.environ.get('OMP_NUM_THREADS', os.cpu_count())}, "
+          f"lm-eval {lmeval_runs[0]['lm_eval_version']}\n")
     print("| measure | value | ratio | target |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

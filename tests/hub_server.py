@@ -6,7 +6,8 @@ http_get, utils._http.hf_raise_for_status):
 - GET  /api/models/{org}/{name}/revision/{rev}[?blobs=True]  model info (/api/datasets/... for a
   dataset repo added with `add_dataset`, as `HfApi.dataset_info` asks): `sha` (the commit) and
   `siblings` with `rfilename`, `size`, `blobId` and, for LFS files, `lfs: {sha256, size, pointerSize}`
-- HEAD /{org}/{name}/resolve/{rev}/{path}   (/datasets/{org}/{name}/resolve/... for datasets) X-Repo-Commit, ETag (git blob id) or, for LFS files,
+- HEAD /{org}/{name}/resolve/{rev}/{path}   (/datasets/{org}/{name}/resolve/... for datasets)
+  X-Repo-Commit, ETag (git blob id) or, for LFS files,
   X-Linked-Etag (sha256) and X-Linked-Size, Content-Length, Accept-Ranges
 - GET  same path, honouring `Range: bytes=N-` with 206 + Content-Range
 - errors as the hub signals them: X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound /

@@ -204,7 +204,7 @@ def build_tiny_llama(out_dir: Path, tokenizer: str = "bpe", spec: TinyLlamaSpec 
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(spec.seed)
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.ndim == 1:  # RMSNorm weights: near 1, not exactly, so a wrong mapping shows
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
             else:

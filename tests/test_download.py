@@ -195,7 +195,8 @@ def test_unreachable_hub(monkeypatch):
 def test_not_enough_disk_space_is_refused_before_downloading(monkeypatch, tmp_path):
     from medalpaca_desktop.core import paths as paths_mod
 
-    monkeypatch.setattr(paths_mod.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=10**12, free=1000))
+    monkeypatch.setattr(paths_mod.shutil, "disk_usage",
+                        lambda path: SimpleNamespace(total=10**12, used=10**12, free=1000))
     with pytest.raises(dl.DownloadError) as info:
         dl._check_disk_space(tmp_path / "new" / "folder", 5_000_000_000)
     assert info.value.kind == "disk" and "Not enough disk space" in info.value.message

@@ -203,7 +203,8 @@ def test_long_history_drops_oldest_turns_and_says_so(host, tiny_gguf):
     prompt, _text, done, _e = host.generate(messages=history, sampling=greedy(max_tokens=16))
     assert done.ok, done
     assert prompt["truncated"] and prompt["dropped_messages"] >= 2 and prompt["dropped_messages"] % 2 == 0
-    assert prompt["tokens"] + 16 <= 256 and prompt["text"].endswith("And the kidneys?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt["tokens"] + 16 <= 256
+    assert prompt["text"].endswith("And the kidneys?<|im_end|>\n<|im_start|>assistant\n")
 
     _p, _t, done, events = host.generate(messages=[ChatMessage("user", "kidney " * 400)], sampling=greedy())
     assert [e.kind for e in events if isinstance(e, Error)] == ["bad_request"] and not done.ok

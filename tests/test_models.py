@@ -269,7 +269,8 @@ def test_pickle_only_dir_is_flagged_not_opened(tmp_path):
 @pytest.mark.parametrize(
     "qc, expected",
     [
-        ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}, "bitsandbytes 4-bit (nf4)"),
+        ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
+         "bitsandbytes 4-bit (nf4)"),
         ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "bitsandbytes 8-bit"),
         ({"quant_method": "gptq", "bits": 4}, "gptq 4-bit"),
         ({"quant_method": "awq"}, "awq"),
@@ -283,7 +284,8 @@ def test_quantization_config(tmp_path, qc, expected):
 
 
 def test_unsupported_architecture(tmp_path):
-    folder = write_hf_dir(tmp_path / "gpt2", {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_positions": 1024})
+    folder = write_hf_dir(tmp_path / "gpt2",
+                          {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_positions": 1024})
     info = inspect_model(folder)
     assert info.supported is False and "gpt2" in info.note
     assert info.context_length == 1024

@@ -61,7 +61,8 @@ def test_jsonl_json_csv_tsv_and_saved_dataset_load(tmp_path):
     with open(tmp_path / "c.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["question", "answer"])
-        w.writerows([["What is dyspnea?", "Shortness of breath."], ["What is edema?", "Swelling from fluid,\nin tissue."]])
+        w.writerows([["What is dyspnea?", "Shortness of breath."],
+                     ["What is edema?", "Swelling from fluid,\nin tissue."]])
     (tmp_path / "d.tsv").write_text("instruction\tinput\toutput\nDefine.\tbradycardia\tA slow heart rate.\n",
                                     encoding="utf-8")
     datasets.Dataset.from_list(RECS[:2]).save_to_disk(str(tmp_path / "saved"))

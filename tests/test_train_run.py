@@ -96,7 +96,7 @@ def test_each_method_trains_a_few_steps(method, tiny_llama_dir, tmp_path):
     assert 0 < started["trainable_parameters"] <= started["parameters"]
     assert (started["trainable_share"] == 1.0) == (method == "full")
     losses = [e.values["loss"] for e in rec.of("metric") if "loss" in e.values]
-    assert len(losses) == 3 and all(l > 0 for l in losses)
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)
     done = rec.events[-1]
     assert done.type == "done" and done.ok
     final = Path(done.data["final"])
@@ -254,7 +254,7 @@ def test_cli_train_end_to_end(tiny_llama_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     events = [parse_line(line) for line in lines]
-    assert all(e is not None for e in events), [l for l, e in zip(lines, events) if e is None]
+    assert all(e is not None for e in events), [line for line, e in zip(lines, events) if e is None]
     assert events[-1].type == "done" and events[-1].ok and events[-1].data["steps"] == 2
     assert any(e.type == "started" for e in events)
     logged = read_events_file(tmp_path / "run" / "events.jsonl")
@@ -307,7 +307,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_llama_dir, tmp_path, monkeypa
     rest = proc.stdout.read()
     rc = proc.wait(timeout=60)
     elapsed = time.monotonic() - t0
-    events += [parse_line(l) for l in rest.splitlines()]
+    events += [parse_line(line) for line in rest.splitlines()]
     assert rc == 130 and elapsed < 10
     done = events[-1]
     assert done.type == "done" and done.stopped and not done.ok

@@ -136,7 +136,8 @@ def test_summary_table_shows_unparseable_and_other_rule(qtbot):
     run = _run("A", ["A", "C", None, "D", None, "B"])
     table.set_runs([run], ["A"])
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
-    assert headers == ["Run", "Rule", "n", "Overall [95 % CI]", "Step 1", "Step 2", "Step 3", "Unparseable", "Other measure"]
+    assert headers == ["Run", "Rule", "n", "Overall [95 % CI]", "Step 1", "Step 2", "Step 3", "Unparseable",
+                       "Other measure"]
     assert table.item(0, 7).text() == "2 of 6"
     assert table.item(0, 2).text() == "6"
     low, high = (round(x * 100) for x in (Score.of(3, 6).ci_low, Score.of(3, 6).ci_high))

@@ -253,5 +253,6 @@ def test_delete_with_undo_and_search(qtbot, tab):
 
 
 def test_one_sentence_never_shows_a_traceback():
-    assert one_sentence("Traceback (most recent call last):\n  File x") == "The model process reported an internal error."
+    assert one_sentence("Traceback (most recent call last):\n  File x") == \
+        "The model process reported an internal error."
     assert one_sentence("\n  The file is corrupt.\nDetail") == "The file is corrupt."

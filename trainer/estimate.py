@@ -183,8 +183,9 @@ def estimate_training_memory(
     activations = activation_bytes(micro_batch, seq_len, hidden, layers, heads, vocab, gradient_checkpointing,
                                    precision)
     if not gradient_checkpointing and activations > 0.3 * (weights + gradients + optimizer + activations):
+        checkpointed_gb = activation_bytes(micro_batch, seq_len, hidden, layers, heads, vocab, True, precision) / GB
         notes.append("Activations are a large share: gradient checkpointing would cut them to about "
-                     f"{activation_bytes(micro_batch, seq_len, hidden, layers, heads, vocab, True, precision) / GB:.1f} GB "
+                     f"{checkpointed_gb:.1f} GB "
                      "(~30 % slower).")
     notes.append("Leaves out the CUDA context (~0.3-1 GB) and fragmentation: keep ~15 % of the GPU free.")
     weights, gradients, optimizer = int(weights), int(gradients), int(optimizer)

@@ -80,7 +80,8 @@ class ExportConfig:
         archs = cfg.get("architectures") or []
         arch = archs[0] if archs else f"model_type {cfg.get('model_type', 'unknown')!r}"
         if arch not in SUPPORTED_ARCHITECTURES:
-            raise ExportError(f"Cannot export {arch} to GGUF; supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)}.")
+            raise ExportError(f"Cannot export {arch} to GGUF; "
+                              f"supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)}.")
         if cfg.get("quantization_config"):
             method = cfg["quantization_config"].get("quant_method", "quantized")
             raise ExportError(f"{model} holds {method} quantized weights; export needs the full-precision model.")
@@ -258,7 +259,8 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
 
     _stage(events, terminal, "Reading tokenizer")
     tok_dir = model_dir
-    if config.adapter is not None and any((Path(config.adapter) / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+    tokenizer_files = ("tokenizer.json", "tokenizer.model")
+    if config.adapter is not None and any((Path(config.adapter) / f).is_file() for f in tokenizer_files):
         tok_dir = Path(config.adapter)  # a fine-tune that added tokens ships its tokenizer with the adapter
     try:
         vocab = _gguf_vocab.build_vocab(tok_dir, int(cfg["vocab_size"]))
@@ -308,7 +310,8 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
             quant_progress.finish()
             fallbacks = sum("falling back" in n for n in notes)
             if fallbacks:
-                log.info("llama.cpp used a fall-back type for %d tensors whose rows are not a multiple of 256", fallbacks)
+                log.info("llama.cpp used a fall-back type for %d tensors whose rows are not a multiple of 256",
+                         fallbacks)
             _remove(base_tmp)
         os.replace(final_tmp, out)
         done = True

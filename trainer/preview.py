@@ -170,9 +170,11 @@ def _row(record: Record, template: str, tokenizer: Any, config: TrainConfig) -> 
     prompt, full = build_prompt(record, template, tokenizer)
     example = tokenize_record(record, tokenizer, template, config.train_on_inputs, config.max_length)
     masked = sum(1 for label in example.labels if label == IGNORE)
-    return {"where": record.where, "prompt": prompt, "answer": full[len(prompt):] if full.startswith(prompt)
-            else full, "eos": str(getattr(tokenizer, "eos_token", "") or ""), "prompt_masked": not config.train_on_inputs,
-            "tokens": example.full_length, "masked_tokens": masked, "truncated": example.full_length > config.max_length}
+    answer = full[len(prompt):] if full.startswith(prompt) else full
+    return {"where": record.where, "prompt": prompt, "answer": answer,
+            "eos": str(getattr(tokenizer, "eos_token", "") or ""), "prompt_masked": not config.train_on_inputs,
+            "tokens": example.full_length, "masked_tokens": masked,
+            "truncated": example.full_length > config.max_length}
 
 
 def preview(config: TrainConfig, rows: int = DEFAULT_ROWS, bins: int = DEFAULT_BINS) -> dict[str, Any]:

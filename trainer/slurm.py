@@ -98,7 +98,8 @@ def slurm_script(config_path: str | Path, config: TrainConfig, opts: SlurmOption
         body += [
             "",
             "# The base model is a GGUF file: de-quantize it once into the app cache before the processes start.",
-            '"$PYTHON" -c "import sys; from trainer.config import TrainConfig; from trainer.model_files import resolve_base_model; '
+            '"$PYTHON" -c "import sys; from trainer.config import TrainConfig; '
+            'from trainer.model_files import resolve_base_model; '
             'resolve_base_model(TrainConfig.load(sys.argv[1]), lambda e: None)" "$CONFIG"',
         ]
     launch = ['"$PYTHON"', "-m", "accelerate.commands.launch", *accelerate_arguments(config, opts)]

@@ -50,7 +50,8 @@ class ProgressReporter:
         self._last_report = 0.0
 
     @classmethod
-    def for_terminal(cls, stage: str, total: float | None, unit: str = "", events: EventWriter | None = None) -> ProgressReporter:
+    def for_terminal(cls, stage: str, total: float | None, unit: str = "",
+                     events: EventWriter | None = None) -> ProgressReporter:
         """Terminal output only when stderr is a person's terminal or no events are wanted."""
         terminal = sys.stderr if (events is None or sys.stderr.isatty()) else None
         return cls(stage, total, unit, events=events, terminal=terminal)

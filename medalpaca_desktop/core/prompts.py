@@ -48,7 +48,8 @@ class MedAlpacaTemplate:
     output: str
     answer_cut: str
 
-    def prompt(self, instruction: str, input: str = "", output: str = "", primer: str | None = None) -> str:
+    def prompt(self, instruction: str, input: str = "", output: str = "",  # noqa: A002 - medAlpaca's field name
+               primer: str | None = None) -> str:
         """One exchange exactly as medAlpaca's DataHandler.generate_prompt writes it."""
         return (f"{self.primer if primer is None else primer}"
                 f"{self.instruction}{instruction}{self.input}{input}{self.output}{output}")

@@ -141,7 +141,8 @@ MIGRATIONS: list[str] = [
                created_at, finished_at, accuracy, n_items, error FROM eval_runs;
     DROP TABLE eval_runs;
     ALTER TABLE eval_runs_new RENAME TO eval_runs;
-    UPDATE eval_runs SET status = 'crashed', error = substr(error, 10) WHERE status = 'failed' AND error LIKE 'crashed: %';
+    UPDATE eval_runs SET status = 'crashed', error = substr(error, 10)
+        WHERE status = 'failed' AND error LIKE 'crashed: %';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -157,7 +157,8 @@ def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = Non
         raise
     except hf.GatedRepoError as exc:
         raise DownloadError(
-            f"{repo_id} is a gated {noun}: accept its terms on huggingface.co/{_web_path(repo_id, repo_type)} while logged in, then give "
+            f"{repo_id} is a gated {noun}: accept its terms on huggingface.co/{_web_path(repo_id, repo_type)} "
+            "while logged in, then give "
             "the app your access token (run `hf auth login`, or set HF_TOKEN) and try again.",
             "gated", str(exc)) from None
     except hf.RepositoryNotFoundError as exc:
@@ -384,7 +385,8 @@ def describe_progress(event: Progress) -> str:
     parts = [verb]
     if event.total:
         parts.append(f"{100 * (event.fraction or 0):3.0f}%")
-        parts.append(f"{format_size(int(event.current)) if event.current else '0 B'} of {format_size(int(event.total))}")
+        done = format_size(int(event.current)) if event.current else "0 B"
+        parts.append(f"{done} of {format_size(int(event.total))}")
     if event.rate:
         parts.append(f"{format_size(int(event.rate))}/s")
     elif event.rate == 0 and event.stage == "download":

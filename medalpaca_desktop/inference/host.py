@@ -221,7 +221,8 @@ class Host:
         t0 = time.perf_counter()
 
         def progress(message: str, fraction: float | None) -> None:
-            self.writer.emit(Progress(stage="load", current=fraction or 0.0, total=1.0 if fraction is not None else None,
+            self.writer.emit(Progress(stage="load", current=fraction or 0.0,
+                                      total=1.0 if fraction is not None else None,
                                       message=message, extra={"request_id": req.id}))
 
         progress(f"Starting the {name} engine", 0.0)

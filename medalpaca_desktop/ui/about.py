@@ -53,7 +53,8 @@ class AboutDialog(QDialog):
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("QLabel { background: #fdecea; color: #6b1010; border: 1px solid #e3a09b;"
                                          " border-radius: 4px; padding: 8px; }")
-        self.privacy_label = QLabel(f"<b>{PRIVACY}</b> Chats, models and training data stay on this computer; workers run "
+        self.privacy_label = QLabel(f"<b>{PRIVACY}</b> Chats, models and training data stay on this computer; "
+                                    "workers run "
                                     "with the Hugging Face hub offline unless you start a download yourself.")
         self.privacy_label.setWordWrap(True)
         description = QLabel(DESCRIPTION)

@@ -53,7 +53,8 @@ class SummaryTable(QTableWidget):
     def set_runs(self, runs: list[BenchRun], names: list[str] | None = None) -> None:
         names = names or [r.display_name() for r in runs]
         steps = sorted({s for r in runs for s in r.scores() if s != OVERALL}, key=step_sort_key)
-        headers = ["Run", "Rule", "n", "Overall [95 % CI]", *[step_name(s) for s in steps], "Unparseable", "Other measure"]
+        headers = ["Run", "Rule", "n", "Overall [95 % CI]", *[step_name(s) for s in steps], "Unparseable",
+                   "Other measure"]
         self.clear()
         self.setColumnCount(len(headers))
         self.setHorizontalHeaderLabels(headers)

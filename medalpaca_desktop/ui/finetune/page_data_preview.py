@@ -106,7 +106,8 @@ def rows_html(rows: list[dict[str, Any]]) -> str:
         label = "prompt — masked, not learned" if masked else "prompt — learned too (train on inputs)"
         trunc = " · <b style='color:#b71c1c'>truncated at max length</b>" if row.get("truncated") else ""
         parts.append(
-            f"<p style='margin:8px 0 2px 0'><b>{html.escape(short_where(row.get('where', '')))}</b> · {row.get('tokens')} tokens"
+            f"<p style='margin:8px 0 2px 0'><b>{html.escape(short_where(row.get('where', '')))}</b>"
+            f" · {row.get('tokens')} tokens"
             f" ({row.get('masked_tokens')} masked){trunc}</p>"
             f"<div style='font-size:small; color:#555'>{label}</div>"
             f"<pre style='{prompt_style} white-space:pre-wrap; margin:0'>{html.escape(row.get('prompt', ''))}</pre>"

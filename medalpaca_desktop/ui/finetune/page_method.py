@@ -72,7 +72,8 @@ class MethodVerdict:
     text: str  # shown under the method
 
 
-def judge(method: str, mem: MemoryBreakdown | None, info: ModelInfo | None, report: DeviceReport | None) -> MethodVerdict:
+def judge(method: str, mem: MemoryBreakdown | None, info: ModelInfo | None,
+          report: DeviceReport | None) -> MethodVerdict:
     """Whether this machine can run `method`, and a line that says so."""
     if info is not None and info.kind == "hf" and info.quantization and method == "full":
         return MethodVerdict(False, f"Not possible: the base is already quantized ({info.quantization}); "
@@ -83,7 +84,8 @@ def judge(method: str, mem: MemoryBreakdown | None, info: ModelInfo | None, repo
     if report.gpus:
         best = max(report.gpus, key=lambda g: g.memory_total)
         if mem is None or mem.fits(best.memory_total):
-            return MethodVerdict(True, f"{need}; fits GPU {best.index} ({best.name}, {format_size(best.memory_total)}).")
+            return MethodVerdict(
+                True, f"{need}; fits GPU {best.index} ({best.name}, {format_size(best.memory_total)}).")
         many = " (several GPUs with FSDP share it)" if method == "full" and len(report.gpus) > 1 else ""
         return MethodVerdict(method == "full" and len(report.gpus) > 1 and
                              mem.total <= sum(g.memory_total for g in report.gpus) * (1 - RAM_MARGIN),

@@ -67,7 +67,8 @@ def describe_download(event: Progress) -> str:
     parts = []
     if event.total:
         parts.append(f"{100 * (event.fraction or 0):.0f}%")
-        parts.append(f"{format_size(int(event.current)) if event.current else '0 B'} of {format_size(int(event.total))}")
+        done = format_size(int(event.current)) if event.current else "0 B"
+        parts.append(f"{done} of {format_size(int(event.total))}")
     if event.rate:
         parts.append(f"{format_size(int(event.rate))}/s")
     else:

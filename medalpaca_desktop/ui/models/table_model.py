@@ -22,6 +22,7 @@ SOURCE_LABELS = {
 }
 
 _Index = QModelIndex | QPersistentModelIndex
+_NO_PARENT = QModelIndex()  # Qt's default argument, built once (an invalid index holds no state)
 
 
 class Column(enum.IntEnum):
@@ -91,10 +92,10 @@ class ModelTableModel(QAbstractTableModel):
 
     # -- Qt interface -----------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: _Index = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(self._models)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+    def columnCount(self, parent: _Index = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(Column)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
