@@ -148,8 +148,8 @@ class SetupPanel(QWidget):
         self.sample_combo.setToolTip("Questions the project wrote itself (not real exam items), for trying the "
                                      "benchmark: the same questions as a USMLE folder and as MedQA JSONL")
         samples = sample_questions_dir()
-        samples = (("Sample: USMLE folder format", "usmle"), ("Sample: MedQA JSONL format", "medqa_sample.jsonl"))
-        for text, sub in samples:
+        choices = (("Sample: USMLE folder format", "usmle"), ("Sample: MedQA JSONL format", "medqa_sample.jsonl"))
+        for text, sub in choices:
             if (samples / sub).exists():
                 self.sample_combo.addItem(text, str(samples / sub))
         self.sample_combo.activated.connect(self._on_sample_combo_activated)
