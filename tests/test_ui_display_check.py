@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.ui.display_check import display_problem
 
 
@@ -17,5 +18,5 @@ def test_app_exits_2_with_message_without_display():
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     proc = subprocess.run([sys.executable, "-c", "from medalpaca_desktop.ui.app import main; raise SystemExit(main())"],
                           env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.NOT_AVAILABLE
     assert "No display found" in proc.stderr and "Traceback" not in proc.stderr

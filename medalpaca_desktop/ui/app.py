@@ -15,6 +15,7 @@ from PySide6.QtCore import QSettings, QSocketNotifier
 from PySide6.QtWidgets import QApplication
 
 from medalpaca_desktop import __version__
+from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.ui.display_check import display_problem
 from medalpaca_desktop.ui.icons import app_icon
 from medalpaca_desktop.ui.main_window import MainWindow
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = display_problem()
     if problem:
         print(f"medalpaca-desktop: {problem}", file=sys.stderr)
-        return 2
+        return ExitCode.NOT_AVAILABLE
     app = create_application(argv)
     install_signal_handlers(app)
     window = MainWindow()
