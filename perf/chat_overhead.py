@@ -14,6 +14,7 @@ The model is the bundled demo (SmolLM2-135M-Instruct Q4_1 GGUF) and its de-quant
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import queue
@@ -193,7 +194,7 @@ def bench_backend(backend: str, runs: int) -> list[Row]:
         from llama_cpp import Llama
 
         ref_model = Llama(model, n_ctx=4096, n_threads=THREADS, verbose=False)
-        direct = lambda prompt: direct_llamacpp(ref_model, prompt)  # noqa: E731
+        direct = functools.partial(direct_llamacpp, ref_model)
     else:
         from trainer.gguf_import import dequantize_gguf_to_hf
 
@@ -207,7 +208,7 @@ def bench_backend(backend: str, runs: int) -> list[Row]:
         torch.set_num_threads(THREADS)
         tok = AutoTokenizer.from_pretrained(hf_dir)
         ref_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-        direct = lambda prompt: direct_hf(ref_model, tok, prompt)  # noqa: E731
+        direct = functools.partial(direct_hf, ref_model, tok)
 
     host = HostClient()
     try:

@@ -128,7 +128,10 @@ class HFBackend(Backend):
                                                       local_files_only=True)
             quantized = spec.load_in not in ("none", "", None)
             progress("Loading the weights" + (f" ({spec.load_in})" if quantized else ""), 0.1)
-            report = lambda f: progress("Loading the weights", 0.1 + 0.75 * f)  # noqa: E731
+
+            def report(fraction: float) -> None:
+                progress("Loading the weights", 0.1 + 0.75 * fraction)
+
             previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: hf_load.WeightProgress(
                 report, *args, **kwargs))
             try:

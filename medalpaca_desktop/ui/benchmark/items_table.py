@@ -11,6 +11,8 @@ from PySide6.QtGui import QBrush, QColor
 from medalpaca_desktop.ui.benchmark.palette import step_name
 from medalpaca_desktop.ui.benchmark.runs import BenchRun
 
+_NO_PARENT = QModelIndex()  # Qt's default argument, built once (an invalid index holds no state)
+
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
 RIGHT = QColor("#1b7a3a")
 WRONG = QColor("#b3261e")
@@ -109,10 +111,10 @@ class ItemsTableModel(QAbstractTableModel):
             cols.append("Raw output" + (f" ({self.run_names[0]})" if len(self.runs) > 1 else ""))
         return cols
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(self.columns())
 
     def headerData(self, section: int, orientation: Qt.Orientation,

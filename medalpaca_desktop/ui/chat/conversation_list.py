@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 
 from medalpaca_desktop.ui.chat.conversation import Conversation
 
+_NO_PARENT = QModelIndex()  # Qt's default argument, built once (an invalid index holds no state)
+
 CONVERSATION_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -57,7 +59,7 @@ class ConversationListModel(QAbstractListModel):
 
     # -- Qt ---------------------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: _Index = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(self._items)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

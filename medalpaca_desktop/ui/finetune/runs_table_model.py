@@ -14,6 +14,8 @@ from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.finetune.runs import model_label
 
+_NO_PARENT = QModelIndex()  # Qt's default argument, built once (an invalid index holds no state)
+
 COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Final loss", "Duration")
 COL_RUN, COL_STATUS, COL_METHOD, COL_MODEL, COL_DATA, COL_LOSS, COL_DURATION = range(len(COLUMNS))
 
@@ -73,10 +75,10 @@ class RunsTableModel(QAbstractTableModel):
 
     # -- Qt model ---------------------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: _Index = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+    def columnCount(self, parent: _Index = _NO_PARENT) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation,
