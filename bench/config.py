@@ -75,8 +75,8 @@ class BenchConfig:
                              maximum=4096, group="sampling")
     seed: int = _f(42, "Random seed; question i is sampled with seed + i, so a resumed run gives the same "
                        "answers as an uninterrupted one.", minimum=0, maximum=2**31 - 1, group="sampling")
-    batch_size: int = _f(8, "Questions per forward pass in loglikelihood mode (transformers; llama.cpp "
-                            "scores one at a time).", minimum=1, maximum=512, group="compute")
+    batch_size: int = _f(8, "Questions per forward pass (transformers; llama.cpp answers and scores one at "
+                            "a time). Lower it if the GPU runs out of memory.", minimum=1, maximum=512, group="compute")
     limit: int = _f(0, "Score only the first N questions (0 = all).", minimum=0)
     out: str = _f("", "Run folder: config, events, per-question results and the summary are written here.")
     label: str = _f("", "Display name of the model in tables and charts (default: the model's file name).")

@@ -1,11 +1,13 @@
 """The benchmark job: load questions and model, score each question, write the run directory.
 
-One question at a time in generate mode (the paper's protocol), a batch of
-questions per forward pass in loglikelihood mode. Each scored question is
+A batch of questions per forward pass in both modes where the engine batches
+(transformers; llama.cpp answers one at a time); in generate mode (the paper's
+protocol) an answer does not depend on its batch. Each scored question is
 appended to items.jsonl (flushed) and sent as a `result` event before the next
 one starts, so a stopped or crashed run loses nothing and resumes with exactly
 the questions that are not in items.jsonl yet, in dataset order. SIGINT/SIGTERM
-finish the current question (or batch), write a partial summary and exit 130;
+end the current question or batch (answers already finished are kept, the
+rest are asked again on resume), write a partial summary and exit 130;
 a second signal leaves at once (core.worker.run_worker installs the handlers).
 Events (docs/ARCHITECTURE.md): Started, Progress load/eval, Metric, Result per
 item, Done; Error for bad input, exit 2. The run records itself in the app
@@ -273,27 +275,32 @@ class _Job:
 
     def _score_generate(self, remaining: list[tuple[int, Question]], prompt_info: Any,
                         items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
-        from bench.scoring import generate_item
+        from bench.scoring import generate_items
 
-        for pos, q in remaining:
+        size = self._batch_size()
+        for start in range(0, len(remaining), size):
             if self.stop.is_set():
                 return
-            item = generate_item(self.backend, q, pos, self.config, prompt_info, self.stop.is_set)
-            if item is None:  # stopped mid-answer: asked again on resume
-                return
-            self._add(item, items, counts, reporter)
+            chunk = remaining[start:start + size]
+            for item in generate_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
+                self._add(item, items, counts, reporter)  # answers a stop cut short are left for the resume
 
     def _score_loglikelihood(self, remaining: list[tuple[int, Question]], prompt_info: Any,
                              items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
         from bench.scoring import loglikelihood_items
 
-        size = self.config.batch_size if self.config.resolved_backend() == "hf" else 1
+        size = self._batch_size()
         for start in range(0, len(remaining), size):
             if self.stop.is_set():
                 return
             chunk = [q for _, q in remaining[start:start + size]]
             for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
                 self._add(item, items, counts, reporter)
+
+    def _batch_size(self) -> int:
+        """The config's batch size where the engine batches; one at a time otherwise (as fast, and a stop
+        loses at most one question's work)."""
+        return self.config.batch_size if self.backend.batches else 1
 
     def _add(self, item: dict[str, Any], items: list[dict[str, Any]], counts: dict[str, int],
              reporter: EvalProgress) -> None:

@@ -1,7 +1,8 @@
-"""The two scoring modes, one question (generate) or a batch of questions (loglikelihood) at a time.
+"""The two scoring modes, each a batch of questions at a time.
 
-generate: the prompt is tokenized and answered with the backend's own sampler
-(seed + the question's position in the dataset, so resuming changes nothing);
+generate: the prompts are tokenized and answered with the backend's
+`generate_batch` (each sampled with seed + the question's position in the
+dataset, and an answer does not depend on its batch, so resuming changes nothing);
 the raw answer is parsed with both rules (bench.answers) and `pred` follows the
 config's rule. A prompt that does not fit the context is an item with `error`
 (counted wrong and unparseable), not a failed run.
@@ -42,34 +43,45 @@ def sampling_for(config: BenchConfig, position: int, stop: list[str]) -> Samplin
         stop=list(stop))
 
 
-def generate_item(backend: Backend, q: Question, position: int, config: BenchConfig, prompt_info: Any,
-                  should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
-    """One question's answer, parsed with both rules; None when a stop cut the answer short.
+def generate_items(backend: Backend, questions: list[tuple[int, Question]], config: BenchConfig, prompt_info: Any,
+                   should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+    """The answers to a batch of (position, question), parsed with both rules, in the batch's order.
 
-    A cut answer is not recorded: resuming asks the question again, so no item is half-answered.
+    One `generate_batch` call; a question whose answer a stop cut short is left
+    out (resuming asks it again, so no item is half-answered), and a prompt that
+    does not fit the context is an item with `error` that is never generated.
     """
-    prompt = build_prompt(q, "generate", config.prompt_style, prompt_info)
-    item = base_item(q, prompt.text)
-    sampling = sampling_for(config, position, prompt.stop)
-    item.update(pred_paper=None, pred_lenient=None, seed=sampling.seed)
     started = time.perf_counter()
-    ids = backend.tokenize(prompt.text, add_special=prompt.add_special)
-    if len(ids) >= backend.context_length:
-        item["error"] = (f"the prompt has {len(ids)} tokens; the model's context holds {backend.context_length}")
-        item["latency_s"] = time.perf_counter() - started
-        return item
-    pieces: list[str] = []
-    stats = backend.generate(ids, sampling, pieces.append, should_stop)
-    if stats.stop_reason == "stopped":
-        return None
-    output = "".join(pieces)
-    item["latency_s"] = round(time.perf_counter() - started, 4)
-    item.update(output=output, tokens=stats.completion_tokens, stop_reason=stats.stop_reason)
-    item["pred_paper"] = parse_answer(output, q.options, "paper")
-    item["pred_lenient"] = parse_answer(output, q.options, "lenient")
-    item["pred"] = item[f"pred_{config.rule}"]
-    item["correct"] = item["pred"] is not None and item["pred"] == q.gold
-    return item
+    items: list[dict[str, Any] | None] = []
+    asked: list[tuple[int, Question, list[int], SamplingSettings]] = []
+    for position, q in questions:
+        prompt = build_prompt(q, "generate", config.prompt_style, prompt_info)
+        item = base_item(q, prompt.text)
+        sampling = sampling_for(config, position, prompt.stop)
+        item.update(pred_paper=None, pred_lenient=None, seed=sampling.seed)
+        ids = backend.tokenize(prompt.text, add_special=prompt.add_special)
+        if len(ids) >= backend.context_length:
+            item["error"] = f"the prompt has {len(ids)} tokens; the model's context holds {backend.context_length}"
+            item["latency_s"] = round(time.perf_counter() - started, 4)
+        else:
+            asked.append((len(items), q, ids, sampling))
+        items.append(item)
+    answers = backend.generate_batch([ids for _, _, ids, _ in asked], [s for _, _, _, s in asked], should_stop)
+    latency = round((time.perf_counter() - started) / max(1, len(asked)), 4)
+    for (index, q, _, _), answer in zip(asked, answers, strict=True):
+        if answer.stats.stop_reason == "stopped":
+            items[index] = None
+            continue
+        answered = items[index]
+        assert answered is not None
+        answered["latency_s"] = latency
+        answered.update(output=answer.text, tokens=answer.stats.completion_tokens,
+                        stop_reason=answer.stats.stop_reason)
+        answered["pred_paper"] = parse_answer(answer.text, q.options, "paper")
+        answered["pred_lenient"] = parse_answer(answer.text, q.options, "lenient")
+        answered["pred"] = answered[f"pred_{config.rule}"]
+        answered["correct"] = answered["pred"] is not None and answered["pred"] == q.gold
+    return [item for item in items if item is not None]
 
 
 def _argmax(values: dict[str, float]) -> str | None:

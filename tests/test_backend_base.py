@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from medalpaca_desktop.core.chat_protocol import LoadSpec
+from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings
 from medalpaca_desktop.inference.base import InferenceError, create_backend
 
 REQUESTS = [
@@ -56,6 +56,65 @@ def test_backends_agree_on_loglikelihood_through_the_base(backends):
         assert [d.is_greedy for d in d_hf] == [d.is_greedy for d in d_ll]
     for (context, options), row in zip(REQUESTS, fast["hf"]):
         assert hf.score(context, options, lambda: False) == pytest.approx(row, abs=1e-4)
+
+
+BATCH_PROMPTS = ["Question: which organ produces insulin?\nAnswer:", "Fever and cough for three days. The cause",
+                 "A", "The first-line treatment of anaphylaxis is intramuscular"]
+
+
+def _one_by_one(backend, prompts, samplings):
+    """Each prompt alone through the streaming `generate` (the chat's path)."""
+    out = []
+    for ids, sampling in zip(prompts, samplings):
+        pieces: list[str] = []
+        stats = backend.generate(ids, sampling, pieces.append, lambda: False)
+        out.append(("".join(pieces), stats.completion_tokens, stats.stop_reason))
+    return out
+
+
+@pytest.mark.parametrize("name", ["hf", "llamacpp"])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_a_batch_answers_each_prompt_as_if_it_were_alone(backends, name, temperature):
+    """Different lengths (left padding), own seeds, own limits and stop strings; batch order changes nothing."""
+    b = backends[name]
+    prompts = [b.tokenize(p) for p in BATCH_PROMPTS]
+    greedy_text = _one_by_one(b, prompts[2:3], [SamplingSettings(temperature=0, max_tokens=12)])[0][0]
+    stop = greedy_text[4:6]  # in the middle of the greedy answer: a stop string that is hit
+    samplings = [SamplingSettings(temperature=temperature, top_p=0.95, top_k=40, max_tokens=m, seed=100 + i,
+                                  stop=stops)
+                 for i, (m, stops) in enumerate([(12, []), (7, []), (12, [stop]), (9, [])])]
+    batch = b.generate_batch(prompts, samplings, lambda: False)
+    got = [(g.text, g.stats.completion_tokens, g.stats.stop_reason) for g in batch]
+    assert got == _one_by_one(b, prompts, samplings)
+    assert [g.stats.prompt_tokens for g in batch] == [len(p) for p in prompts]
+    assert got[1][1] <= 7 and (got[1][2] in ("length", "eos"))
+    if temperature == 0:
+        assert got[2][2] == "stop_string" and got[2][0] == greedy_text[:greedy_text.find(stop)]
+    assert len({text for text, _, _ in got}) == len(got)  # four different answers
+    order = [3, 1, 0, 2]
+    shuffled = b.generate_batch([prompts[i] for i in order], [samplings[i] for i in order], lambda: False)
+    assert [(g.text, g.stats.completion_tokens) for g in shuffled] == [got[i][:2] for i in order]
+
+
+def test_a_stop_during_a_batch_leaves_the_unfinished_answers_stopped(backends):
+    hf = backends["hf"]
+    prompts = [hf.tokenize(p) for p in BATCH_PROMPTS]
+    calls = []
+
+    def stop_after_three_tokens() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    batch = hf.generate_batch(prompts, [SamplingSettings(temperature=0, max_tokens=40)] * len(prompts),
+                              stop_after_three_tokens)
+    assert all(g.stats.stop_reason in ("stopped", "eos") for g in batch)
+    assert any(g.stats.stop_reason == "stopped" for g in batch)
+    assert all(g.stats.completion_tokens <= 4 for g in batch)
+    room = hf.context_length
+    full = hf.generate_batch([[1] * room, prompts[0]], [SamplingSettings(temperature=0, max_tokens=3)] * 2,
+                             lambda: False)
+    assert full[0].stats.stop_reason == "context_full" and full[0].text == ""
+    assert full[1].stats.completion_tokens > 0
 
 
 def _quantized_copy(src, dst):

@@ -351,15 +351,15 @@ def test_stop_then_resume_skips_and_repeats_nothing(stop_after, tiny_long, tmp_p
 
 
 class StopMidAnswer(threading.Event):
-    """A Stop pressed while the second question's answer is being generated (a few tokens in)."""
+    """A Stop pressed a few tokens into the answer after `after` results (the second question by default)."""
 
-    def __init__(self, rec_holder: list) -> None:
+    def __init__(self, rec_holder: list, after: int = 1) -> None:
         super().__init__()
-        self.rec_holder, self.polls = rec_holder, 0
+        self.rec_holder, self.polls, self.after = rec_holder, 0, after
 
     def is_set(self) -> bool:
         rec = self.rec_holder[0] if self.rec_holder else None
-        if rec is not None and len(rec.of("result")) == 1:
+        if rec is not None and len(rec.of("result")) == self.after:
             self.polls += 1  # the first poll is the loop's before the question; the rest are per token
             if self.polls > 3:
                 self.set()
@@ -385,6 +385,27 @@ def test_stop_mid_question_records_nothing_half_done(mode, tiny_long, tmp_path):
                        batch_size=1))
     key = "output" if mode == "generate" else "scores"
     assert [it[key] for it in items_of(tmp_path / "run")] == [it[key] for it in items_of(tmp_path / "straight")]
+
+
+def test_batched_answers_equal_one_at_a_time_also_after_a_stop_mid_batch(tiny_long, tmp_path):
+    """transformers answers 3 questions per call with the paper's sampling; each keeps its own seed."""
+    def outputs(out: Path) -> dict[str, str]:
+        return {it["id"]: it["output"] for it in items_of(out)}
+
+    rc, _ = run(config(tiny_long.hf, tmp_path / "one", limit=7, max_new_tokens=12, batch_size=1))
+    assert rc == ExitCode.OK
+    holder: list = []
+    stop = StopMidAnswer(holder, after=3)  # a few tokens into the second batch
+    rec = Recorder()
+    holder.append(rec)
+    cfg = config(tiny_long.hf, tmp_path / "batched", limit=7, max_new_tokens=12, batch_size=3)
+    assert run_job(cfg, writer=rec, stop=stop) == ExitCode.STOPPED
+    assert 3 <= len(items_of(tmp_path / "batched")) < 6
+    rc, rec = run(cfg, resume=True)
+    assert rc == ExitCode.OK
+    assert sorted(it["id"] for it in items_of(tmp_path / "batched")) == sorted(medqa_ids(7))
+    assert outputs(tmp_path / "batched") == outputs(tmp_path / "one")
+    assert len(set(outputs(tmp_path / "one").values())) > 1
 
 
 def test_torn_line_and_finished_run(tiny_long, tmp_path):

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from medalpaca_desktop.core.events import Result, parse_line
+from medalpaca_desktop.core.events import Done, Result, parse_line
 from medalpaca_desktop.core.payloads import (
     PAYLOAD_CLASSES,
+    Generated,
     GeneratedAnswer,
     Item,
     Loaded,
@@ -38,6 +39,9 @@ def test_every_kind_round_trips_through_a_result_line():
         Unloaded(request_id="r2"),
         Prompt(request_id="r3", text="<|user|>hi", tokens=4, template="chat", context_length=256, add_special=True),
         Score(request_id="r4", logprobs=[-1.0, -2.0], is_greedy=[True, False], tokens=[1, 2]),
+        Generated(request_id="r5", text="Metformin.", prompt_tokens=40, completion_tokens=3, ttft_s=0.2,
+                  tokens_per_s=31.5, stop_reason="eos", reused_prefix_tokens=12, prompt_eval_tokens=28,
+                  dropped_messages=0),
         Item(id="q1", step="step1", question="Q?", options={"A": "a"}, gold="A", pred="A", correct=True,
              generated=GeneratedAnswer(pred_paper="A", pred_lenient="A", seed=1, tokens=3, stop_reason="eos")),
     ]
@@ -58,6 +62,17 @@ def test_unknown_keys_are_kept_and_unknown_kinds_ignored():
     assert parse_payload({"kind": "something new", "x": 1}) is None
     assert parse_payload({"text": "no kind"}) is None
     assert parse_payload(["not", "a", "dict"]) is None
+
+
+def test_a_generation_travels_as_the_data_of_its_done_event():
+    done = Generated(request_id="r", text="B", completion_tokens=1, stop_reason="length").to_done(ok=True)
+    event = parse_line(done.to_json())
+    assert isinstance(event, Done) and event.ok
+    parsed = parse_payload(event.data)
+    assert isinstance(parsed, Generated) and parsed.text == "B" and parsed.request_id == "r"
+    assert parsed.stats() == {"completion_tokens": 1, "stop_reason": "length"}  # what a chat message keeps
+    stopped = Generated(request_id="r", stop_reason="stopped").to_done(ok=False, stopped=True)
+    assert stopped.data == {"kind": "generated", "request_id": "r", "stop_reason": "stopped"}
 
 
 def test_optional_fields_stay_off_the_wire():

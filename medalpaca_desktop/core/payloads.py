@@ -1,8 +1,9 @@
 """What a `result` event carries (core.events.Result.data), one dataclass per `kind`.
 
 The chat host answers a load with "loaded", a generate with "prompt" (the text
-the model read) before its tokens, a score with "score" and an unload with
-"unloaded"; the benchmark worker reports each scored question as "item".
+the model read) before its tokens and "generated" as the data of its `done`
+event, a score with "score" and an unload with "unloaded"; the benchmark worker
+reports each scored question as "item".
 Writers build the dataclass and send `to_result()`; readers call
 `parse_payload` (the one decoder), which, like core.events, keeps keys it does
 not know in `extra` so a newer worker never breaks an older GUI. `request_id`
@@ -15,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from medalpaca_desktop.core.events import Result
+from medalpaca_desktop.core.events import Done, Result
 
 OPTIONAL = {"optional": True}  # field metadata: left off the wire while it is None
 
@@ -131,6 +132,37 @@ class Score(Payload):
 
 
 @dataclass
+class Generated(Payload):
+    """A generate request's end: the data of its `done` event (the whole answer and how it went).
+
+    Every field but `request_id` is None when the host had nothing to report
+    (the request failed, or was stopped before the answer began).
+    """
+
+    kind: ClassVar[str] = "generated"
+    request_id: str | None = None
+    text: str | None = field(default=None, metadata=OPTIONAL)  # the host's own account of the answer
+    prompt_tokens: int | None = field(default=None, metadata=OPTIONAL)
+    completion_tokens: int | None = field(default=None, metadata=OPTIONAL)
+    ttft_s: float | None = field(default=None, metadata=OPTIONAL)  # seconds to the first token
+    tokens_per_s: float | None = field(default=None, metadata=OPTIONAL)
+    stop_reason: str | None = field(default=None, metadata=OPTIONAL)  # core.chat_protocol.StopReason
+    reused_prefix_tokens: int | None = field(default=None, metadata=OPTIONAL)  # KV cache hit
+    prompt_eval_tokens: int | None = field(default=None, metadata=OPTIONAL)  # prompt tokens evaluated anew
+    dropped_messages: int | None = field(default=None, metadata=OPTIONAL)  # oldest turns left out
+
+    def to_done(self, *, ok: bool = True, stopped: bool = False) -> Done:
+        return Done(ok=ok, stopped=stopped, data=self.to_data())
+
+    def stats(self) -> dict[str, Any]:
+        """What a chat message keeps of it (its meta["stats"]): the figures, without request id and text."""
+        data = self.to_data()
+        for key in ("kind", "request_id", "text"):
+            data.pop(key, None)
+        return data
+
+
+@dataclass
 class GeneratedAnswer:
     """An item's answer in generate mode (bench.scoring.generate_item)."""
 
@@ -202,7 +234,8 @@ class Item(Payload):
         return item
 
 
-PAYLOAD_CLASSES: dict[str, type[Payload]] = {cls.kind: cls for cls in (Loaded, Unloaded, Prompt, Score, Item)}
+PAYLOAD_CLASSES: dict[str, type[Payload]] = {
+    cls.kind: cls for cls in (Loaded, Unloaded, Prompt, Score, Generated, Item)}
 
 
 def parse_payload(data: Any) -> Payload | None:

@@ -67,6 +67,14 @@ class GenerationStats:
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One answer of `Backend.generate_batch`: its whole text and how it ended."""
+
+    text: str
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
 class ScoreDetail:
     """lm-eval's loglikelihood answer for one continuation, plus its token count."""
 
@@ -89,6 +97,9 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: True when `loglikelihood` and `generate_batch` put several requests in one forward pass, so callers
+    #: send a batch at a time; False when the engine answers one request after another anyway.
+    batches: ClassVar[bool] = False
 
     # ------------------------------------------------------------ model
 
@@ -152,6 +163,26 @@ class Backend(abc.ABC):
     def generate(self, prompt_ids: list[int], sampling: SamplingSettings, on_text: TokenCallback,
                  should_stop: StopCheck) -> GenerationStats:
         """Stream the answer to `prompt_ids` through `on_text`; counts, timings and why it ended."""
+
+    def generate_batch(self, prompts: list[list[int]], samplings: list[SamplingSettings],
+                       should_stop: StopCheck) -> list[Generation]:
+        """Answers to several prompts (a benchmark), each with its own sampling settings and seed.
+
+        An answer does not depend on the other prompts of its batch, so a run
+        resumed in the middle of a batch answers as an uninterrupted one would
+        (up to floating-point differences between batch shapes). After a stop,
+        the answers not finished have stop_reason "stopped" and should be asked
+        again. This default answers one prompt after another with `generate`.
+        """
+        answers: list[Generation] = []
+        for ids, sampling in zip(prompts, samplings, strict=True):
+            if should_stop():
+                answers.append(Generation("", GenerationStats(len(ids), 0, None, None, "stopped")))
+                continue
+            pieces: list[str] = []
+            stats = self.generate(ids, sampling, pieces.append, should_stop)
+            answers.append(Generation("".join(pieces), stats))
+        return answers
 
     @property
     def last_prompt_eval_tokens(self) -> int | None:

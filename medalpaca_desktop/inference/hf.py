@@ -1,9 +1,11 @@
 """The transformers backend: HF model folders, bitsandbytes 8/4-bit, peft LoRA adapters.
 
 Generation goes through the library's own `generate()` (the same logits
-processors, so greedy output equals `model.generate`), with a stopping
-criterion that streams text piece by piece and ends the answer right after the
-token during which a stop was requested or a stop string appeared. The
+processors, so greedy output equals `model.generate`; sampling draws each row
+from its own seeded generator, see hf_sampling), with a stopping criterion that
+streams text piece by piece and ends the answer right after the token during
+which a stop was requested or a stop string appeared. `generate_batch` answers
+several prompts in one left-padded call (hf_batch). The
 conversation's KV cache is kept between calls and cropped to the common prefix
 of the next prompt (hf_cache), and a long uncached prompt is evaluated in
 chunks so that a stop request interrupts prompt evaluation too.
@@ -15,7 +17,6 @@ import contextlib
 import copy
 import gc
 import logging
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from medalpaca_desktop.inference import hf_load
 from medalpaca_desktop.inference.base import (
     Backend,
     EncodedRequest,
+    Generation,
     GenerationStats,
     InferenceError,
     LoadedModel,
@@ -94,6 +96,7 @@ class HFBackend(Backend):
     """The backend interface over transformers (see base.Backend)."""
 
     name = "hf"
+    batches = True
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -223,8 +226,9 @@ class HFBackend(Backend):
         """Stream the answer to `prompt_ids`; returns counts, timings and why it ended."""
         self._require()
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        from medalpaca_desktop.inference.hf_sampling import SeededSampler
         from medalpaca_desktop.inference.hf_stream import TokenSink
 
         started = time.perf_counter()
@@ -242,12 +246,12 @@ class HFBackend(Backend):
             if not self._prefill(prompt_ids, should_stop):
                 return GenerationStats(len(prompt_ids), 0, None, None, "stopped", reused)
             sink = TokenSink(self._tokenizer, sampling.stop, on_text, should_stop)
-            self._seed(sampling.seed)
             input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)
             with torch.inference_mode():
                 out = self._model.generate(
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                    past_key_values=cache.cache, generation_config=self._generation_config(sampling, max_new),
+                    past_key_values=cache.cache, generation_config=self._generation_config(max_new),
+                    logits_processor=LogitsProcessorList([SeededSampler([sampling], self._device)]),
                     stopping_criteria=StoppingCriteriaList([sink]), return_dict_in_generate=True)
             cache.record(out.sequences[0].tolist())
             sink.finish()
@@ -310,34 +314,47 @@ class HFBackend(Backend):
         scale = min(4.0, max(0.25, PREFILL_STEP_S / max(seconds, 1e-4)))
         self._prefill_chunk = int(min(PREFILL_CHUNK_MAX, max(PREFILL_CHUNK_MIN, self._prefill_chunk * scale)))
 
-    def _generation_config(self, sampling: SamplingSettings, max_new: int) -> Any:
-        """The model's own generation config with the user's sampling settings on top."""
+    def _generation_config(self, max_new: int) -> Any:
+        """The model's own generation config, decoding greedily over what SeededSampler leaves.
+
+        Sampling, temperature, top-k/top-p and the repetition penalty are the
+        sampler's (hf_sampling), so the model's own sampling defaults are off.
+        """
         config = copy.deepcopy(self._base_model().generation_config)
         config.max_new_tokens = max_new
         config.min_new_tokens = None
         config.min_length = 0
-        config.repetition_penalty = float(sampling.repeat_penalty)
-        config.stop_strings = None  # TokenSink handles them (and hides them)
+        config.repetition_penalty = None
+        config.stop_strings = None  # TokenSink / RowSink handle them (and hide them)
         config.num_beams = 1
         config.eos_token_id = sorted(self._eos_ids) or None
         if config.pad_token_id is None:
-            config.pad_token_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None \
-                else next(iter(sorted(self._eos_ids)), None)
-        if sampling.temperature <= 0:
-            config.do_sample = False
-            config.temperature = config.top_p = config.top_k = None
-        else:
-            config.do_sample = True
-            config.temperature = float(sampling.temperature)
-            config.top_p = float(sampling.top_p) if sampling.top_p < 1 else None  # 0: most likely only
-            config.top_k = int(sampling.top_k) if sampling.top_k > 0 else None
+            pad = self._tokenizer.pad_token_id
+            config.pad_token_id = pad if pad is not None else next(iter(sorted(self._eos_ids)), 0)
+        config.do_sample = False
+        config.temperature = config.top_p = config.top_k = None
         return config
 
-    @staticmethod
-    def _seed(seed: int) -> None:
-        import torch
+    def generate_batch(self, prompts: list[list[int]], samplings: list[SamplingSettings],
+                       should_stop: StopCheck) -> list[Generation]:
+        """All prompts in one left-padded `generate()` call (see hf_batch); the chat's KV cache is left alone."""
+        self._require()
+        from medalpaca_desktop.inference.hf_batch import generate_rows
 
-        torch.manual_seed(seed if seed >= 0 else secrets.randbits(31))  # seeds CUDA too
+        if any(not ids for ids in prompts):
+            raise InferenceError("A prompt is empty.", "bad_request")
+        if not prompts:
+            return []
+        try:
+            return generate_rows(self._model, self._tokenizer, [[int(i) for i in ids] for ids in prompts], samplings,
+                                 self._context_length, self._device, self._eos_ids,
+                                 self._generation_config(max(s.max_tokens for s in samplings)), should_stop)
+        except InferenceError:
+            raise
+        except Exception as exc:
+            if hf_load.is_oom(exc):
+                raise hf_load.oom_error("generating (a smaller batch size also helps)") from exc
+            raise InferenceError(f"Generation failed ({type(exc).__name__}): {exc}", "internal") from exc
 
     # ------------------------------------------------------------------ score
 

@@ -37,7 +37,7 @@ from medalpaca_desktop.core.chat_protocol import (
 )
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
 from medalpaca_desktop.core.jobs import ExitCode
-from medalpaca_desktop.core.payloads import Loaded, Prompt, Score, Unloaded
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Score, Unloaded
 from medalpaca_desktop.core.prompts import (
     ModelPromptInfo,
     PromptError,
@@ -186,7 +186,7 @@ class Host:
             return
         except InferenceError as exc:
             if exc.kind == "stopped" and ends_with_done:
-                self.writer.emit(Done(ok=False, stopped=True, data={"request_id": req.id}))
+                self.writer.emit(self._done_without_answer(req, stopped=True))
                 return
             self.error(str(exc), exc.kind, req.id)
         except PromptError as exc:
@@ -198,7 +198,15 @@ class Host:
             self.error(f"Unexpected error: {type(exc).__name__}: {exc}", "internal", req.id,
                        detail=traceback.format_exc(limit=8))
         if ends_with_done:
-            self.writer.emit(Done(ok=False, data={"request_id": req.id}))
+            self.writer.emit(self._done_without_answer(req, stopped=False))
+
+    @staticmethod
+    def _done_without_answer(req: Request, *, stopped: bool) -> Done:
+        """The `done` of a request that ended before its answer (an error, or a stop before it began)."""
+        if isinstance(req, GenerateRequest):
+            return Generated(request_id=req.id, stop_reason="stopped" if stopped else None).to_done(
+                ok=False, stopped=stopped)
+        return Done(ok=False, stopped=stopped, data={"request_id": req.id})
 
     # ------------------------------------------------------------ load / unload
 
@@ -303,14 +311,13 @@ class Host:
 
         stats = backend.generate(ids, sampling, on_text, job.stop.is_set)
         stopped = stats.stop_reason == "stopped"
-        data = {"request_id": req.id, "prompt_tokens": stats.prompt_tokens,
-                "completion_tokens": stats.completion_tokens,
-                "ttft_s": round(first[0] - t0, 4) if first else stats.ttft_s,
-                "tokens_per_s": stats.tokens_per_s, "stop_reason": stats.stop_reason,
-                "reused_prefix_tokens": stats.reused_prefix_tokens,
-                "prompt_eval_tokens": backend.last_prompt_eval_tokens,
-                "dropped_messages": prompt.dropped_messages, "text": "".join(pieces)}
-        self.writer.emit(Done(ok=not stopped, stopped=stopped, data=data))
+        done = Generated(
+            request_id=req.id, text="".join(pieces), prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            ttft_s=round(first[0] - t0, 4) if first else stats.ttft_s, tokens_per_s=stats.tokens_per_s,
+            stop_reason=stats.stop_reason, reused_prefix_tokens=stats.reused_prefix_tokens,
+            prompt_eval_tokens=backend.last_prompt_eval_tokens, dropped_messages=prompt.dropped_messages)
+        self.writer.emit(done.to_done(ok=not stopped, stopped=stopped))
 
     # ------------------------------------------------------------ score
 

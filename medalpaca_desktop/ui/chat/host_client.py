@@ -21,7 +21,7 @@ from medalpaca_desktop.core.chat_protocol import (
     UnloadRequest,
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started, Token
-from medalpaca_desktop.core.payloads import Loaded, Prompt, Unloaded, parse_payload
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Unloaded, parse_payload
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 HOST_MODULE = "medalpaca_desktop.inference.host"
@@ -49,7 +49,7 @@ class HostClient(QObject):
     sig_model_unloaded = Signal()
     sig_prompt_rendered = Signal(str, object)  # request id, core.payloads.Prompt
     sig_token_received = Signal(str, str)  # request id, text
-    sig_generation_finished = Signal(str, dict)  # request id, done data (stats, stop_reason)
+    sig_generation_finished = Signal(str, object)  # request id, Generated (the answer's text and figures)
     sig_request_failed = Signal(str, str, str)  # request id ('' for none), error kind, message
     sig_host_died = Signal(str)  # the process ended without being asked: one sentence
 
@@ -180,17 +180,19 @@ class HostClient(QObject):
             self.sig_model_unloaded.emit()
 
     def _on_done(self, event: Done) -> None:
-        data = dict(event.data)
-        request_id = str(data.get("request_id") or event.extra.get("request_id") or "")
+        payload = parse_payload(event.data)
+        done = payload if isinstance(payload, Generated) else Generated(
+            request_id=event.data.get("request_id") or event.extra.get("request_id"))
+        request_id = str(done.request_id or "")
         if self._generate_id is None or (request_id and request_id != self._generate_id):
             return  # the end of something else (a load, an unload)
-        if event.stopped and not data.get("stop_reason"):
-            data["stop_reason"] = "stopped"
+        if event.stopped and not done.stop_reason:
+            done.stop_reason = "stopped"
         finished = self._generate_id
         self._generate_id = None
         if self.state == HostState.GENERATING:
             self._set_state(HostState.READY)
-        self.sig_generation_finished.emit(finished, data)
+        self.sig_generation_finished.emit(finished, done)
 
     def _on_error(self, event: Error) -> None:
         request_id = str(event.extra.get("request_id") or "")

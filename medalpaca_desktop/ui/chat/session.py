@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from medalpaca_desktop.core.chat_protocol import ChatMessage, GenerateRequest, LoadSpec, SamplingSettings
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.payloads import Loaded, Prompt
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt
 from medalpaca_desktop.core.store import Store, StoreError
 from medalpaca_desktop.ui.chat.conversation import (
     DEFAULT_TITLE,
@@ -212,7 +212,7 @@ class ChatSession(QObject):
         """Hide a chat; it is deleted for good after UNDO_DELETE_MS (or on the next delete, or on close)."""
         if self._answer is not None and self._answer.conv is conv:
             self.stop()
-            self._finish_answer(STATUS_STOPPED, {})
+            self._finish_answer(STATUS_STOPPED, None)
         self.commit_pending_delete()
         self.pending_delete = (conv, row)
         self._undo_timer.start()
@@ -284,7 +284,7 @@ class ChatSession(QObject):
         if answer is None:
             return
         if answer.request_id is None:  # still loading the model: nothing was asked yet
-            self._finish_answer(STATUS_STOPPED, {"stop_reason": "stopped"})
+            self._finish_answer(STATUS_STOPPED, Generated(stop_reason="stopped"))
             return
         self.host.stop()
 
@@ -394,12 +394,12 @@ class ChatSession(QObject):
             self._save_now(answer)
         self.sig_status_changed.emit()
 
-    @Slot(str, dict)
-    def _on_host_generation_finished(self, request_id: str, data: dict) -> None:
+    @Slot(str, object)
+    def _on_host_generation_finished(self, request_id: str, done: Generated) -> None:
         if self._answer_for(request_id) is None:
             return
-        status = STATUS_STOPPED if data.get("stop_reason") == "stopped" else STATUS_DONE
-        self._finish_answer(status, data)
+        status = STATUS_STOPPED if done.stop_reason == "stopped" else STATUS_DONE
+        self._finish_answer(status, done)
 
     @Slot(str, str, str)
     def _on_host_request_failed(self, request_id: str, kind: str, message: str) -> None:
@@ -427,7 +427,7 @@ class ChatSession(QObject):
             self._fail_answer(message, reload=True)
         else:
             answer.entry.meta["error"] = message
-            self._finish_answer(STATUS_INTERRUPTED, {})
+            self._finish_answer(STATUS_INTERRUPTED, None)
             self.sig_error.emit(f"{message} The partial answer is kept and marked as interrupted.", True)
 
     def _fail_answer(self, message: str, reload: bool = False) -> None:
@@ -435,10 +435,10 @@ class ChatSession(QObject):
         if answer is None:
             return
         answer.entry.meta["error"] = message
-        self._finish_answer(STATUS_FAILED, {})
+        self._finish_answer(STATUS_FAILED, None)
         self.sig_error.emit(message, reload)
 
-    def _finish_answer(self, status: str, data: dict[str, Any]) -> None:
+    def _finish_answer(self, status: str, done: Generated | None) -> None:
         answer = self._answer
         if answer is None:
             return
@@ -446,12 +446,13 @@ class ChatSession(QObject):
         self._save_timer.stop()
         entry = answer.entry
         entry.meta["status"] = status
-        if isinstance(data.get("text"), str) and status in (STATUS_DONE, STATUS_STOPPED):
-            entry.content = data["text"]  # the host's own account of the answer
-        if data:
-            entry.meta["stats"] = {k: v for k, v in data.items() if k not in ("request_id", "text")}
-            if isinstance(data.get("completion_tokens"), int):
-                entry.token_count = data["completion_tokens"]
+        if done is not None:
+            if done.text is not None and status in (STATUS_DONE, STATUS_STOPPED):
+                entry.content = done.text  # the host's own account of the answer
+            if stats := done.stats():
+                entry.meta["stats"] = stats
+            if done.completion_tokens is not None:
+                entry.token_count = done.completion_tokens
         self.conv_store.save(answer.conv, entry)
         self.sig_answer_finished.emit(answer.conv, entry)
         self.sig_status_changed.emit()
@@ -496,7 +497,7 @@ class ChatSession(QObject):
         answer = self._answer
         if answer is not None:
             answer.entry.meta["error"] = "The app was closed while this answer was being written."
-            self._finish_answer(STATUS_INTERRUPTED, {})
+            self._finish_answer(STATUS_INTERRUPTED, None)
         self.commit_pending_delete()
         self.host.shutdown()
         if self._owns_store:

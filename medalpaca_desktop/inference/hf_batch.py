@@ -1,0 +1,130 @@
+"""Several answers in one `generate()` call (benchmarks in generate mode).
+
+The prompts are left-padded into one batch; every row keeps its own sampling
+settings and seed (hf_sampling), its own length limit and stop strings, and
+ends on its own: `RowSink` marks a row finished at its end-of-sequence token,
+stop string or length, and the library then pads it while the others go on.
+A stop request ends every row still running; those answers come back with
+stop_reason "stopped" so the caller can ask them again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from medalpaca_desktop.core.chat_protocol import SamplingSettings, StopReason
+from medalpaca_desktop.inference.base import Generation, GenerationStats, StopCheck
+from medalpaca_desktop.inference.hf_sampling import SeededSampler
+from medalpaca_desktop.inference.hf_stream import IncrementalDecoder, StopStringFilter
+
+
+@dataclass
+class _RowState:
+    """What one row has produced so far."""
+
+    decoder: IncrementalDecoder
+    filter: StopStringFilter
+    max_new: int
+    limit_reason: StopReason  # "length", or "context_full" when the context, not max_tokens, is the limit
+    tokens: list[int] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    reason: StopReason | None = None  # set once the row is finished
+    last_token_at: float | None = None
+
+
+class RowSink(StoppingCriteria):
+    """Collects each row's text and tells `generate` which rows are finished."""
+
+    def __init__(self, rows: list[_RowState], eos_ids: set[int], should_stop: StopCheck) -> None:
+        self.rows = rows
+        self._eos_ids = eos_ids
+        self._should_stop = should_stop
+        self.first_token_at: float | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        newest = input_ids[:, -1].tolist()
+        for row, token in zip(self.rows, newest):
+            if row.reason is None:
+                self._take(row, int(token), now)
+        if self._should_stop():
+            for row in self.rows:
+                if row.reason is None:
+                    row.reason = "stopped"
+        done = [row.reason is not None for row in self.rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _take(self, row: _RowState, token: int, now: float) -> None:
+        row.tokens.append(token)
+        row.last_token_at = now
+        if token in self._eos_ids:
+            row.reason = "eos"
+            return
+        row.text.append(row.filter.feed(row.decoder.push(token)))
+        if row.filter.hit:
+            row.reason = "stop_string"
+        elif len(row.tokens) >= row.max_new:
+            row.reason = row.limit_reason
+
+    def finish(self) -> None:
+        """Flush what each row still holds back; a row the library ended itself ran to its length."""
+        for row in self.rows:
+            row.text.append(row.filter.feed(row.decoder.flush()))
+            row.text.append(row.filter.flush())
+            if row.reason is None:
+                row.reason = row.limit_reason
+
+
+def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], samplings: list[SamplingSettings],
+                  context_length: int, device: str, eos_ids: set[int], generation_config: Any,
+                  should_stop: StopCheck) -> list[Generation]:
+    """Answers to `prompts`, one `generate()` call; prompts that leave no room get "context_full" at once."""
+    started = time.perf_counter()
+    answers: dict[int, Generation] = {}
+    rows: list[_RowState] = []
+    live: list[int] = []
+    for i, (ids, sampling) in enumerate(zip(prompts, samplings, strict=True)):
+        room = context_length - len(ids)
+        if room <= 0:
+            answers[i] = Generation("", GenerationStats(len(ids), 0, None, None, "context_full"))
+            continue
+        max_new = min(sampling.max_tokens, room)
+        rows.append(_RowState(IncrementalDecoder(tokenizer), StopStringFilter(list(sampling.stop)), max_new,
+                              "length" if max_new == sampling.max_tokens else "context_full"))
+        live.append(i)
+    if not live:
+        return [answers[i] for i in range(len(prompts))]
+    pad = generation_config.pad_token_id
+    width = max(len(prompts[i]) for i in live)
+    input_ids = torch.full((len(live), width), int(pad), dtype=torch.long)
+    attention = torch.zeros((len(live), width), dtype=torch.long)
+    for r, i in enumerate(live):
+        ids = prompts[i]
+        input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention[r, width - len(ids):] = 1
+    config = generation_config
+    config.max_new_tokens = max(row.max_new for row in rows)
+    sink = RowSink(rows, eos_ids, should_stop)
+    with torch.inference_mode():
+        model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                       generation_config=config,
+                       logits_processor=LogitsProcessorList([SeededSampler([samplings[i] for i in live], device)]),
+                       stopping_criteria=StoppingCriteriaList([sink]))
+    sink.finish()
+    first = sink.first_token_at
+    for row, i in zip(rows, live):
+        n = len(row.tokens)
+        last = row.last_token_at
+        rate = (n - 1) / (last - first) if first and last and last > first and n > 1 else None
+        reason: StopReason = row.reason or row.limit_reason
+        answers[i] = Generation("".join(row.text), GenerationStats(
+            prompt_tokens=len(prompts[i]), completion_tokens=n, ttft_s=(first - started) if first else None,
+            tokens_per_s=rate, stop_reason=reason))
+    return [answers[i] for i in range(len(prompts))]
