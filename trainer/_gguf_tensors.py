@@ -222,7 +222,7 @@ def plan_tensors(
     factors = llama3_rope_factors(cfg)
     if factors is not None:
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
-        planned.append(PlannedTensor(name, gguf.GGMLQuantizationType.F32, factors.shape, lambda f=factors: f))  # type: ignore[misc]
+        planned.append(PlannedTensor(name, gguf.GGMLQuantizationType.F32, factors.shape, lambda f=factors: f))  # type: ignore[misc]  # default binds now
     have = {p.name for p in planned}
     if "token_embd.weight" not in have:
         raise TensorError("the checkpoint has no token embedding (model.embed_tokens.weight)")

@@ -190,7 +190,8 @@ def parse_request(line: str) -> Request:
         raise BadRequest(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("a request is a JSON object")
-    cls = REQUEST_CLASSES.get(data.get("type"))  # type: ignore[arg-type]
+    kind = data.get("type")
+    cls = REQUEST_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise BadRequest(f"unknown request type {data.get('type')!r}; expected one of {', '.join(REQUEST_CLASSES)}")
     kwargs: dict[str, Any] = {}

@@ -150,7 +150,8 @@ def event_from_dict(data: dict[str, Any]) -> Event | None:
     """Build an event from a decoded line; None if it is not one we understand."""
     if not isinstance(data, dict):
         return None
-    cls = EVENT_CLASSES.get(data.get("type"))  # type: ignore[arg-type]
+    kind = data.get("type")
+    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None or data.get("v") not in SUPPORTED_VERSIONS:
         return None
     names = {f.name for f in dataclasses.fields(cls)} - {"extra"}

@@ -12,7 +12,14 @@ DEMO_MODEL_NOTE = "Small general demo model - not medical, for trying the app."
 
 
 class ModelInspectError(ValueError):
-    """A path that is not a readable model; the message is one line for a person."""
+    """A path that is not a readable model; the message is one line for a person.
+
+    `reason` is the same without the path, for problem lists that show the path anyway.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 @dataclass

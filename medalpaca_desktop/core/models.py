@@ -40,9 +40,7 @@ NO_WEIGHTS_NOTE = "No weight files found (incomplete download?)."
 def _error(path: Path, reason: str) -> ModelInspectError:
     """A one-line error; `.reason` keeps the text without the path for problem lists."""
     reason = " ".join(str(reason).split())
-    exc = ModelInspectError(f"{path}: {reason}")
-    exc.reason = reason  # type: ignore[attr-defined]
-    return exc
+    return ModelInspectError(f"{path}: {reason}", reason)
 
 
 def inspect_model(path: Path | str) -> ModelInfo:
@@ -295,7 +293,7 @@ class _Found:
         try:
             info = inspect_model(path)
         except ModelInspectError as exc:
-            self.problem(path, getattr(exc, "reason", str(exc)))
+            self.problem(path, exc.reason)
             return
         except Exception as exc:
             log.exception("inspecting %s failed", path)
@@ -345,7 +343,7 @@ def _add_demo(found: _Found) -> None:
     try:
         info = demo_model_info()
     except ModelInspectError as exc:  # installed but unreadable: say so, do not hide it
-        found.problem(demo_model_path() or "demo model", getattr(exc, "reason", str(exc)))
+        found.problem(demo_model_path() or "demo model", exc.reason)
         return
     if info is not None and found.claim(Path(info.path)):
         found.models.append(info)

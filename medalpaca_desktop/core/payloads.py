@@ -242,7 +242,8 @@ def parse_payload(data: Any) -> Payload | None:
     """The payload of a result event's data; None for a kind this version does not know (or no dict)."""
     if not isinstance(data, dict):
         return None
-    cls = PAYLOAD_CLASSES.get(data.get("kind"))  # type: ignore[arg-type]
+    kind = data.get("kind")
+    cls = PAYLOAD_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         return None
     try:

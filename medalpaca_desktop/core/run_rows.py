@@ -74,10 +74,11 @@ class RunRow:
 
     def call(self, write: Callable[[Any, int], object]) -> None:
         """Any other write (`write(store, row_id)`); a failure turns the row off with one warning."""
-        if not self.active:
+        row_id = self.id
+        if self.store is None or row_id is None:
             return
         try:
-            write(self.store, self.id)  # type: ignore[arg-type]
+            write(self.store, row_id)
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
 

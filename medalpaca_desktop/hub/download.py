@@ -139,7 +139,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     try:
         import httpx2 as httpx  # what huggingface_hub 2.x speaks
     except ImportError:  # pragma: no cover - older huggingface_hub
-        import httpx  # type: ignore[no-redef]
+        import httpx  # type: ignore[no-redef]  # the same name for either package, on purpose
     return (httpx.TransportError,)
 
 

@@ -36,7 +36,7 @@ def probe_devices() -> DeviceReport:
         import torch
     except Exception as exc:  # noqa: BLE001
         report.notes.append(f"PyTorch could not be imported ({exc}); training and HF models are unavailable.")
-        torch = None  # type: ignore[assignment]
+        torch = None  # type: ignore[assignment]  # "no torch" is a state this report describes
     if torch is not None:
         report.torch_version = torch.__version__
         report.cuda_version = torch.version.cuda

@@ -28,7 +28,7 @@ import llama_cpp
 import numpy as np
 
 from medalpaca_desktop.core import gguf_meta
-from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings
+from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 from medalpaca_desktop.core.model_info import ModelInspectError
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.inference.base import (
@@ -277,7 +277,7 @@ class LlamaCppBackend(Backend):
         multibyte_fix = 0
         text = ""  # complete characters of the answer
         sent = 0  # characters of `text` already streamed
-        reason = "length"
+        reason: StopReason = "length"
         gen = llm.generate(prompt_ids, top_k=sampling.top_k, top_p=sampling.top_p, min_p=0.0, typical_p=1.0,
                            temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty)
         try:
@@ -333,7 +333,7 @@ class LlamaCppBackend(Backend):
         rate = (n - 1) / (t_end - t_first) if t_first is not None and n > 1 and t_end > t_first else None
         return GenerationStats(prompt_tokens=len(prompt_ids), completion_tokens=n,
                                ttft_s=None if t_first is None else t_first - t0, tokens_per_s=rate,
-                               stop_reason=reason, reused_prefix_tokens=reused)  # type: ignore[arg-type]
+                               stop_reason=reason, reused_prefix_tokens=reused)
 
     @property
     def last_prompt_eval_tokens(self) -> int | None:

@@ -35,7 +35,7 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
     app.setApplicationVersion(__version__)
     app.setDesktopFileName("medalpaca-desktop")
     app.setWindowIcon(app_icon("app"))
-    return app  # type: ignore[return-value]
+    return app  # type: ignore[return-value]  # instance() is typed QCoreApplication; ours is a QApplication
 
 
 def install_signal_handlers(app: QApplication) -> None:

@@ -76,7 +76,7 @@ class FieldEditor(QWidget):
         super().__init__(parent)
         self.name = f.name
         self.meta = f.metadata
-        self.default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        self.default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]  # mypy: a factory field
         self.error_label = QLabel()
         self.error_label.setStyleSheet(ERROR_TEXT_STYLE)
         self.error_label.setWordWrap(True)
