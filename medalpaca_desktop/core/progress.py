@@ -7,6 +7,7 @@ import time
 from typing import IO
 
 from medalpaca_desktop.core.events import EventWriter, Progress
+from medalpaca_desktop.core.model_info import format_size
 
 
 def format_duration(seconds: float | None) -> str:
@@ -106,3 +107,25 @@ class ProgressReporter:
         if event.message:
             parts.append(event.message)
         return "  ".join(parts)
+
+
+def describe_download(event: Progress) -> str:
+    """'42% · 3.3 GB of 7.9 GB · 12.1 MB/s · about 6m 20s left · file.gguf (1/2)': the terminal's line
+    and the download dialog's status read the same."""
+    if event.stage == "verify":
+        pct = f"{100 * (event.fraction or 0):.0f}% · " if event.total else ""
+        return f"Checking sha256 {pct}{event.message}"
+    parts = []
+    if event.total:
+        parts.append(f"{100 * (event.fraction or 0):.0f}%")
+        done = format_size(int(event.current)) if event.current else "0 B"
+        parts.append(f"{done} of {format_size(int(event.total))}")
+    if event.rate:
+        parts.append(f"{format_size(int(event.rate))}/s")
+    else:
+        parts.append("waiting for data from the hub…" if event.rate == 0 else "measuring speed…")
+    if event.eta_s is not None:
+        parts.append(f"about {format_duration(event.eta_s)} left")
+    if event.message and event.message != "done":
+        parts.append(event.message)
+    return " · ".join(parts)

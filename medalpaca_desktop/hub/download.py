@@ -40,7 +40,7 @@ from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Re
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space
-from medalpaca_desktop.core.progress import format_duration
+from medalpaca_desktop.core.progress import describe_download
 from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is_valid_repo_id, repo_folder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -369,7 +369,7 @@ class ByteProgress:
         if self._events is not None:
             self._events.emit(event)
         if self._terminal is not None:
-            self._terminal.write("\r" + describe_progress(event) + "\x1b[K")
+            self._terminal.write("\rDownloading " + describe_download(event) + "\x1b[K")
             self._terminal.flush()
 
     def end_line(self) -> None:
@@ -377,25 +377,6 @@ class ByteProgress:
         if self._terminal is not None:
             self._terminal.write("\n")
             self._terminal.flush()
-
-
-def describe_progress(event: Progress) -> str:
-    """'Downloading  42%  3.3 GB of 7.9 GB  12.1 MB/s  ETA 6m 20s  file.gguf'."""
-    verb = {"download": "Downloading", "verify": "Checking sha256"}.get(event.stage, event.stage)
-    parts = [verb]
-    if event.total:
-        parts.append(f"{100 * (event.fraction or 0):3.0f}%")
-        done = format_size(int(event.current)) if event.current else "0 B"
-        parts.append(f"{done} of {format_size(int(event.total))}")
-    if event.rate:
-        parts.append(f"{format_size(int(event.rate))}/s")
-    elif event.rate == 0 and event.stage == "download":
-        parts.append("waiting for data")
-    if event.stage == "download" and event.total:
-        parts.append(f"ETA {format_duration(event.eta_s)}")
-    if event.message:
-        parts.append(event.message)
-    return "  ".join(parts)
 
 
 class _CountingFile:

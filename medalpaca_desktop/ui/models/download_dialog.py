@@ -39,7 +39,7 @@ from medalpaca_desktop.core.events import Event, Progress, Result
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space
-from medalpaca_desktop.core.progress import format_duration
+from medalpaca_desktop.core.progress import describe_download
 from medalpaca_desktop.hub import downloads_dir, is_valid_repo_id, repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry, CatalogError, load_catalog
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
@@ -57,27 +57,6 @@ def download_command(repo_id: str, *extra: str) -> list[str]:
 def _pattern(path: str) -> str:
     """An --include pattern that matches exactly this file name."""
     return re.sub(r"([*?\[])", r"[\1]", path)
-
-
-def describe_download(event: Progress) -> str:
-    """'42% · 3.3 GB of 7.9 GB · 12.1 MB/s · about 6m 20s left · file.gguf (1/2)'."""
-    if event.stage == "verify":
-        pct = f"{100 * (event.fraction or 0):.0f}% · " if event.total else ""
-        return f"Checking sha256 {pct}{event.message}"
-    parts = []
-    if event.total:
-        parts.append(f"{100 * (event.fraction or 0):.0f}%")
-        done = format_size(int(event.current)) if event.current else "0 B"
-        parts.append(f"{done} of {format_size(int(event.total))}")
-    if event.rate:
-        parts.append(f"{format_size(int(event.rate))}/s")
-    else:
-        parts.append("waiting for data from the hub…" if event.rate == 0 else "measuring speed…")
-    if event.eta_s is not None:
-        parts.append(f"about {format_duration(event.eta_s)} left")
-    if event.message and event.message != "done":
-        parts.append(event.message)
-    return " · ".join(parts)
 
 
 class DownloadDialog(QDialog):
