@@ -186,6 +186,14 @@ def test_buttons_and_banner_follow_the_status(qtbot, tmp_path):
 
     monitor.update_row(make_row(run_dir, "running"))  # marked running, but no session follows it here
     assert not monitor.stop_button.isEnabled() and "not following" in monitor.banner.text()
+    assert "step 2" in monitor.progress.format()
+
+    early = tmp_path / "early"
+    write_events(early, [Error(message="The dataset is empty.")])
+    (early / "config.yaml").write_text("method: lora\n")
+    monitor.show_run(make_row(early, "crashed", error="The worker ended without a word."))
+    assert "The run crashed" in monitor.banner.text()
+    assert monitor.progress.format() == "Ended before the first training step"  # not an empty bar
 
 
 def test_chat_path_prefers_the_merged_model(tmp_path):

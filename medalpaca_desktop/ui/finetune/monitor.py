@@ -269,8 +269,9 @@ class RunMonitor(QWidget):
         self.details_label.setText(" · ".join(details))
         self._update_banner()
         self._update_buttons()
-        if not self._running():
-            self.progress.setFormat(self._progress_text)  # an ETA means nothing once the run has ended
+        if not self._running():  # an ETA means nothing once the run has ended
+            ended_early = status.resumable and not self._progress_text
+            self.progress.setFormat("Ended before the first training step" if ended_early else self._progress_text)
         if status == RunStatus.DONE:
             self.progress.setRange(0, 1000)
             self.progress.setValue(1000)
