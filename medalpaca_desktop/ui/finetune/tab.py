@@ -3,6 +3,8 @@
 The wizard only writes RUN_DIR/config.yaml and asks for a launch; this tab records the run
 in the database, starts the trainer as a detached job (ui/finetune/runs.py) and shows its
 monitor. Runs an earlier app session left running are picked up again when the tab is built.
+When the database cannot be opened the tab keeps its runs in an in-memory store for this
+session, says so once, and works the same.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from PySide6.QtWidgets import (
 from medalpaca_desktop.core.devices import DeviceReport
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.store import Store, StoreError
+from medalpaca_desktop.core.store import Store, open_store
 from medalpaca_desktop.ui.finetune.monitor import RunMonitor
 from medalpaca_desktop.ui.finetune.runs import (
     CONFIG_FILE,
@@ -47,6 +49,7 @@ from medalpaca_desktop.ui.finetune.runs import (
 from medalpaca_desktop.ui.finetune.runs_table_model import COL_DATA, COL_MODEL, COL_RUN, RunsTableModel
 from medalpaca_desktop.ui.finetune.wizard import FinetuneWizard
 from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome
+from medalpaca_desktop.ui.widgets.notice import session_only_label
 from trainer.config import ConfigError, TrainConfig
 
 LAUNCH_FILE = "launch.json"  # environment a resume must reuse (the GPUs chosen in the wizard)
@@ -73,14 +76,9 @@ class FinetuneTab(QWidget):
 
     def __init__(self, store: Store | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._store_error: str | None = None
-        self._owns_store = store is None
-        if store is None:
-            try:
-                store = Store()
-            except StoreError as exc:
-                self._store_error = str(exc)
-        self.store = store
+        self.store: Store
+        self.store_error: str | None  # why runs are kept in memory for this session only
+        self.store, self.store_error = (store, None) if store is not None else open_store()
         self.jobs: dict[int, DetachedJob] = {}
         self.table_model = RunsTableModel(self)
         self.wizard = FinetuneWizard()
@@ -95,8 +93,6 @@ class FinetuneTab(QWidget):
             self.select_run(self.table_model.row_at(0)["id"])
         else:
             self.show_wizard()
-        if self._store_error:
-            self.show_error(f"Runs cannot be recorded: {self._store_error}")
 
     # -- building ---------------------------------------------------------------------
 
@@ -138,6 +134,10 @@ class FinetuneTab(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(6, 6, 0, 6)
         left_layout.addWidget(title)
+        self.store_label = session_only_label("Runs cannot be recorded:", self.store_error) \
+            if self.store_error else None
+        if self.store_label is not None:
+            left_layout.addWidget(self.store_label)
         left_layout.addLayout(buttons)
         left_layout.addWidget(self.table, 1)
         left_layout.addWidget(self.empty_label, 1)
@@ -210,7 +210,7 @@ class FinetuneTab(QWidget):
     # -- runs list --------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        return self.store.training_runs() if self.store is not None else []
+        return self.store.training_runs()
 
     def row(self, run_id: int) -> dict[str, Any] | None:
         return next((r for r in self.rows() if r["id"] == run_id), None)
@@ -334,9 +334,6 @@ class FinetuneTab(QWidget):
     @Slot(str)
     def launch(self, config_path: str, env: dict[str, str] | None = None) -> int | None:
         """Record a run for `config_path` (RUN_DIR/config.yaml), start its trainer, show its monitor."""
-        if self.store is None:
-            self.show_error(f"Runs cannot be recorded: {self._store_error}")
-            return None
         try:
             run_id = prepare_run(self.store, config_path)
             job = self._job(run_id)
@@ -387,8 +384,7 @@ class FinetuneTab(QWidget):
 
     def _on_job_finished(self, run_id: int, outcome: JobOutcome) -> None:
         job = self.jobs[run_id]
-        if self.store is not None:
-            record_attempt(self.store, run_id, outcome, job.events)
+        record_attempt(self.store, run_id, outcome, job.events)
         self.refresh()
         attempt = [e for e in job.events if job.in_attempt(e)]
         self.sig_status_changed.emit(f"Fine-tune {job.run_dir.name}: {outcome.status.value}. "
