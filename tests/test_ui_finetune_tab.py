@@ -2,8 +2,9 @@
 
 Launch → points on the loss chart → stop (checkpoint) → resume → done; a crashed worker is
 marked crashed and resumes; a finished run is redrawn from events.jsonl by a fresh tab; a run
-left running is picked up by a fresh tab; without a usable database the runs of this session
-are still listed; the main window opens the result in the chat tab and asks before closing over a running
+left running is picked up by a fresh tab; a `medalpaca train` in a terminal is listed, also when
+it finishes while the tab is open; without a usable database the runs of this session are still
+listed; the main window opens the result in the chat tab and asks before closing over a running
 fine-tune. Runs are a few steps with short examples.
 """
 
@@ -107,6 +108,25 @@ def listed(tab: FinetuneTab) -> list[tuple[str, str]]:
     model = tab.table_model
     return [(model.data(model.index(i, COL_RUN)), model.data(model.index(i, COL_STATUS)))
             for i in range(model.rowCount())]
+
+
+def terminal_train(config: Path, logs: Path) -> subprocess.Popen:
+    """`medalpaca train CFG` as a person runs it in a terminal, in this test's home (the tab's database)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(logs / "stdout.txt", "w") as out, open(logs / "stderr.txt", "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "medalpaca_desktop", "train", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=logs, env=env)
+
+
+def wait_exit(qtbot, proc: subprocess.Popen, logs: Path) -> None:
+    """Wait for a terminal run with the GUI's event loop running; it must succeed."""
+    try:
+        qtbot.waitUntil(lambda: proc.poll() is not None, timeout=RUN_MS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (logs / "stderr.txt").read_text()[-3000:]
 
 
 def wait_finished(qtbot, job: DetachedJob) -> tuple[str, str]:
@@ -299,6 +319,35 @@ def test_without_a_database_the_runs_of_this_session_are_listed(qtbot, make_tab,
     assert len(warnings) == 1  # the trainer could not record itself either, and said so once
     assert tab.store_label.isVisibleTo(tab)  # a successful launch does not hide it
     assert broken.read_bytes().startswith(b"this is not an SQLite database")  # left for the user to move
+
+
+def test_a_run_from_the_terminal_is_listed_done(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    config = write_config(tiny_llama_dir, tmp_path / "terminal-run", max_steps=2, val_split=0.0)
+    wait_exit(qtbot, terminal_train(config, tmp_path), tmp_path)
+    tab = make_tab()
+    assert listed(tab) == [("terminal-run", "done")]
+    row = tab.store.training_runs()[0]
+    assert row["run_dir"] == str((tmp_path / "terminal-run").resolve()) and row["final_loss"] is not None
+    assert tab.monitor.run_id() == row["id"] and not tab.jobs  # shown, not followed: it has ended
+
+
+def test_a_terminal_run_finished_while_the_tab_is_open_appears(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    """The shown tab rereads the list when another process wrote to the database; a hidden one does not tick."""
+    tab = make_tab()
+    tab.show()
+    qtbot.waitExposed(tab)
+    assert listed(tab) == [] and tab.empty_label.isVisibleTo(tab)
+    config = write_config(tiny_llama_dir, tmp_path / "terminal-run", max_steps=2, val_split=0.0)
+    wait_exit(qtbot, terminal_train(config, tmp_path), tmp_path)
+    qtbot.waitUntil(lambda: listed(tab) == [("terminal-run", "done")], timeout=5000)
+    assert tab.table.isVisibleTo(tab) and not tab.empty_label.isVisibleTo(tab)
+
+    tab.hide()
+    assert not tab._tick.isActive()  # nothing runs here: a hidden tab costs nothing
+    with Store() as other:  # another writer (a terminal run starting) while the tab is hidden
+        other.create_training_run("later", str(tmp_path / "later"), method="lora")
+    tab.show()  # showing the tab rereads at once
+    assert [name for name, _ in listed(tab)] == ["later", "terminal-run"]
 
 
 # --------------------------------------------------------------------------- main window
