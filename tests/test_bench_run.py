@@ -308,6 +308,22 @@ def test_the_row_is_running_with_our_pid_while_the_run_scores(tiny_long, tmp_pat
     assert (after["status"], after["pid"]) == ("done", None) and after["started_at"] == during["started_at"]
 
 
+def test_a_database_that_cannot_be_opened_is_one_warning_and_the_run_finishes(tiny_long, tmp_path):
+    """The run folder is the record, the database only its index: a broken database never fails a run."""
+    from medalpaca_desktop.core import paths
+
+    broken = paths.database_path()
+    broken.write_bytes(b"this is not a database" * 100)
+    out = tmp_path / "run"
+    rc, rec = run(config(tiny_long.llamacpp, out, limit=2, max_new_tokens=4))
+    assert rc == ExitCode.OK
+    (warning,) = [w for w in rec.of("warning") if "app database" in w.message]
+    assert "not recorded" in warning.message and "run folder" in warning.message
+    assert rec.events[-1].type == "done" and rec.events[-1].ok and not rec.of("error")
+    assert len(items_of(out)) == 2 and json.loads((out / "summary.json").read_text())["complete"]
+    assert broken.read_bytes().startswith(b"this is not a database")  # left as it was
+
+
 # ------------------------------------------------------------------ stop and resume
 
 

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from medalpaca_desktop.core import paths
-from medalpaca_desktop.core.store import SCHEMA_VERSION, Store, StoreError
+from medalpaca_desktop.core.store import MEMORY_DATABASE, SCHEMA_VERSION, Store, StoreError, open_store
 
 
 def test_new_database_has_current_schema_in_private_dir(app_home):
@@ -97,6 +97,37 @@ def test_not_a_database_gives_clear_error(tmp_path):
     with pytest.raises(StoreError, match="cannot be opened"):
         Store(db)
     assert db.read_bytes().startswith(b"this is not sqlite")
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_store_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="folder cannot be created"):
+        Store(blocker / "data" / "db.sqlite3")
+
+
+def test_open_store_falls_back_to_memory_and_says_why(app_home):
+    store, error = open_store()
+    assert error is None and store.persistent and store.path == paths.database_path()
+    store.close()
+    paths.database_path().write_bytes(b"this is not sqlite" * 100)
+    store, error = open_store()
+    with store:
+        assert error is not None and "cannot be opened" in error
+        assert str(store.path) == MEMORY_DATABASE and not store.persistent
+        run_id = store.create_training_run("r", "/runs/r")  # the same calls work, for this session only
+        assert [r["id"] for r in store.training_runs()] == [run_id]
+    assert paths.database_path().read_bytes().startswith(b"this is not sqlite")
+
+
+def test_data_version_moves_only_with_other_connections_commits(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    with Store(db) as mine, Store(db) as theirs:
+        before = mine.data_version()
+        mine.create_training_run("mine", "/runs/mine")
+        assert mine.data_version() == before  # our own writes: we know about them
+        theirs.create_training_run("theirs", "/runs/theirs")
+        assert mine.data_version() != before
 
 
 WRITER = textwrap.dedent("""

@@ -289,6 +289,22 @@ def test_a_terminal_run_records_itself_in_the_runs_list(tiny_llama_dir, tmp_path
     assert json.loads(row["config_json"])["max_steps"] == 2
 
 
+def test_a_database_that_cannot_be_opened_is_one_warning_and_the_run_finishes(tiny_llama_dir, tmp_path):
+    """The run folder is the record, the database only its index: a broken database never fails a run."""
+    from medalpaca_desktop.core import paths
+
+    broken = paths.database_path()
+    broken.write_bytes(b"this is not a database" * 100)
+    cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=2)
+    rc, rec = run(cfg)
+    assert rc == 0, [e.to_dict() for e in rec.of("error")]
+    (warning,) = [w for w in rec.of("warning") if "app database" in w.message]
+    assert "not recorded" in warning.message and "run folder" in warning.message
+    assert rec.events[-1].type == "done" and rec.events[-1].ok and not rec.of("error")
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+    assert broken.read_bytes().startswith(b"this is not a database")  # left as it was
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(tiny_llama_dir, tmp_path, monkeypatch):
     cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=100000,
                       save_steps=100000, warmup_steps=0)

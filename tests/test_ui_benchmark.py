@@ -14,6 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 from bench.datasets import sample_questions_dir
+from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.events import read_events_file
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.core.store import Store
@@ -236,6 +238,37 @@ def test_rescore_history_reopen_and_delete(qtbot, make_tab, tiny_gguf):
     assert not run.run_dir.exists()
     with Store() as store:
         assert store.eval_runs() == []
+
+
+def test_without_a_database_the_runs_of_this_session_are_in_the_history(qtbot, make_tab, tiny_gguf):
+    """The database cannot be opened: the tab says so once; a benchmark still runs, is listed and shown."""
+    broken = paths.database_path()
+    broken.write_bytes(b"this is not an SQLite database" * 100)
+    tab = make_tab()
+    assert "cannot be opened" in tab.store_error and not tab.store.persistent
+    assert tab.store_label is not None and tab.store_label.isVisibleTo(tab)
+    notice = tab.store_label.text()
+    assert "Past runs are not listed:" in notice and str(broken) in notice and "this session only" in notice
+    assert not tab.history.empty_label.isHidden() and "this session only" in tab.history.empty_label.text()
+
+    _configure(qtbot, tab, [tiny_gguf], MEDQA, preset="lm-eval", limit=3)
+    listed_at_start: list = []
+    tab.queue.sig_run_started.connect(lambda _run: listed_at_start.append(
+        [row["display_status"] for row in tab.history.rows()]))
+    (run,) = _run_batch(qtbot, tab, 1)
+    assert run.state == RunStatus.DONE, run.error
+    assert listed_at_start == [["running"]]  # in the History from the moment it starts
+    summary = _summary(run.run_dir)
+    (row,) = tab.history.rows()
+    assert row["display_status"] == "done" and row["run_dir"] == str(run.run_dir.resolve())
+    assert row["accuracy"] == pytest.approx(summary["scores"]["overall"]["accuracy"]) and row["n_items"] == 3
+    assert tab.history.empty_label.isHidden()
+    qtbot.waitUntil(lambda: len(tab.shown) == 1 and tab.shown[0].complete, timeout=5000)
+    _assert_chart_matches(tab, tab.names[0], summary)
+    warnings = [e for e in read_events_file(run.run_dir / "events.jsonl")
+                if e.type == "warning" and "app database" in e.message]
+    assert len(warnings) == 1  # the worker could not record itself either, said so once and scored on
+    assert broken.read_bytes().startswith(b"this is not an SQLite database")  # left for the user to move
 
 
 def test_stop_then_kill_then_resume_scores_every_question_once(qtbot, make_tab, demo_gguf):

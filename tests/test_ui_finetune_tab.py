@@ -2,8 +2,10 @@
 
 Launch → points on the loss chart → stop (checkpoint) → resume → done; a crashed worker is
 marked crashed and resumes; a finished run is redrawn from events.jsonl by a fresh tab; a run
-left running is picked up by a fresh tab; the main window opens the result in the chat tab
-and asks before closing over a running fine-tune. Runs are a few steps with short examples.
+left running is picked up by a fresh tab; a `medalpaca train` in a terminal is listed, also when
+it finishes while the tab is open; without a usable database the runs of this session are still
+listed; the main window opens the result in the chat tab and asks before closing over a running
+fine-tune. Runs are a few steps with short examples.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from PySide6.QtTest import QTest
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Metric, read_events_file
 from medalpaca_desktop.core.jobs import RunStatus
-from medalpaca_desktop.core.store import Store
+from medalpaca_desktop.core.store import Store, StoreError
 from medalpaca_desktop.ui.devices import DeviceProbe
 from medalpaca_desktop.ui.finetune.runs import attempt_summary, last_checkpoint, trainer_is_running
+from medalpaca_desktop.ui.finetune.runs_table_model import COL_RUN, COL_STATUS
 from medalpaca_desktop.ui.finetune.tab import FinetuneTab
 from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome
 from medalpaca_desktop.ui.main_window import TAB_CHAT, TAB_FINETUNE, MainWindow
@@ -44,7 +47,11 @@ def _private_home(tmp_path, monkeypatch):
     isolate_user_home(tmp_path, monkeypatch)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer shares 2 cores with the test process
     yield
-    with Store() as store:  # no trainer outlives its test, whatever the test did
+    try:
+        store = Store()
+    except StoreError:  # a test that broke the database: its tab's fixture stopped its trainers
+        return
+    with store:  # no trainer outlives its test, whatever the test did
         for row in store.training_runs():
             kill_group(row["pid"])
 
@@ -78,8 +85,8 @@ def kill_group(pid: int | None) -> None:
 def make_tab(qtbot):
     tabs: list[FinetuneTab] = []
 
-    def make() -> FinetuneTab:
-        tab = FinetuneTab(store=Store())
+    def make(open_own_store: bool = False) -> FinetuneTab:
+        tab = FinetuneTab() if open_own_store else FinetuneTab(store=Store())
         qtbot.addWidget(tab)
         tabs.append(tab)
         return tab
@@ -94,6 +101,32 @@ def make_tab(qtbot):
 
 def loss_steps(tab: FinetuneTab) -> list[float]:
     return [x for x, _ in tab.monitor.loss_chart.drawn_points("loss")]
+
+
+def listed(tab: FinetuneTab) -> list[tuple[str, str]]:
+    """(name, status) of every row of the runs table, as a person reads them."""
+    model = tab.table_model
+    return [(model.data(model.index(i, COL_RUN)), model.data(model.index(i, COL_STATUS)))
+            for i in range(model.rowCount())]
+
+
+def terminal_train(config: Path, logs: Path) -> subprocess.Popen:
+    """`medalpaca train CFG` as a person runs it in a terminal, in this test's home (the tab's database)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(logs / "stdout.txt", "w") as out, open(logs / "stderr.txt", "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "medalpaca_desktop", "train", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=logs, env=env)
+
+
+def wait_exit(qtbot, proc: subprocess.Popen, logs: Path) -> None:
+    """Wait for a terminal run with the GUI's event loop running; it must succeed."""
+    try:
+        qtbot.waitUntil(lambda: proc.poll() is not None, timeout=RUN_MS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (logs / "stderr.txt").read_text()[-3000:]
 
 
 def wait_finished(qtbot, job: DetachedJob) -> tuple[str, str]:
@@ -261,6 +294,60 @@ def test_a_dead_running_row_is_marked_crashed_on_start(qtbot, make_tab, tmp_path
     row = tab.store.training_runs()[0]
     assert row["status"] == "crashed" and "Segmentation fault" in row["error"]
     assert tab.monitor.resume_button.isEnabled() and tab.monitor.resume_button.text() == "Resume"
+
+
+def test_without_a_database_the_runs_of_this_session_are_listed(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    """The database cannot be opened: the tab says so once, a fine-tune still starts, runs and is listed."""
+    broken = paths.database_path()
+    broken.write_bytes(b"this is not an SQLite database" * 100)
+    tab = make_tab(open_own_store=True)
+    assert "cannot be opened" in tab.store_error and not tab.store.persistent
+    assert tab.store_label is not None and tab.store_label.isVisibleTo(tab)
+    notice = tab.store_label.text()
+    assert "Runs cannot be recorded:" in notice and str(broken) in notice and "this session only" in notice
+    assert not tab.error_bar.isVisibleTo(tab)  # said once, in the notice
+
+    run_id = tab.launch(str(write_config(tiny_llama_dir, tmp_path / "run", max_steps=2, val_split=0.0)))
+    assert run_id is not None and not tab.error_bar.isVisibleTo(tab)
+    assert listed(tab) == [("run", "running")]
+    status, message = wait_finished(qtbot, tab.jobs[run_id])
+    assert status == "done", message
+    assert listed(tab) == [("run", "done")] and tab.monitor.run_id() == run_id
+    assert tab.store.training_runs()[0]["final_loss"] is not None  # the tab wrote what the trainer could not
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+    warnings = [e for e in tab.jobs[run_id].events if e.type == "warning" and "app database" in e.message]
+    assert len(warnings) == 1  # the trainer could not record itself either, and said so once
+    assert tab.store_label.isVisibleTo(tab)  # a successful launch does not hide it
+    assert broken.read_bytes().startswith(b"this is not an SQLite database")  # left for the user to move
+
+
+def test_a_run_from_the_terminal_is_listed_done(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    config = write_config(tiny_llama_dir, tmp_path / "terminal-run", max_steps=2, val_split=0.0)
+    wait_exit(qtbot, terminal_train(config, tmp_path), tmp_path)
+    tab = make_tab()
+    assert listed(tab) == [("terminal-run", "done")]
+    row = tab.store.training_runs()[0]
+    assert row["run_dir"] == str((tmp_path / "terminal-run").resolve()) and row["final_loss"] is not None
+    assert tab.monitor.run_id() == row["id"] and not tab.jobs  # shown, not followed: it has ended
+
+
+def test_a_terminal_run_finished_while_the_tab_is_open_appears(qtbot, make_tab, tiny_llama_dir, tmp_path):
+    """The shown tab rereads the list when another process wrote to the database; a hidden one does not tick."""
+    tab = make_tab()
+    tab.show()
+    qtbot.waitExposed(tab)
+    assert listed(tab) == [] and tab.empty_label.isVisibleTo(tab)
+    config = write_config(tiny_llama_dir, tmp_path / "terminal-run", max_steps=2, val_split=0.0)
+    wait_exit(qtbot, terminal_train(config, tmp_path), tmp_path)
+    qtbot.waitUntil(lambda: listed(tab) == [("terminal-run", "done")], timeout=5000)
+    assert tab.table.isVisibleTo(tab) and not tab.empty_label.isVisibleTo(tab)
+
+    tab.hide()
+    assert not tab._tick.isActive()  # nothing runs here: a hidden tab costs nothing
+    with Store() as other:  # another writer (a terminal run starting) while the tab is hidden
+        other.create_training_run("later", str(tmp_path / "later"), method="lora")
+    tab.show()  # showing the tab rereads at once
+    assert [name for name, _ in listed(tab)] == ["later", "terminal-run"]
 
 
 # --------------------------------------------------------------------------- main window

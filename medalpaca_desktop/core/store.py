@@ -148,6 +148,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RUN_STATUSES = tuple(status.value for status in STORED_STATUSES)
+MEMORY_DATABASE = ":memory:"  # a store for this session only, where the database file cannot be used
 
 
 class StoreError(RuntimeError):
@@ -184,9 +185,12 @@ class Store:
     """One connection to the database; safe to share between threads (serialised)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else paths.database_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        try:
+            self.path = Path(path) if path else paths.database_path()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a data folder that cannot be made is a database that cannot be opened
+            raise StoreError(f"The database folder cannot be created ({exc}).") from exc
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._conn.row_factory = sqlite3.Row
@@ -255,6 +259,15 @@ class Store:
                     conn.execute(f"PRAGMA user_version = {target}")
         finally:
             self._conn.execute("PRAGMA foreign_keys=ON")
+
+    @property
+    def persistent(self) -> bool:
+        """Whether what is written here outlives the app (False for the in-memory fallback)."""
+        return str(self.path) != MEMORY_DATABASE
+
+    def data_version(self) -> int:
+        """Changes when another connection (another process, another tab) commits: a cheap "reload?" check."""
+        return int(self._query("PRAGMA data_version")[0][0])
 
     def integrity_ok(self) -> bool:
         return self._query("PRAGMA integrity_check")[0][0] == "ok"
@@ -412,3 +425,11 @@ class Store:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
             conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*fields.values(), row_id))
+
+
+def open_store() -> tuple[Store, str | None]:
+    """The app database, or an in-memory one for this session and why: callers always hold a Store."""
+    try:
+        return Store(), None
+    except StoreError as exc:
+        return Store(MEMORY_DATABASE), str(exc)

@@ -32,6 +32,9 @@ from medalpaca_desktop.ui.benchmark.palette import percent
 from medalpaca_desktop.ui.benchmark.run_queue import bench_is_running
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
+EMPTY_TEXT = "No benchmark runs yet. Runs you start appear here, with their results, and stay after you close the app."
+EMPTY_SESSION_ONLY_TEXT = ("No benchmark runs yet. The history database could not be opened, so runs you start "
+                           "appear here for this session only.")
 
 
 def display_status(row: dict[str, Any], live_dirs: set[str]) -> RunStatus:
@@ -73,7 +76,7 @@ class HistoryPanel(QWidget):
     sig_resume_requested = Signal(object)  # eval_runs row
     sig_run_deleted = Signal(int)
 
-    def __init__(self, store: Store | None, parent: QWidget | None = None) -> None:
+    def __init__(self, store: Store, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.live_dirs: set[str] = set()
@@ -82,8 +85,7 @@ class HistoryPanel(QWidget):
         self.list.setToolTip("Tick runs to show them in the chart, the question table and the comparison")
         self.list.itemChanged.connect(self._on_list_item_changed)
         self.list.currentItemChanged.connect(self._update_buttons)
-        self.empty_label = QLabel("No benchmark runs yet. Runs you start appear here, with their results, "
-                                  "and stay after you close the app.")
+        self.empty_label = QLabel(EMPTY_TEXT if store.persistent else EMPTY_SESSION_ONLY_TEXT)
         self.empty_label.setWordWrap(True)
         self.empty_label.setStyleSheet("color: #666;")
         self.show_only_button = QPushButton("Show only this")
@@ -122,7 +124,7 @@ class HistoryPanel(QWidget):
         """Reload from the database; ticks survive unless `check` names the ids to tick."""
         keep = set(self.checked_ids()) if check is None else set(check)
         current = self.current_row()
-        rows = self.store.eval_runs() if self.store is not None else []
+        rows = self.store.eval_runs()
         self.list.blockSignals(True)
         self.list.clear()
         for row in rows:
@@ -140,8 +142,6 @@ class HistoryPanel(QWidget):
                 self.list.setCurrentItem(item)
         self.list.blockSignals(False)
         self.empty_label.setVisible(not rows)
-        if self.store is None:
-            self.empty_label.setText("The history database could not be opened, so past runs are not listed.")
         self._update_buttons()
 
     def rows(self) -> list[dict[str, Any]]:
@@ -217,8 +217,6 @@ class HistoryPanel(QWidget):
 
     def delete_run(self, run_id: int) -> None:
         """Remove the database row (its items go with it) and the run folder the app created."""
-        if self.store is None:
-            return
         row = next((r for r in self.rows() if r["id"] == run_id), None)
         self.store.delete_eval_run(run_id)
         folder = (row or {}).get("run_dir") or ""

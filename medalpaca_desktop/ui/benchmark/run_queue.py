@@ -73,7 +73,7 @@ class BenchQueue(QObject):
     sig_run_finished = Signal(object)  # QueuedRun (state done / stopped / failed / crashed)
     sig_log_line = Signal(str)
 
-    def __init__(self, store: Store | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, store: Store, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.runs: list[QueuedRun] = []
@@ -110,7 +110,7 @@ class BenchQueue(QObject):
 
     def reattach(self) -> QueuedRun | None:
         """Follow a benchmark an earlier app session left running (its row says running, its pid lives)."""
-        if self.store is None or self.current is not None:
+        if self.current is not None:
             return None
         for row in self.store.eval_runs():
             if row["status"] != RunStatus.RUNNING.value or not bench_is_running(row.get("pid")):
@@ -204,8 +204,6 @@ class BenchQueue(QObject):
 
     def _record_start(self, run: QueuedRun, job: DetachedJob) -> None:
         """The run's row (as the worker would write it, so it shows at once) with the worker's pid."""
-        if self.store is None:
-            return
         row_id = run.config.ensure_row(self.store)
         self.store.update_eval_run(row_id, status=RunStatus.RUNNING.value, pid=job.pid(), started_at=job.started_at,
                                    finished_at=None, error=None)
@@ -250,9 +248,16 @@ class BenchQueue(QObject):
 
     def _record_end(self, run: QueuedRun, outcome: JobOutcome) -> None:
         """What the worker could not write in its row: that it crashed, or its end if it never wrote one."""
-        if self.store is None:
-            return
         row = self.store.eval_run_by_dir(str(run.run_dir.resolve()))
         fields = end_fields(row["status"], outcome) if row is not None else None
         if row is not None and fields is not None:
-            self.store.update_eval_run(row["id"], **fields)
+            self.store.update_eval_run(row["id"], **fields, **summary_fields(run.summary))
+
+
+def summary_fields(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The accuracy and count of a `done` event's summary, for a row its worker could not write
+    (the worker's database could not be opened: the History still shows the score)."""
+    if not summary:
+        return {}
+    overall = (summary.get("scores") or {}).get("overall") or {}
+    return {"accuracy": overall.get("accuracy"), "n_items": summary.get("n_scored")}

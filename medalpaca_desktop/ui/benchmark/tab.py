@@ -2,7 +2,8 @@
 
 Results show the runs ticked in the History (a new batch ticks its own runs as they
 start): the chart with the paper's reference bars, the numbers, every question,
-a paired comparison and each run's reproducibility record.
+a paired comparison and each run's reproducibility record. When the database cannot be
+opened the tab keeps its runs in an in-memory store for this session and says so once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.config import BenchConfig, ConfigError
 from bench.reference import paper_scores
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.store import Store, StoreError
+from medalpaca_desktop.core.store import Store, open_store
 from medalpaca_desktop.ui.benchmark.bar_chart import BenchBarChart, ChartSeries
 from medalpaca_desktop.ui.benchmark.compare_view import CompareView
 from medalpaca_desktop.ui.benchmark.drilldown import DrillDownView
@@ -39,6 +40,7 @@ from medalpaca_desktop.ui.benchmark.run_queue import BenchQueue, QueuedRun
 from medalpaca_desktop.ui.benchmark.runs import BenchRun, run_from_database
 from medalpaca_desktop.ui.benchmark.setup_panel import SetupPanel
 from medalpaca_desktop.ui.benchmark.summary_table import SummaryTable
+from medalpaca_desktop.ui.widgets.notice import session_only_label
 from medalpaca_desktop.ui.workers import TaskManager
 
 PAGE_CHART, PAGE_QUESTIONS, PAGE_COMPARE, PAGE_RECORD = range(4)
@@ -66,13 +68,9 @@ class BenchmarkTab(QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._owns_store = store is None
-        self.store_error = ""
-        if store is None:
-            try:
-                store = Store()
-            except StoreError as exc:
-                self.store_error = str(exc)
-        self.store = store
+        self.store: Store
+        self.store_error: str | None  # why runs are kept in memory for this session only
+        self.store, self.store_error = (store, None) if store is not None else open_store()
         self.tasks = tasks or TaskManager(self)
         self.shown: list[BenchRun] = []
         self.names: list[str] = []
@@ -170,11 +168,10 @@ class BenchmarkTab(QWidget):
         splitter.setSizes([460, 820])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        if self.store_error:
-            warning = QLabel(f"<b>Past runs are not listed:</b> {self.store_error}")
-            warning.setWordWrap(True)
-            warning.setStyleSheet("color: #b3261e;")
-            layout.addWidget(warning)
+        self.store_label = session_only_label("Past runs are not listed:", self.store_error) \
+            if self.store_error else None
+        if self.store_label is not None:
+            layout.addWidget(self.store_label)
         layout.addWidget(splitter)
 
     # -- models ---------------------------------------------------------------
@@ -244,8 +241,6 @@ class BenchmarkTab(QWidget):
         self.sig_status_changed.emit(f"Benchmark {state}: {run.label}" + (f" — {run.error}" if run.error else ""))
 
     def _row_for(self, run: QueuedRun) -> dict | None:
-        if self.store is None:
-            return None
         return self.store.eval_run_by_dir(str(run.run_dir.resolve()))
 
     # -- showing --------------------------------------------------------------
@@ -269,7 +264,6 @@ class BenchmarkTab(QWidget):
         run_id = int(row["id"])
         live = (row.get("run_dir") or "") in self.queue.live_dirs()
         if run_id not in self._cache or live:
-            assert self.store is not None
             run = run_from_database(self.store, row)
             shown = row.get("display_status")
             run.status = RunStatus(shown).value if shown else run.status
@@ -281,7 +275,7 @@ class BenchmarkTab(QWidget):
 
     def _show(self, rows: list[dict]) -> None:
         rows = sorted(rows, key=lambda row: (row.get("created_at") or 0, row["id"]))  # oldest first: run order
-        runs = [self._load(row) for row in rows] if self.store is not None else []
+        runs = [self._load(row) for row in rows]
         self.shown = runs
         self.names = unique_names(runs)
         self.chart.set_runs([ChartSeries(name, run.scores()) for run, name in zip(runs, self.names)])
@@ -344,6 +338,5 @@ class BenchmarkTab(QWidget):
         self.queue.shutdown()
         if self.rescore_bar.runner.is_running():
             self.rescore_bar.runner.kill_now()
-        if self._owns_store and self.store is not None:
+        if self._owns_store:
             self.store.close()
-            self.store = None

@@ -3,6 +3,9 @@
 The wizard only writes RUN_DIR/config.yaml and asks for a launch; this tab records the run
 in the database, starts the trainer as a detached job (ui/finetune/runs.py) and shows its
 monitor. Runs an earlier app session left running are picked up again when the tab is built.
+While the tab is shown it rereads the list when another process (a `medalpaca train` in a
+terminal) has written to the database. When the database cannot be opened the tab keeps its
+runs in an in-memory store for this session, says so once, and works the same.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QHideEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -32,7 +35,7 @@ from PySide6.QtWidgets import (
 from medalpaca_desktop.core.devices import DeviceReport
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.store import Store, StoreError
+from medalpaca_desktop.core.store import Store, open_store
 from medalpaca_desktop.ui.finetune.monitor import RunMonitor
 from medalpaca_desktop.ui.finetune.runs import (
     CONFIG_FILE,
@@ -47,6 +50,7 @@ from medalpaca_desktop.ui.finetune.runs import (
 from medalpaca_desktop.ui.finetune.runs_table_model import COL_DATA, COL_MODEL, COL_RUN, RunsTableModel
 from medalpaca_desktop.ui.finetune.wizard import FinetuneWizard
 from medalpaca_desktop.ui.jobs import DetachedJob, JobOutcome
+from medalpaca_desktop.ui.widgets.notice import session_only_label
 from trainer.config import ConfigError, TrainConfig
 
 LAUNCH_FILE = "launch.json"  # environment a resume must reuse (the GPUs chosen in the wizard)
@@ -54,6 +58,7 @@ PAGE_WIZARD, PAGE_MONITOR = 0, 1
 # Saving a checkpoint of a large model takes minutes: Stop asks and waits; pressing it again leaves now.
 STOP_GRACE_S = 30 * 60.0
 KILL_GRACE_S = 60.0
+TICK_MS = 1000  # running durations tick on; a shown tab checks whether another process wrote a run row
 
 
 def _launch_env(run_dir: Path) -> dict[str, str]:
@@ -73,30 +78,24 @@ class FinetuneTab(QWidget):
 
     def __init__(self, store: Store | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._store_error: str | None = None
-        self._owns_store = store is None
-        if store is None:
-            try:
-                store = Store()
-            except StoreError as exc:
-                self._store_error = str(exc)
-        self.store = store
+        self.store: Store
+        self.store_error: str | None  # why runs are kept in memory for this session only
+        self.store, self.store_error = (store, None) if store is not None else open_store()
+        self._seen_version = -1  # the database's data_version when the list was last read
         self.jobs: dict[int, DetachedJob] = {}
         self.table_model = RunsTableModel(self)
         self.wizard = FinetuneWizard()
         self.monitor = RunMonitor()
         self._build()
         self._connect()
-        self._tick = QTimer(self, interval=1000)
-        self._tick.timeout.connect(self.table_model.refresh_durations)
+        self._tick = QTimer(self, interval=TICK_MS)
+        self._tick.timeout.connect(self._on_tick_timeout)
         self.refresh()
         self.reattach()
         if self.table_model.rowCount():
             self.select_run(self.table_model.row_at(0)["id"])
         else:
             self.show_wizard()
-        if self._store_error:
-            self.show_error(f"Runs cannot be recorded: {self._store_error}")
 
     # -- building ---------------------------------------------------------------------
 
@@ -138,6 +137,10 @@ class FinetuneTab(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(6, 6, 0, 6)
         left_layout.addWidget(title)
+        self.store_label = session_only_label("Runs cannot be recorded:", self.store_error) \
+            if self.store_error else None
+        if self.store_label is not None:
+            left_layout.addWidget(self.store_label)
         left_layout.addLayout(buttons)
         left_layout.addWidget(self.table, 1)
         left_layout.addWidget(self.empty_label, 1)
@@ -210,13 +213,14 @@ class FinetuneTab(QWidget):
     # -- runs list --------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        return self.store.training_runs() if self.store is not None else []
+        return self.store.training_runs()
 
     def row(self, run_id: int) -> dict[str, Any] | None:
         return next((r for r in self.rows() if r["id"] == run_id), None)
 
     def refresh(self) -> None:
         """Reload the list from the database, keeping the selection."""
+        self._seen_version = self.store.data_version()  # read first: a write while we read shows next time
         current = self.monitor.run_id()
         self.table.selectionModel().blockSignals(True)
         self.table_model.set_rows(self.rows())
@@ -229,14 +233,40 @@ class FinetuneTab(QWidget):
         has_rows = self.table_model.rowCount() > 0
         self.empty_label.setVisible(not has_rows)
         self.table.setVisible(has_rows)
-        if any(job.is_running() for job in self.jobs.values()):
-            self._tick.start()
-        else:
-            self._tick.stop()
+        self._update_tick()
         if current is not None:
             row = self.row(current)
             if row is not None:
                 self.monitor.update_row(row)
+
+    def refresh_if_changed(self) -> bool:
+        """Reload only when another process or tab committed to the database since the last read."""
+        if self.store.data_version() == self._seen_version:
+            return False
+        self.refresh()
+        return True
+
+    def _update_tick(self) -> None:
+        """Tick while a run this tab follows is running or while the tab is shown; idle otherwise."""
+        if self.isVisible() or any(job.is_running() for job in self.jobs.values()):
+            if not self._tick.isActive():
+                self._tick.start()
+        else:
+            self._tick.stop()
+
+    @Slot()
+    def _on_tick_timeout(self) -> None:
+        if not (self.isVisible() and self.refresh_if_changed()):
+            self.table_model.refresh_durations()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.refresh_if_changed()
+        self._update_tick()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self._update_tick()
 
     def select_run(self, run_id: int) -> None:
         """Select a run in the list and show its monitor."""
@@ -334,9 +364,6 @@ class FinetuneTab(QWidget):
     @Slot(str)
     def launch(self, config_path: str, env: dict[str, str] | None = None) -> int | None:
         """Record a run for `config_path` (RUN_DIR/config.yaml), start its trainer, show its monitor."""
-        if self.store is None:
-            self.show_error(f"Runs cannot be recorded: {self._store_error}")
-            return None
         try:
             run_id = prepare_run(self.store, config_path)
             job = self._job(run_id)
@@ -387,8 +414,7 @@ class FinetuneTab(QWidget):
 
     def _on_job_finished(self, run_id: int, outcome: JobOutcome) -> None:
         job = self.jobs[run_id]
-        if self.store is not None:
-            record_attempt(self.store, run_id, outcome, job.events)
+        record_attempt(self.store, run_id, outcome, job.events)
         self.refresh()
         attempt = [e for e in job.events if job.in_attempt(e)]
         self.sig_status_changed.emit(f"Fine-tune {job.run_dir.name}: {outcome.status.value}. "

@@ -1,1 +1,1 @@
-"""Reusable widgets shared by the tabs (pyqtgraph charts)."""
+"""Reusable widgets shared by the tabs (pyqtgraph charts, the session-only notice)."""
