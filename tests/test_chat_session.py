@@ -16,10 +16,10 @@ from helpers.ui_support import isolate_user_home
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 from medalpaca_desktop.core.models import inspect_model
-from medalpaca_desktop.core.store import Store
+from medalpaca_desktop.core.store import MEMORY_DATABASE, Store
 from medalpaca_desktop.ui.chat.conversation import STATUS_DONE, STATUS_INTERRUPTED, STATUS_STOPPED, Entry
 from medalpaca_desktop.ui.chat.host_client import HostState
-from medalpaca_desktop.ui.chat.session import MEMORY_DATABASE, NO_MODEL, AnswerSettings, ChatSession
+from medalpaca_desktop.ui.chat.session import NO_MODEL, AnswerSettings, ChatSession
 
 ANSWER_MS = 60_000
 

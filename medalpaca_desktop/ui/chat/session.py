@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from medalpaca_desktop.core.chat_protocol import ChatMessage, GenerateRequest, LoadSpec, SamplingSettings
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt
-from medalpaca_desktop.core.store import Store, StoreError
+from medalpaca_desktop.core.store import Store, open_store
 from medalpaca_desktop.ui.chat.conversation import (
     DEFAULT_TITLE,
     STATUS_DONE,
@@ -39,7 +39,6 @@ from medalpaca_desktop.ui.chat.prompt_inspector import prompt_meta
 
 SAVE_INTERVAL_MS = 500  # a streaming answer is written at least every second
 UNDO_DELETE_MS = 10_000
-MEMORY_DATABASE = ":memory:"  # where chats live when the database file cannot be used
 NO_MODEL = "Choose a model first: add one from this computer or download one."
 
 
@@ -103,11 +102,7 @@ class ChatSession(QObject):
         self.store_error: str | None = None
         self._owns_store = store is None
         if store is None:
-            try:
-                store = Store()
-            except StoreError as exc:
-                self.store_error = str(exc)
-                store = Store(MEMORY_DATABASE)
+            store, self.store_error = open_store()  # in memory for this session when the file cannot be used
         self.store = store
         self.conv_store = ConversationStore(store)
         self.host = HostClient(self, command=host_command)
