@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medalpaca_desktop import __version__
 from medalpaca_desktop.core.jobs import ExitCode
+from medalpaca_desktop.core.offline import stay_offline
 
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] != ["download"]:
+        stay_offline()  # only `medalpaca download` may reach the network
     if len(args_list) >= 2 and args_list[0] == "bench" and args_list[1] in BENCH_ACTIONS:
         from bench.__main__ import main as bench_main
 

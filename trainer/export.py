@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 
 class ExportError(Exception):
-    """A reason the export cannot run, as one line for the person who asked for it."""
+    """A reason the export cannot run, as one line for the person who asked for it, and its error kind."""
+
+    def __init__(self, message: str, kind: str = "bad_input") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -92,6 +96,7 @@ class ExportConfig:
                 raise ExportError(f"{model} has only pickle weights (.bin/.pt), which can run code when loaded; "
                                   "convert them to safetensors first.")
             raise ExportError(f"{model} has no weights (*.safetensors).")
+        _check_files(model, "model")
         if self.adapter is not None:
             adapter = Path(self.adapter)
             if not (adapter / "adapter_config.json").is_file():
@@ -100,12 +105,27 @@ class ExportConfig:
                 if list(adapter.glob("adapter_model*.bin")):
                     raise ExportError(f"{adapter} has only pickle weights (adapter_model.bin); save it as safetensors.")
                 raise ExportError(f"{adapter} has no adapter weights (adapter_model.safetensors).")
+            _check_files(adapter, "adapter")
         out = Path(self.out)
         if out.is_dir():
             raise ExportError(f"{out} is a folder; give the path of the .gguf file to write.")
         if out.exists() and not self.overwrite:
             raise ExportError(f"{out} already exists (use --force to overwrite it).")
         return cfg
+
+
+def _check_files(folder: Path, what: str) -> None:
+    """Every safetensors file whole (core.model_check), so a truncated or lying file is one sentence here."""
+    from medalpaca_desktop.core.model_check import ModelCheckError, check_safetensors_layout, check_weights
+
+    try:
+        if what == "model":
+            check_weights(folder)
+        else:
+            for weights in folder.glob("adapter_model*.safetensors"):
+                check_safetensors_layout(weights)
+    except ModelCheckError as exc:
+        raise ExportError(str(exc), exc.kind) from None
 
 
 # --------------------------------------------------------------------------- export
@@ -346,7 +366,7 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
         try:
             path = export_gguf(config, events=events, terminal=None if jsonl else sys.stderr)
         except ExportError as exc:
-            worker.emit(Error(message=str(exc), kind="bad_input"))
+            worker.emit(Error(message=str(exc), kind=exc.kind))
             worker.emit(Done(ok=False))
             return ExitCode.BAD_INPUT
         except KeyboardInterrupt:

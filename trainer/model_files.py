@@ -19,10 +19,24 @@ from trainer.config import TrainConfig
 
 
 def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
-    """An HF folder as is; a GGUF file de-quantized once into the app cache."""
+    """An HF folder as is; a GGUF file de-quantized once into the app cache.
+
+    The base's files are checked first (core.model_check: a broken, truncated or pickle
+    model, no tokenizer) and, for an adapter method, the LoRA target modules against the
+    model's layer names, so bad input fails in milliseconds with a ModelCheckError.
+    """
+    from medalpaca_desktop.core.model_check import check_model, check_target_modules
+
     base = Path(config.base_model).expanduser()
-    if base.suffix.lower() != ".gguf":
-        return str(base)
+    check_model(base)
+    folder = base if base.suffix.lower() != ".gguf" else _dequantized(base, emit)
+    if config.is_adapter_method:
+        check_target_modules(folder, list(config.lora_target_modules))
+    return str(folder)
+
+
+def _dequantized(base: Path, emit: Callable[[Any], None]) -> Path:
+    """The GGUF file de-quantized into the app cache (once per file version)."""
     from medalpaca_desktop.core.paths import cache_dir
     from trainer.gguf_import import dequantize_gguf_to_hf
 
@@ -39,7 +53,7 @@ def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
         dequantize_gguf_to_hf(base, tmp, progress=lambda m: emit(Progress(stage="dequantize", message=m)))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-    return str(target)
+    return target
 
 
 def verify_saved(folder: Path, adapter: bool) -> None:

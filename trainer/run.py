@@ -97,8 +97,26 @@ def _default_prepare(config: TrainConfig, tokenizer: Any) -> Any:
     return build_datasets(config, tokenizer)
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
 def _is_data_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "DataError"
+
+
+def _bad_input_kind(exc: BaseException) -> str | None:
+    """The error kind of a checked input problem (its message is already one sentence); None otherwise."""
+    from medalpaca_desktop.core.model_check import ModelCheckError
+    from trainer.gguf_import import GGUFImportError
+
+    if isinstance(exc, ModelCheckError):
+        return exc.kind
+    if isinstance(exc, GGUFImportError):
+        return "unsupported"
+    return None
 
 
 # --------------------------------------------------------------------------- the job
@@ -170,9 +188,10 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
         code = ExitCode.STOPPED
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        if (kind := _bad_input_kind(exc)) is not None:
+            writer.emit(Error(message=str(exc), kind=kind))
+            code = ExitCode.BAD_INPUT
+        elif _is_out_of_memory(exc):
             writer.emit(Error(message=OOM_ADVICE, kind="oom", detail=str(exc)[:2000]))
         elif _is_data_error(exc):
             writer.emit(Error(message=str(exc), kind="data"))
@@ -206,22 +225,22 @@ def _leave_process_group() -> None:
 
 def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, stop: threading.Event,
          extra_callbacks: list[Any], prepare: Callable[[TrainConfig, Any], Any]) -> ExitCode:
+    rank, world_size = world()
+    ckpt_dir = run_dir / CHECKPOINTS
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    base_dir = resolve_base_model(config, writer.emit)  # checks the base before the libraries load
+
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from trainer.callbacks import EventCallback
     from trainer.methods import device_type, load_model
 
-    rank, world_size = world()
-    ckpt_dir = run_dir / CHECKPOINTS
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.yaml")
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if resume and last is None:
         writer.emit(Warning(message=f"--resume: no checkpoint in {ckpt_dir}; starting from the beginning"))
-
-    base_dir = resolve_base_model(config, writer.emit)
     writer.emit(Progress(stage="data", message="checking and tokenizing the data"))
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:

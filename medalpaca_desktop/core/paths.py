@@ -65,6 +65,11 @@ def exports_dir() -> Path:
     return _ensure_private(data_dir() / "exports")
 
 
+def logs_dir() -> Path:
+    """Logs of jobs started at a terminal: where a traceback goes instead of the person's screen."""
+    return _ensure_private(data_dir() / "logs")
+
+
 def free_space(folder: Path) -> int | None:
     """Free bytes on the disk that holds `folder` (or would: its nearest existing parent); None if unknown."""
     probe = Path(folder)

@@ -9,7 +9,9 @@ the same for the GUI and for a person at a terminal:
 - the first SIGINT/SIGTERM asks the job to stop (`Worker.stop`, core.stop_signals), a second
   one leaves at once;
 - an exception the job did not expect becomes one `error` event (one sentence for a person)
-  and a `done`, with the whole traceback on stderr;
+  and a `done`, with the whole traceback in the worker's log (stderr, or a file in the logs
+  folder when stderr is a terminal: no traceback on a person's screen);
+- the process stays off the network (core.offline), except the download job;
 - the exit status is a `core.jobs.ExitCode`.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from typing import Any
 
 from medalpaca_desktop.core.events import Done, Error, Event, EventWriter, Warning
 from medalpaca_desktop.core.jobs import ExitCode
+from medalpaca_desktop.core.offline import stay_offline
 from medalpaca_desktop.core.stop_signals import install_stop_handlers, restore_handlers
 
 #: Set by a launcher for the processes it starts (accelerate's ranks): the pid the job is known by.
@@ -69,6 +73,7 @@ def run_worker(job: Callable[[Worker], int], *, name: str, writer: EventWriter |
     socket read, the chat host waiting on stdin). `name` says whose error it was.
     BrokenPipeError (a terminal reader that went away) is left to the caller.
     """
+    stay_offline()  # the download job lifts it for itself (hub.download.allow_network)
     writer = writer if writer is not None else EventWriter.claim_stdout(log_path)
     stop = threading.Event()
     done: list[Done] = []
@@ -86,8 +91,8 @@ def run_worker(job: Callable[[Worker], int], *, name: str, writer: EventWriter |
         raise
     except Exception as exc:  # noqa: BLE001 - the one place an unexpected failure becomes an event
         detail = traceback.format_exc()
-        print(f"{name}: unexpected error\n{detail}", file=sys.stderr, flush=True)
-        writer.emit(Error(message=f"The {name} job failed unexpectedly ({describe_exception(exc)}); its log has "
+        where = log_traceback(name, detail)
+        writer.emit(Error(message=f"The {name} job failed unexpectedly ({describe_exception(exc)}); {where} has "
                                   "the details.", kind="internal", detail=detail[-4000:]))
         if not done:
             writer.emit(Done(ok=False))
@@ -96,6 +101,25 @@ def run_worker(job: Callable[[Worker], int], *, name: str, writer: EventWriter |
         if previous is not None:
             restore_handlers(previous)
         writer.close()
+
+
+def log_traceback(name: str, detail: str) -> str:
+    """Put a traceback in the worker's log and say where: stderr when it is a log file (the GUI's
+    workers), a file in the logs folder when stderr is a person's terminal, which sees one sentence."""
+    text = f"{name}: unexpected error\n{detail}"
+    if not sys.stderr.isatty():
+        print(text, file=sys.stderr, flush=True)
+        return "its log"
+    try:
+        from medalpaca_desktop.core.paths import logs_dir
+
+        path = logs_dir() / f"{name.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(text, encoding="utf-8")
+        os.chmod(path, 0o600)
+        return str(path)
+    except OSError:
+        print(text, file=sys.stderr, flush=True)  # no log file possible: the screen is the only log
+        return "the text above"
 
 
 class TerminalWriter(EventWriter):

@@ -36,7 +36,8 @@ class InferenceError(RuntimeError):
 
 
 #: InferenceError kinds that are the request's fault (a worker exits with ExitCode.BAD_INPUT for them).
-BAD_INPUT_KINDS = frozenset({"not_found", "corrupt", "unsupported", "pickle_refused", "too_large", "bad_request"})
+BAD_INPUT_KINDS = frozenset({"not_found", "corrupt", "unsupported", "pickle_refused", "too_large", "bad_request",
+                             "no_tokenizer", "bad_adapter"})
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medalpaca_desktop.core import hf_meta
+from medalpaca_desktop.core import hf_meta, model_check
 from medalpaca_desktop.core.chat_protocol import LoadSpec
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.inference.base import InferenceError
@@ -87,6 +87,11 @@ def check_model_folder(spec: LoadSpec) -> tuple[Path, dict[str, Any]]:
         raise InferenceError(f"{folder}: config.json has no model_type or architectures.", "unsupported")
     if hf_meta.weight_format(folder) == "none":
         raise InferenceError(f"{folder} holds no weight files (an incomplete download?).", "corrupt")
+    try:
+        model_check.check_weights(folder)
+        model_check.check_tokenizer(folder)
+    except model_check.ModelCheckError as exc:
+        raise InferenceError(str(exc), exc.kind) from None
     return folder, config
 
 
@@ -111,6 +116,11 @@ def check_adapter_folder(spec: LoadSpec) -> Path | None:
         raise InferenceError(f"{folder} has no adapter_config.json: not a PEFT adapter.", "unsupported")
     if not list(folder.glob("adapter_model*.safetensors")) and not list(folder.glob("adapter_model*.bin")):
         raise InferenceError(f"{folder} holds no adapter weights (an incomplete copy?).", "corrupt")
+    for weights in folder.glob("adapter_model*.safetensors"):
+        try:
+            model_check.check_safetensors_layout(weights)
+        except model_check.ModelCheckError as exc:
+            raise InferenceError(str(exc), exc.kind) from None
     return folder  # pickle adapter weights are refused by the loader (hf_model.load_causal_lm)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.core import hf_meta
+from medalpaca_desktop.core.model_check import pickle_refusal
 from medalpaca_desktop.inference.base import InferenceError
 
 LOAD_IN = ("none", "8bit", "4bit")
@@ -29,10 +30,8 @@ class HFModel:
 
 
 def pickle_refused(folder: Path) -> InferenceError:
-    return InferenceError(
-        f"{folder.name} stores its weights as pickle (.bin/.pt/.pth), which can run code when loaded. "
-        "Allow pickle weights for this model only if you trust its source, or use a safetensors copy.",
-        "pickle_refused")
+    refusal = pickle_refusal(folder)
+    return InferenceError(str(refusal), refusal.kind)
 
 
 def refuse_pickle(folder: Path, allow_pickle: bool, adapter: bool = False) -> None:

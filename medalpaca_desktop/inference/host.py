@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import sys
 import threading
@@ -37,6 +36,7 @@ from medalpaca_desktop.core.chat_protocol import (
 )
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
 from medalpaca_desktop.core.jobs import ExitCode
+from medalpaca_desktop.core.offline import stay_offline
 from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Score, Unloaded
 from medalpaca_desktop.core.prompts import (
     ModelPromptInfo,
@@ -68,22 +68,13 @@ def choose_backend(spec: LoadSpec) -> str:
 
 
 def precheck_hf(spec: LoadSpec) -> None:
-    """Refusals that need no torch: missing folder, pickle weights, an architecture the app does not run."""
-    from medalpaca_desktop.core.model_info import ModelInspectError
-    from medalpaca_desktop.core.models import inspect_model
-    from medalpaca_desktop.inference.hf_model import pickle_refused
+    """The model's files checked before torch is imported (core.model_check): broken, pickle, unsupported."""
+    from medalpaca_desktop.core.model_check import ModelCheckError, check_model
 
-    path = Path(spec.model).expanduser()
-    if not path.exists():
-        raise InferenceError(f"Model folder not found: {path}", "not_found")
     try:
-        info = inspect_model(path)
-    except ModelInspectError as exc:
-        raise InferenceError(str(exc), "corrupt") from None
-    if info.pickle_weights and not spec.allow_pickle:
-        raise pickle_refused(path)
-    if info.kind == "hf" and not info.supported:
-        raise InferenceError(info.note or f"{path.name}: architecture not supported.", "unsupported")
+        check_model(spec.model, allow_pickle=spec.allow_pickle)
+    except ModelCheckError as exc:
+        raise InferenceError(str(exc), exc.kind) from None
 
 
 class _Job:
@@ -335,8 +326,7 @@ class Host:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until stdin ends or a stop signal comes; either is the host's normal end (exit 0)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the chat never goes online
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    stay_offline()  # the chat never goes online
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="host: %(levelname)s %(message)s")
     return run_worker(serve, name="chat host", interrupt=True)
 
