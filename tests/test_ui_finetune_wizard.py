@@ -155,6 +155,19 @@ def test_model_page_refuses_no_model_unsupported_and_adapters(qtbot, wizard, tmp
     assert wizard.model_page.problem()
 
 
+def test_a_base_with_a_truncated_weights_file_is_refused_on_the_model_page(qtbot, wizard, tiny_llama_dir, tmp_path):
+    import shutil
+
+    cut = tmp_path / "cut-download"
+    shutil.copytree(tiny_llama_dir, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    assert wizard.model_page.add_path(str(cut))  # listed (its metadata is fine) ...
+    wizard.model_page.select_path(str(cut))
+    assert not wizard.go_next() and wizard.current_index() == 0  # ... but not taken as a base
+    assert "is cut short" in wizard.model_page.problem() and "download or copy it again" in wizard.model_page.problem()
+
+
 def test_demo_gguf_is_listed_as_dequantized_first_and_preselected(qtbot, wizard, tiny_model):
     demo = ModelInfo(path="/somewhere/SmolLM2-135M-Instruct.Q4_1.gguf", name="SmolLM2 (demo)", kind="gguf",
                      weight_format="gguf", architecture="llama", parameters=134_515_008, quantization="Q4_1",

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.core.model_check import ModelCheckError, check_model
 from medalpaca_desktop.core.model_info import ModelInfo, ModelInspectError, format_parameters, format_size
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.ui.finetune.page_base import WizardPage, WizardState
@@ -208,6 +209,10 @@ class ModelPage(WizardPage):
         why = usable_as_base(info)
         if why:
             return why
+        try:
+            check_model(info.path)  # what the trainer checks first: whole weight files, a tokenizer, no pickle
+        except ModelCheckError as exc:
+            return str(exc)
         if self.state.model is None or self.state.model.path != info.path:
             self.state.preview = None
         self.state.model = info
