@@ -378,7 +378,7 @@ def test_a_benchmark_left_running_survives_closing_and_reopening_the_app(qtbot, 
     """Close asks stop / leave / cancel; a benchmark left running is attached again by the next window."""
     from helpers.ui_support import NO_GPU_REPORT, fake_probe_command
 
-    from medalpaca_desktop.ui.benchmark.run_queue import bench_is_running
+    from medalpaca_desktop.ui.benchmark.run_queue import QueuedRun, bench_is_running
     from medalpaca_desktop.ui.devices import DeviceProbe
     from medalpaca_desktop.ui.main_window import MainWindow
 
@@ -409,6 +409,11 @@ def test_a_benchmark_left_running_survives_closing_and_reopening_the_app(qtbot, 
             row = store.eval_run_by_dir(str(run_dir.resolve()))
         assert row["status"] == "running" and row["pid"] == pid and row["started_at"] is not None
 
+        assert "queued" not in window.active_jobs_details()
+        waiting = QueuedRun(config=tab.queue.current.config)
+        tab.queue.runs.append(waiting)  # a second benchmark waiting behind the running one
+        assert "1 queued benchmark not started yet will not start" in window.active_jobs_details()
+        tab.queue.runs.remove(waiting)
         window.show()
         assert not window.close() and window.isVisible() and tab.queue.is_busy()  # cancel: nothing happens
         assert window.close() and not window.isVisible()  # leave running: it scores on without the window

@@ -226,15 +226,22 @@ class MainWindow(QMainWindow):
         total = len(self.finetune_tab.active_runs()) + len(self.benchmark_tab.active_runs())
         return f"{' and '.join(parts)} {'are' if total > 1 else 'is'} still running."
 
+    def active_jobs_details(self) -> str:
+        """What each answer of the close question does, and what becomes of benchmarks still queued."""
+        waiting = len(self.benchmark_tab.queue.pending())
+        queued = (f" {waiting} queued benchmark{'s' if waiting > 1 else ''} not started yet will not start; "
+                  "queue them again after the restart." if waiting else "")
+        return ("Stop saves what was done first (a fine-tune's checkpoint, a benchmark's scored questions), so "
+                "you can resume later. A job left running goes on without the window and is shown again when the "
+                "app starts." + queued)
+
     def ask_about_active_runs(self, count: int) -> str:
         """"stop" (fine-tunes with a checkpoint, benchmarks with a partial summary), "leave" (running;
         picked up on the next start) or "cancel"; `count` jobs run."""
         title = "Fine-tune running" if not self.benchmark_tab.active_runs() else \
             "Benchmark running" if not self.finetune_tab.active_runs() else "Jobs running"
         box = QMessageBox(QMessageBox.Icon.Question, title, self.active_jobs_text(), parent=self)
-        box.setInformativeText("Stop saves what was done first (a fine-tune's checkpoint, a benchmark's scored "
-                               "questions), so you can resume later. A job left running goes on without the "
-                               "window and is shown again when the app starts.")
+        box.setInformativeText(self.active_jobs_details())
         stop = box.addButton("Stop and save", QMessageBox.ButtonRole.DestructiveRole)
         leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
         cancel = box.addButton(QMessageBox.StandardButton.Cancel)
