@@ -87,7 +87,7 @@ def _cmd_rescore(args: argparse.Namespace, prog: str) -> ExitCode:
 def _rescore_db(run_dir: Path, summary: dict[str, Any]) -> None:
     """Keep the app database's copy in step with the re-scored run (when it has one)."""
     try:
-        from bench.results import read_items
+        from bench.results import read_items, store_item
         from medalpaca_desktop.core.store import Store
 
         with Store() as store:
@@ -95,10 +95,7 @@ def _rescore_db(run_dir: Path, summary: dict[str, Any]) -> None:
             if row is None:
                 return
             for it in read_items(run_dir):
-                store.add_eval_item(row["id"], str(it["id"]), subset=it.get("step"), question=it.get("question"),
-                                    answer=it.get("gold"), prediction=it.get("pred"), correct=bool(it.get("correct")),
-                                    raw_output=it.get("output"), latency_s=it.get("latency_s"),
-                                    meta={k: it[k] for k in ("options", "pred_paper", "pred_lenient") if k in it})
+                store_item(store, row["id"], it)
             store.update_eval_run(row["id"], accuracy=summary["scores"].get("overall", {}).get("accuracy"))
     except Exception as exc:  # noqa: BLE001 - the run folder is the record; the database is a convenience
         print(f"warning: the app database was not updated ({exc})", file=sys.stderr)

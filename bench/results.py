@@ -126,6 +126,19 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+#: the item keys the database keeps in an eval item's meta (the rest have their own columns).
+ITEM_META_KEYS = ("options", "prompt", "scores", "scores_norm", "pred_norm", "correct_norm", "pred_paper",
+                  "pred_lenient", "error", "tokens", "stop_reason", "seed")
+
+
+def store_item(store: Any, run_id: int, item: dict[str, Any]) -> None:
+    """One scored question into the app database's eval_items (the run's worker and a re-score write it so)."""
+    store.add_eval_item(run_id, str(item["id"]), subset=item.get("step"), question=item.get("question"),
+                        answer=item.get("gold"), prediction=item.get("pred"), correct=bool(item.get("correct")),
+                        raw_output=item.get("output"), latency_s=item.get("latency_s"),
+                        meta={k: item[k] for k in ITEM_META_KEYS if k in item})
+
+
 def item_line(item: dict[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False) + "\n"
 

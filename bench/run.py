@@ -365,13 +365,9 @@ class _Job:
         self.row.open(self.config.ensure_row)
 
     def _db_item(self, item: dict[str, Any]) -> None:
-        meta_keys = ("options", "prompt", "scores", "scores_norm", "pred_norm", "correct_norm", "pred_paper",
-                     "pred_lenient", "error", "tokens", "stop_reason", "seed")
-        self.row.call(lambda store, run_id: store.add_eval_item(
-            run_id, str(item["id"]), subset=item.get("step"), question=item.get("question"),
-            answer=item.get("gold"), prediction=item.get("pred"), correct=bool(item.get("correct")),
-            raw_output=item.get("output"), latency_s=item.get("latency_s"),
-            meta={k: item[k] for k in meta_keys if k in item}))
+        from bench.results import store_item
+
+        self.row.call(lambda store, run_id: store_item(store, run_id, item))
 
     def close(self) -> None:
         if self.backend is not None:
