@@ -139,9 +139,14 @@ def launch(config_path: str | Path, overrides: list[str], resume: bool, opts: La
     print("launching: " + " ".join(cmd), file=sys.stderr)
     proc = subprocess.Popen(cmd, env={**os.environ, JOB_PID_ENV: str(os.getpid())})
     try:
-        return proc.wait()
+        return _exit_status(proc.wait())
     except KeyboardInterrupt:  # forward the stop; the children checkpoint and leave
         import signal
 
         proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        return _exit_status(proc.wait())
+
+
+def _exit_status(returncode: int) -> int:
+    """The launcher's status passed through; killed by a signal reads as a shell says it (128 + signal)."""
+    return 128 - returncode if returncode < 0 else returncode
