@@ -80,10 +80,10 @@ def test_random_bytes_in_every_format(work, suffix, raw):
 
 @settings(FUZZ, max_examples=120)
 @given(suffix=st.sampled_from(SUFFIXES), text=ODD_TEXT | NASTY, bom=st.booleans())
-@example(suffix=".jsonl", text="[" * 100_000, bom=False)  # found by fuzzing: RecursionError from json.loads
-@example(suffix=".json", text="1" * 5000, bom=False)  # found by fuzzing: ValueError (int digits limit)
-@example(suffix=".csv", text='a,b\n"' + "x" * 200_000 + '",1\n', bom=False)  # found by fuzzing: csv.Error
-@example(suffix=".csv", text='"' + "h" * 200_000, bom=False)  # found by fuzzing: csv.Error in the header row
+@example(suffix=".jsonl", text="[" * 100_000, bom=False)  # regression: RecursionError from json.loads
+@example(suffix=".json", text="1" * 5000, bom=False)  # regression: ValueError (int digits limit)
+@example(suffix=".csv", text='a,b\n"' + "x" * 200_000 + '",1\n', bom=False)  # regression: csv.Error
+@example(suffix=".csv", text='"' + "h" * 200_000, bom=False)  # regression: csv.Error in the header row
 def test_odd_text_in_every_format(work, suffix, text, bom):
     """Quotes, BOMs, NULs, CRs, line separators, cells over csv's limit, nesting beyond the recursion limit."""
     _read_all(_write(work, "odd", suffix, ("\ufeff" if bom else "") + text))
@@ -148,7 +148,7 @@ def _load(path: Path, **kwargs) -> None:
 @given(records=st.lists(QUESTION | JSON, max_size=5), suffix=st.sampled_from([".jsonl", ".json"]),
        kind=st.sampled_from(["auto", "medqa", "table"]), mapping=MAPPING, skip=st.booleans())
 @example(records=[{"question": "q", "options": "[" * 5000}], suffix=".jsonl", kind="medqa", mapping=None,
-         skip=False)  # found by fuzzing: RecursionError from an 'options' cell holding JSON text
+         skip=False)  # regression: RecursionError from an 'options' cell holding JSON text
 def test_question_files(work, records, suffix, kind, mapping, skip):
     if suffix == ".jsonl":
         text = "\n".join(json.dumps(r) for r in records)
@@ -180,7 +180,7 @@ USMLE_VALUE = JSON | st.sampled_from(["[" * 5000, "1" * 5000]).map(lambda s: s)
                                                  st.lists(JSON | st.sampled_from(["\u00b2", "12", "9" * 5000]),
                                                           max_size=3), max_size=3),
        raw=st.none() | st.sampled_from([b"\xff", b"[" * 50_000]))
-@example(questions=[], solutions={}, images={"step1": ["\u00b2"]}, raw=None)  # found by fuzzing: ValueError
+@example(questions=[], solutions={}, images={"step1": ["\u00b2"]}, raw=None)  # regression: ValueError
 def test_usmle_folders(work, questions, solutions, images, raw):
     folder = work / "usmle"
     folder.mkdir(exist_ok=True)
@@ -234,3 +234,45 @@ def test_training_sources(work, records, suffix, query, raw):
     else:
         for record in per_source[0]:
             assert isinstance(record.output, str) and record.output.strip()
+
+
+# ------------------------------------------------------------------ saved datasets
+
+SAVED_FILES = ["state.json", "dataset_info.json", "data-00000-of-00001.arrow", "dataset_dict.json"]
+
+
+@pytest.fixture(scope="module")
+def saved_dataset(work) -> dict[str, bytes]:
+    """The files of a real save_to_disk folder (two rows), kept as bytes to mutate."""
+    import datasets
+
+    folder = work / "saved-seed"
+    datasets.Dataset.from_dict({"instruction": ["a", "b"], "output": ["c", "d"]}).save_to_disk(str(folder))
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@settings(FUZZ, max_examples=40)
+@given(name=st.sampled_from(SAVED_FILES),
+       content=JSON.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64) | st.integers(0, 4096),
+       dict_json=st.none() | JSON.map(lambda v: json.dumps(v).encode()))
+@example(name="state.json", content=b"null", dict_json=None)  # found by hypothesis: TypeError from datasets
+@example(name="dataset_info.json", content=b"null", dict_json=None)  # found by hypothesis: AttributeError
+def test_saved_datasets_with_a_broken_file(work, saved_dataset, name, content, dict_json):
+    """A save_to_disk folder with one file replaced (random JSON or bytes) or cut short (an integer)."""
+    folder = work / "saved"
+    folder.mkdir(exist_ok=True)
+    for child in folder.iterdir():
+        child.unlink()
+    for file, raw in saved_dataset.items():
+        (folder / file).write_bytes(raw)
+    original = saved_dataset.get(name, b"")
+    (folder / name).write_bytes(original[: content % (len(original) + 1)] if isinstance(content, int) else content)
+    if dict_json is not None:
+        (folder / "dataset_dict.json").write_bytes(dict_json)
+    problems: list[RecordProblem] = []
+    try:
+        rows = list(open_records(folder, problems.append).rows)
+    except RecordsError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert all(isinstance(row, dict) for _, row in rows)
