@@ -159,14 +159,14 @@ def test_question_files(work, records, suffix, kind, mapping, skip):
 
 @FUZZ
 @given(rows=st.lists(st.dictionaries(st.sampled_from(QUESTION_KEYS), ODD_TEXT, max_size=6), min_size=1, max_size=5),
-       mapping=MAPPING, skip=st.booleans())
-def test_question_tables(work, rows, mapping, skip):
+       mapping=MAPPING, skip=st.booleans(), suffix=st.sampled_from([".csv", ".tsv"]))
+def test_question_tables(work, rows, mapping, skip, suffix):
     columns = sorted({k for row in rows for k in row}) or ["question"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="," if suffix == ".csv" else "\t")
     writer.writeheader()
     writer.writerows(rows)
-    _load(_write(work, "questions", ".csv", buffer.getvalue()), kind="table", mapping=mapping, skip_malformed=skip)
+    _load(_write(work, "questions", suffix, buffer.getvalue()), kind="auto", mapping=mapping, skip_malformed=skip)
 
 
 USMLE_VALUE = JSON | st.sampled_from(["[" * 5000, "1" * 5000]).map(lambda s: s)
@@ -276,3 +276,4 @@ def test_saved_datasets_with_a_broken_file(work, saved_dataset, name, content, d
         assert "\n" not in str(exc)
     else:
         assert all(isinstance(row, dict) for _, row in rows)
+    _load(folder, kind="hf", skip_malformed=True)  # the same folder as benchmark questions
