@@ -145,7 +145,7 @@ def _gguf_string(text: str) -> bytes:
 
 
 def test_gguf_arrays_nested_thousands_deep_are_a_damaged_header(work):
-    """Found by fuzzing: array-of-array recursion hit Python's recursion limit (RecursionError)."""
+    """Regression: array-of-array recursion hit Python's recursion limit (RecursionError)."""
     array, depth = gguf.GGUFValueType.ARRAY, 5000
     body = _gguf_string("a") + struct.pack("<I", array)
     body += struct.pack("<IQ", array, 1) * depth + struct.pack("<IQ", gguf.GGUFValueType.UINT8, 0)
@@ -210,8 +210,8 @@ def test_safetensors_header_lies(work, entries, declared, data):
 
 @FUZZ
 @given(raw=st.binary(max_size=300))
-@example(raw=b"[" * 100_000)  # found by fuzzing: RecursionError out of json.loads
-@example(raw=b'{"w": {"shape": [' + b"9" * 5000 + b"]}}")  # found by fuzzing: ValueError (int digits limit)
+@example(raw=b"[" * 100_000)  # regression: RecursionError out of json.loads
+@example(raw=b'{"w": {"shape": [' + b"9" * 5000 + b"]}}")  # regression: ValueError (int digits limit)
 def test_safetensors_header_random_bytes(work, raw):
     folder = _model_folder(work, "st-raw")
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -234,7 +234,7 @@ JSON_FILES = ["config.json", "tokenizer_config.json", "chat_template.json", "mod
                              min_size=1, max_size=4),
        base=st.sampled_from([{}, {"model_type": "llama"}, {"architectures": ["LlamaForCausalLM"]}]),
        jinja=st.none() | st.binary(max_size=40))
-@example(files={"config.json": b"[" * 100_000}, base={}, jinja=None)  # found by fuzzing: RecursionError
+@example(files={"config.json": b"[" * 100_000}, base={}, jinja=None)  # regression: RecursionError
 def test_config_and_tokenizer_files(work, files, base, jinja):
     """A model folder whose JSON files hold anything: wrong types, garbage, deep nesting, non-UTF-8."""
     folder = _model_folder(work, "hf")
@@ -262,7 +262,7 @@ def test_config_and_tokenizer_files(work, files, base, jinja):
                               max_size=6),
        index=st.fixed_dictionaries({}, optional={"metadata": JSON.filter(bool) | st.fixed_dictionaries(
            {}, optional={"total_parameters": JSON, "total_size": JSON}), "weight_map": JSON}) | JSON)
-@example(config={}, index={"metadata": 1.0})  # found by fuzzing: AttributeError ('float' has no .get)
+@example(config={}, index={"metadata": 1.0})  # found by hypothesis: AttributeError ('float' has no .get)
 def test_config_values_of_every_type(work, config, index):
     """A valid config.json shape with each known key holding any JSON value; an index of any shape."""
     folder = _model_folder(work, "hf-values")
