@@ -23,6 +23,7 @@ from medalpaca_desktop.core.typed_config import (
     fields_of,
     read_yaml_mapping,
     save_yaml_atomic,
+    short_repr,
 )
 from medalpaca_desktop.core.typed_config import config_field as _f
 
@@ -159,13 +160,13 @@ class BenchConfig:
         known = _fields()
         data = dict(data)
         preset = data.pop("preset", None)
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(set(data) - set(known), key=str)  # YAML keys may be numbers or null
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown key (known keys: {', '.join(known)})")
         base: dict[str, Any] = {}
         if preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
+            if not isinstance(preset, str) or preset not in PRESETS:
+                raise ConfigError(f"preset: {short_repr(preset)} is not one of {', '.join(PRESETS)}")
             base = dict(PRESETS[preset])
         base.update(data)
         return cls(**{name: _coerce(name, known[name], value) for name, value in base.items()})

@@ -69,6 +69,7 @@ from medalpaca_desktop.core.records import (
     Where,
     first_record,
     open_records,
+    parse_json,
     read_json,
     record_format,
 )
@@ -219,7 +220,7 @@ def _options(value: Any, label: str = "'options'") -> dict[str, str]:
     """Letters -> text from a dict, a list of texts or a list of {key, value}; JSON text is decoded first."""
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
-            value = json.loads(value)
+            value = parse_json(value)
         except json.JSONDecodeError:
             raise _Bad(f"{label} is not a JSON object or list") from None
     if value is None:

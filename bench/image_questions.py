@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from medalpaca_desktop.core.records import parse_json
+
 __all__ = [
     "FOLDER_FILE",
     "STEPS",
@@ -83,7 +85,7 @@ def _number(item: Any) -> int | None:
         return None
     if isinstance(item, int):
         return item
-    if isinstance(item, str) and item.strip().isdigit():
+    if isinstance(item, str) and item.strip().isdecimal() and len(item.strip()) <= 18:  # not '²', not 5000 digits
         return int(item)
     if isinstance(item, dict):
         for key in ("no", "number", "id"):
@@ -96,7 +98,7 @@ def read_folder_file(path: str | Path) -> ImageLists:
     """Parse a question_with_images.json (see the module docstring for the shapes read)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = parse_json(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ImageListError(f"{path}: cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:

@@ -139,7 +139,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError("the config must be a YAML mapping of keys to values")
         known = _fields()
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(set(data) - set(known), key=str)  # YAML keys may be numbers or null
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown key (known keys: see `medalpaca train --help-config`)")
         kwargs = {name: _coerce(name, known[name], value) for name, value in data.items()}
@@ -154,7 +154,10 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item!r}: write key=value")
-            data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            try:
+                data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            except (yaml.YAMLError, RecursionError):
+                raise ConfigError(f"--set {key.strip()}: the value is not valid YAML; quote it") from None
         return cls.from_dict(data).validate()
 
     def save(self, path: str | Path) -> Path:

@@ -23,6 +23,7 @@ SUPPORTED_VERSIONS = (2, 3)
 SMALL_ARRAY = 64  # arrays up to this length are decoded; longer ones only measured
 MAX_COUNT = 1 << 32  # sanity bound on tensor / kv / array counts in a damaged header
 MAX_DIMS = 8
+MAX_NESTING = 8  # arrays of arrays: none in real files; deeper is a damaged header, not a recursion
 
 SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
@@ -135,22 +136,24 @@ def _value_type(raw: int) -> gguf.GGUFValueType:
         raise GGUFFormatError(f"damaged GGUF header: unknown value type {raw}") from None
 
 
-def _read_value(cur: _Cursor, vtype: gguf.GGUFValueType) -> Any:
+def _read_value(cur: _Cursor, vtype: gguf.GGUFValueType, depth: int = 0) -> Any:
     if vtype == gguf.GGUFValueType.STRING:
         return cur.string()
     if vtype == gguf.GGUFValueType.ARRAY:
-        return _read_array(cur)
+        return _read_array(cur, depth + 1)
     return cur.unpack(_SCALAR_FORMATS[vtype])
 
 
-def _read_array(cur: _Cursor) -> list[Any] | GGUFArray:
+def _read_array(cur: _Cursor, depth: int = 1) -> list[Any] | GGUFArray:
     """Decode a short array; skip a long one by its length (strings one by one)."""
+    if depth > MAX_NESTING:
+        raise GGUFFormatError("damaged GGUF header: arrays nested too deeply")
     item_type = _value_type(cur.unpack("I"))
     length = cur.unpack("Q")
     if length > MAX_COUNT:
         raise GGUFFormatError("damaged GGUF header: impossible array length")
     if length <= SMALL_ARRAY:
-        return [_read_value(cur, item_type) for _ in range(length)]
+        return [_read_value(cur, item_type, depth) for _ in range(length)]
     if item_type in _SCALAR_FORMATS:
         nbytes = struct.calcsize(_SCALAR_FORMATS[item_type]) * length
         cur.need(nbytes)
@@ -160,7 +163,7 @@ def _read_array(cur: _Cursor) -> list[Any] | GGUFArray:
             cur.skip_string()
     else:  # nested arrays
         for _ in range(length):
-            _read_array(cur)
+            _read_array(cur, depth + 1)
     return GGUFArray(item_type.name, length)
 
 

@@ -13,6 +13,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from medalpaca_desktop.core.records import parse_json
+
 SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024  # the format's own cap on header size
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 # Files a Trainer checkpoint keeps beside the weights: pickles, but not weights.
@@ -32,7 +34,7 @@ class HFMetaError(ValueError):
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; anything else is an HFMetaError naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HFMetaError(f"{path.name} is not readable JSON ({_first_line(exc)})") from None
     if not isinstance(data, dict):
@@ -85,7 +87,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     if len(raw) < length:
         raise HFMetaError(f"{path.name} is truncated (its header is cut short)")
     try:
-        header = json.loads(raw)
+        header = parse_json(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise HFMetaError(f"{path.name} is not a valid safetensors file (bad header)") from None
     if not isinstance(header, dict):
@@ -145,7 +147,8 @@ def parameter_count(folder: Path, dtype: str | None) -> tuple[int | None, bool]:
     if not index.is_file():
         index = folder / "pytorch_model.bin.index.json"
     if index.is_file():
-        meta = read_json(index).get("metadata") or {}
+        meta = read_json(index).get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
         if isinstance(meta.get("total_parameters"), int):
             return meta["total_parameters"], False
         if isinstance(meta.get("total_size"), int) and dtype in DTYPE_BYTES:

@@ -128,15 +128,13 @@ def _compile(template: str) -> Any:
     env.globals["strftime_now"] = _strftime_now
     try:
         return env.from_string(template)
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, RecursionError) as exc:  # RecursionError: nesting thousands deep
         raise PromptError(f"the model's chat template is not valid Jinja: {exc}") from None
 
 
 def render_chat_template(template: str, messages: Sequence[ChatMessage], bos_token: str = "",
                          eos_token: str = "", add_generation_prompt: bool = True) -> str:
     """Render a Hugging Face / GGUF chat template in a sandbox (no file or attribute access)."""
-    import jinja2
-
     compiled = _compile(template)
     try:
         return compiled.render(messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -144,7 +142,7 @@ def render_chat_template(template: str, messages: Sequence[ChatMessage], bos_tok
                                add_generation_prompt=add_generation_prompt)
     except PromptError:
         raise
-    except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the template is the model's code (1/0, endless recursion)
         raise PromptError(f"the model's chat template failed: {type(exc).__name__}: {exc}") from None
 
 

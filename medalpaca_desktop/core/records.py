@@ -130,7 +130,11 @@ def open_records(path: str | Path, report: Report, *, name: str | None = None, s
         return RecordSource(path, name, fmt, None, _json_document(name, text, report))
     if fmt in ("CSV", "TSV"):
         reader = csv.DictReader(text.splitlines(keepends=True), delimiter="," if fmt == "CSV" else "\t")
-        return RecordSource(path, name, fmt, list(reader.fieldnames or []), _table_rows(name, reader))
+        try:
+            columns = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise RecordsError(f"{name}: the header row cannot be read ({_csv_problem(exc)})") from None
+        return RecordSource(path, name, fmt, columns, _table_rows(name, reader, report))
     raise ValueError(f"unknown record format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -165,12 +169,29 @@ def read_text(path: Path, name: str | None = None) -> str:
     return text
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads` whose every failure on bad input is a JSONDecodeError.
+
+    json.loads also raises RecursionError (arrays nested thousands deep) and a plain
+    ValueError (an integer of more than 4300 digits); callers handle one error type.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", str(text)[:0], 0) from None
+    except ValueError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise json.JSONDecodeError(first.split(":")[0], str(text)[:0], 0) from None
+
+
 def read_json(path: Path, name: str | None = None) -> Any:
     """A whole JSON file's value (e.g. a solutions table); RecordsError with line and column when invalid."""
     name = name or str(path)
     text = read_text(path, name)
     try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         raise _invalid_json(name, exc) from None
 
@@ -186,7 +207,7 @@ def _json_lines(name: str, text: str, report: Report) -> Iterator[tuple[Where, A
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = parse_json(line)
         except json.JSONDecodeError as exc:
             report(RecordProblem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
         else:
@@ -197,7 +218,7 @@ def _json_lines(name: str, text: str, report: Report) -> Iterator[tuple[Where, A
 def _json_document(name: str, text: str, report: Report) -> Iterator[tuple[Where, Any]]:
     """Records of a .json file, parsed now so that a broken file raises at open, not halfway through."""
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except json.JSONDecodeError as exc:
         if text.lstrip()[:1] == "{" and exc.msg == "Extra data":  # JSON Lines in a .json file
             return _json_lines(name, text, report)
@@ -227,10 +248,29 @@ def _list_items(name: str, text: str, data: list[Any]) -> Iterator[tuple[Where, 
         pos = end
 
 
-def _table_rows(name: str, reader: csv.DictReader) -> Iterator[tuple[Where, dict[str, Any]]]:
-    """CSV/TSV rows as dicts; a row's line is its first in the file (a quoted cell may span lines)."""
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc).strip() or "a malformed row"
+    if "field limit" in text:
+        text += "; an unclosed quote makes the rest of the file one cell"
+    return text
+
+
+def _table_rows(name: str, reader: csv.DictReader, report: Report) -> Iterator[tuple[Where, dict[str, Any]]]:
+    """CSV/TSV rows as dicts; a row's line is its first in the file (a quoted cell may span lines).
+
+    A row the csv module cannot split (a cell over its size limit) is reported and ends
+    the reading: where the next row starts is unknown.
+    """
     start = reader.line_num + 1
-    for index, row in enumerate(reader):
+    rows = enumerate(reader)
+    while True:
+        try:
+            index, row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report(RecordProblem(name, start, f"cannot be read as a table row ({_csv_problem(exc)})"))
+            return
         where = Where(name, index, start, True)
         start = reader.line_num + 1
         if None in row:  # more cells than header columns
@@ -259,7 +299,7 @@ def _saved_dataset(path: Path, name: str, split: str) -> Any:
         raise RecordsError(f"{name}: reading a saved dataset needs the 'datasets' package") from None
     try:
         ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - datasets trusts its JSON files: a garbled one is any error
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RecordsError(f"{name}: a folder, but not a dataset saved with save_to_disk ({first})") from None
     if isinstance(ds, datasets.DatasetDict):

@@ -8,7 +8,9 @@ name the field; configs are written atomically so a crash never leaves half a fi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import reprlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import field
@@ -20,6 +22,23 @@ import yaml
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field and is one line."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 5, 5
+
+
+def short_repr(value: Any) -> str:
+    """A bounded repr for messages: YAML anchors can make a value whose full repr never ends."""
+    return _SHORT.repr(value)
+
+
+def _scalar(value: Any) -> Any:
+    """A list item or mapping value must be one value: str() of nested YAML (aliases) can be huge."""
+    if isinstance(value, (list, dict, set, tuple)):
+        raise TypeError
+    return value
 
 
 def config_field(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
@@ -61,21 +80,21 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, list_item: Callabl
                 value = [value]
             if not isinstance(value, list):
                 raise TypeError
-            return [list_item(v) for v in value]
+            return [list_item(_scalar(v)) for v in value]
         if isinstance(default, dict):
             if value is None:
                 return {}
             if not isinstance(value, dict):
                 raise TypeError
-            return {str(k): str(v) for k, v in value.items()}
+            return {str(_scalar(k)): str(_scalar(v)) for k, v in value.items()}
         if isinstance(default, str):
             if value is None:
                 return ""
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise TypeError
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {type(default).__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}: expected {type(default).__name__}, got {short_repr(value)}") from None
     return value
 
 
@@ -83,8 +102,10 @@ def check_limits(name: str, f: dataclasses.Field, value: Any) -> None:
     """The field's own rules from its metadata (choices, minimum, maximum); ConfigError naming it."""
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{name}: {short_repr(value)} is not one of {', '.join(choices)}")
     lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
+    if isinstance(value, float) and math.isnan(value) and (lo is not None or hi is not None):
+        raise ConfigError(f"{name}: nan is not a number")
     if lo is not None and value < lo:
         raise ConfigError(f"{name}: {value} is below the minimum {lo}")
     if hi is not None and value > hi:
@@ -97,11 +118,15 @@ def check_all_limits(config: Any) -> None:
         check_limits(f.name, f, getattr(config, f.name))
 
 
+# libyaml's parser refuses deep nesting at once; the pure-Python one takes seconds to hit the recursion limit.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A config file's YAML mapping, or a ConfigError that says what is wrong with the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:
@@ -110,6 +135,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a text file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
     return data
