@@ -29,6 +29,14 @@ def test_bad_settings_file_is_a_clear_error_and_untouched():
     assert settings_path().read_text() == "model_folders: [unclosed\n"
 
 
+@pytest.mark.parametrize("text", ["allow_pickle_weights: 'false'\n", "scan_hf_cache: 1\n", "model_folders: /one\n",
+                                  "model_folders: [[a]]\n", "[" * 3000, "\udcff"])
+def test_settings_of_the_wrong_type_are_refused_not_taken_as_true(text):
+    settings_path().write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(SettingsError, match="not valid settings"):
+        load_settings()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medalpaca_desktop", *args], capture_output=True, text=True)
 

@@ -10,7 +10,6 @@ use it before a library is imported, so a broken file never ends in a library's 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -149,9 +148,9 @@ def check_adapter(path: str | Path) -> dict[str, Any]:
         raise ModelCheckError(f"{path} is not a LoRA adapter (no adapter_config.json): choose the adapter's folder.",
                               "bad_adapter")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelCheckError(f"{config_path} is not readable JSON ({exc}): {FETCH_AGAIN}.", "bad_adapter") from None
+        config = hf_meta.read_json(config_path)
+    except hf_meta.HFMetaError as exc:
+        raise ModelCheckError(f"{path}: {exc}: {FETCH_AGAIN}.", "bad_adapter") from None
     if not isinstance(config, dict):
         raise ModelCheckError(f"{config_path} is not an adapter config: {FETCH_AGAIN}.", "bad_adapter")
     weights = [path / name for name in ADAPTER_WEIGHTS if (path / name).is_file()]

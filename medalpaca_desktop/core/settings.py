@@ -55,8 +55,19 @@ class AppSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AppSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean = {k: v for k, v in (data or {}).items() if k in known}
+        """Typed values only: a quoted "false" for allow_pickle_weights must not read as a true string."""
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in (data or {}).items():
+            if key not in kinds:
+                continue
+            if kinds[key] in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise TypeError(f"{key} must be true or false, not {str(value)[:40]!r}")
+            elif value is not None and (not isinstance(value, list)
+                                        or not all(isinstance(p, (str, int, float)) for p in value)):
+                raise TypeError(f"{key} must be a list of folders")
+            clean[key] = value
         settings = cls(**clean)
         settings.model_folders = [str(p) for p in settings.model_folders or []]
         return settings
@@ -83,8 +94,8 @@ def load_settings(path: Path | None = None) -> AppSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{path}: expected a mapping at the top level")
         return AppSettings.from_dict(data)
-    except (yaml.YAMLError, TypeError) as exc:
-        raise SettingsError(f"{path} is not valid settings YAML: {exc}") from exc
+    except (yaml.YAMLError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+        raise SettingsError(f"{path} is not valid settings YAML: {str(exc)[:300]}") from None
 
 
 def save_settings(settings: AppSettings, path: Path | None = None) -> Path:
