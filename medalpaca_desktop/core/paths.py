@@ -6,6 +6,7 @@ tmp dir so they never touch the user's real folders; a portable install can too)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -16,13 +17,43 @@ APP_NAME = "medalpaca-desktop"
 HOME_ENV = "MEDALPACA_DESKTOP_HOME"
 
 
-def _ensure_private(path: Path) -> Path:
-    """Create `path` (and parents) and make it readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True)
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it readable by its owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     try:
-        os.chmod(path, 0o700)
+        os.chmod(path, PRIVATE_DIR_MODE)
     except OSError:  # a folder we do not own (read-only mount): use it as it is
         pass
+    return path
+
+
+
+def private_file(path: Path, create: bool = True) -> Path:
+    """Make `path` owner-only (0600), creating it empty first when missing and `create`.
+
+    Created with that mode (never briefly world-readable); an existing file,
+    say from an older version, is narrowed. A file we cannot change is left as it is.
+    """
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+        os.chmod(path, PRIVATE_FILE_MODE)
+    except OSError:  # missing (create=False), read-only, or not ours
+        pass
+    return path
+
+
+def write_private_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` (UTF-8) as an owner-only file: exports of chats may hold patient data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with contextlib.suppress(OSError):  # an existing file keeps its mode on open: narrow it
+            os.chmod(path, PRIVATE_FILE_MODE)
+        fh.write(text)
     return path
 
 
@@ -39,17 +70,17 @@ def _base(kind: str) -> Path:
 
 def data_dir() -> Path:
     """Database, run directories, exports. Private: chats may hold patient data."""
-    return _ensure_private(_base("data"))
+    return private_dir(_base("data"))
 
 
 def config_dir() -> Path:
     """settings.yaml (model folders, safety switches)."""
-    return _ensure_private(_base("config"))
+    return private_dir(_base("config"))
 
 
 def cache_dir() -> Path:
     """Re-creatable files: de-quantized models, inspection caches."""
-    return _ensure_private(_base("cache"))
+    return private_dir(_base("cache"))
 
 
 def database_path() -> Path:
@@ -58,16 +89,16 @@ def database_path() -> Path:
 
 def runs_dir() -> Path:
     """One sub-folder per training or evaluation job."""
-    return _ensure_private(data_dir() / "runs")
+    return private_dir(data_dir() / "runs")
 
 
 def exports_dir() -> Path:
-    return _ensure_private(data_dir() / "exports")
+    return private_dir(data_dir() / "exports")
 
 
 def logs_dir() -> Path:
     """Logs of jobs started at a terminal: where a traceback goes instead of the person's screen."""
-    return _ensure_private(data_dir() / "logs")
+    return private_dir(data_dir() / "logs")
 
 
 def free_space(folder: Path) -> int | None:

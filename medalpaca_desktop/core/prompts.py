@@ -106,11 +106,49 @@ def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+#: Largest string or list a template may build with `*`, and largest exponent of `**`: a
+#: template that asks for more is refused instead of exhausting memory or the CPU.
+MAX_REPEAT_ITEMS = 1_000_000
+MAX_EXPONENT = 1_000
+
+#: What a person reads when a template reaches for Python internals (a sandbox escape).
+ESCAPE_REFUSED = ("the model's chat template tries to reach Python internals ({what}) and was refused; "
+                  "use the MedAlpaca or raw template, or a copy of the model from a source you trust")
+
+
+def _sandbox_class() -> Any:
+    """transformers' ImmutableSandboxedEnvironment, stricter in two ways.
+
+    An unsafe attribute (`__globals__`, `_TemplateReference__context`, a list's
+    `append`...) raises at once, where Jinja would hand back an Undefined that
+    prints as "" and raises only when used further; and `*` / `**` are bounded.
+    """
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class RefusingSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            raise SecurityError(f"{attribute!r} of a {type(obj).__name__!r} object")
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                            and len(seq) * times > MAX_REPEAT_ITEMS:
+                        raise SecurityError(f"a sequence repeated {times} times")
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"a power of {right}")
+            return super().call_binop(context, operator, left, right)
+
+    return RefusingSandbox
+
+
 @lru_cache(maxsize=8)
 def _compile(template: str) -> Any:
     import jinja2
     import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class _Generation(jinja2.ext.Extension):
         """transformers' `{% generation %}` tag (marks assistant text for training): passes through."""
@@ -121,8 +159,8 @@ def _compile(template: str) -> Any:
             parser.stream.skip(1)
             return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_Generation, jinja2.ext.loopcontrols])
+    env = _sandbox_class()(trim_blocks=True, lstrip_blocks=True,
+                           extensions=[_Generation, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -135,6 +173,8 @@ def _compile(template: str) -> Any:
 def render_chat_template(template: str, messages: Sequence[ChatMessage], bos_token: str = "",
                          eos_token: str = "", add_generation_prompt: bool = True) -> str:
     """Render a Hugging Face / GGUF chat template in a sandbox (no file or attribute access)."""
+    from jinja2.exceptions import SecurityError
+
     compiled = _compile(template)
     try:
         return compiled.render(messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -142,6 +182,8 @@ def render_chat_template(template: str, messages: Sequence[ChatMessage], bos_tok
                                add_generation_prompt=add_generation_prompt)
     except PromptError:
         raise
+    except SecurityError as exc:
+        raise PromptError(ESCAPE_REFUSED.format(what=exc)) from None
     except Exception as exc:  # noqa: BLE001 - the template is the model's code (1/0, endless recursion)
         raise PromptError(f"the model's chat template failed: {type(exc).__name__}: {exc}") from None
 

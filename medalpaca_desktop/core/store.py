@@ -191,6 +191,10 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a data folder that cannot be made is a database that cannot be opened
             raise StoreError(f"The database folder cannot be created ({exc}).") from exc
+        if self.persistent:
+            paths.private_file(self.path)  # 0600 before SQLite opens it: its -wal and -shm copy this mode
+            for suffix in ("-wal", "-shm"):  # left by an older version with the default mode
+                paths.private_file(self.path.with_name(self.path.name + suffix), create=False)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._conn.row_factory = sqlite3.Row

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop import __version__
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
-from medalpaca_desktop.core.paths import free_space
+from medalpaca_desktop.core.paths import free_space, private_dir
 from medalpaca_desktop.core.progress import describe_download
 from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is_valid_repo_id, repo_folder
 
@@ -55,6 +55,9 @@ SKIPPED_BY_DEFAULT = (".gitattributes", "training_args.bin", "optimizer.pt", "sc
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 CONFIG_FILES = ("config.json", "adapter_config.json")  # moved into place last: they make a folder a model
 GGUF_SPLIT_RE = re.compile(r"^(?P<prefix>.+)-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+CHECKSUM_RE = re.compile(r"^[0-9a-fA-F]{40,64}$")
+MAX_NAME_BYTES = 255  # one path component, as ext4, APFS and NTFS allow
+MAX_PATH_BYTES = 1024
 HASH_CHUNK = 4 * 1024 * 1024
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 CHUNK_ENV = "MEDALPACA_DOWNLOAD_CHUNK_BYTES"
@@ -232,6 +235,44 @@ def list_repo(repo_id: str, revision: str = "main", token: str | None = None,
 
 # ================================================================ what to download
 
+def unsafe_name(path: object) -> str | None:
+    """Why a file name from the hub's listing must not be written under the download folder; None if safe.
+
+    The listing is data from a server: a name like `../../.bashrc`, `/etc/x`,
+    `a\\..\\b` or one with a NUL would otherwise place a file anywhere the user
+    can write, or overwrite the download's own bookkeeping.
+    """
+    if not isinstance(path, str) or not path:
+        return "an empty name"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a control character"
+    if "\\" in path:
+        return "a backslash"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return "an absolute path"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "an empty, '.' or '..' path component"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES or any(
+            len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        return "a name too long for the disk"
+    if parts[0] == STAGING_DIR or path == MANIFEST_NAME:
+        return "the name of the download's own bookkeeping"
+    return None
+
+
+def target_path(dest: Path, remote: RemoteFile) -> Path:
+    """Where `remote` goes under `dest`; DownloadError when its name would leave the folder."""
+    why = unsafe_name(remote.path)
+    target = dest / remote.path if why is None else dest
+    if why is None and not target.resolve().is_relative_to(dest.resolve()):
+        why = "a folder that links outside the download folder"
+    if why is not None:
+        raise DownloadError(f"The hub lists a file named {remote.path!a}, which has {why}: it was not "
+                            "downloaded. Tell the repo's owner; the other files are fine.", "unsafe_name")
+    return target
+
+
 def _matches(path: str, patterns: Sequence[str]) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
@@ -264,6 +305,8 @@ def default_selection(files: Sequence[RemoteFile]) -> list[RemoteFile]:
 
 def select_files(files: Sequence[RemoteFile], include: Sequence[str] | None,
                  repo_type: str = "model") -> list[RemoteFile]:
+    """The files to fetch; a name that could write outside the download folder is never selected."""
+    files = [f for f in files if unsafe_name(f.path) is None]
     if include:
         return [f for f in files if _matches(f.path, include)]
     if repo_type == "dataset":  # data files are what a dataset repo is for: all but git metadata
@@ -444,7 +487,8 @@ def verify_file(path: Path, remote: RemoteFile, progress: ByteProgress) -> None:
 
 
 def _part_path(staging: Path, remote: RemoteFile) -> Path:
-    key = remote.checksum or hashlib.sha1(remote.path.encode()).hexdigest()
+    key = remote.checksum if CHECKSUM_RE.match(remote.checksum or "") else None  # the hub's text: hex only
+    key = key or hashlib.sha1(remote.path.encode("utf-8", "surrogatepass")).hexdigest()
     return staging / f"{key}.part"
 
 
@@ -464,7 +508,7 @@ def _write_manifest(dest: Path, manifest: dict[str, Any]) -> None:
 
 def _already_there(dest: Path, remote: RemoteFile, manifest: dict[str, Any]) -> bool:
     """Placed by an earlier run (so verified then) and unchanged on the hub."""
-    target = dest / remote.path
+    target = target_path(dest, remote)
     entry = manifest.get("files", {}).get(remote.path)
     try:
         size_ok = remote.size is None or target.stat().st_size == remote.size
@@ -531,12 +575,17 @@ def download(
     if not selected:
         wanted = ", ".join(include) if include else "the default selection"
         raise DownloadError(f"No file of {repo_id} matches {wanted}; use --list to see its files.", "bad_input")
+    private = not dest  # the app's own folders are owner-only; a folder the user named keeps its mode
     if not dest:
         dest = dataset_folder(repo_id) if repo_type == "dataset" else repo_folder(repo_id)
     dest = Path(dest)
     staging = dest / STAGING_DIR
     try:
-        staging.mkdir(parents=True, exist_ok=True)
+        if private:
+            for folder in (dest.parent, dest, staging):
+                private_dir(folder)
+        else:
+            staging.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Cannot create the download folder {dest}: {exc.strerror or exc}.", "disk") from None
     lock = FileLock(str(staging / "lock"))
@@ -602,12 +651,13 @@ def _download_locked(listing: RepoListing, selected: list[RemoteFile], dest: Pat
         "downloaded_bytes": progress.fetched,
         "resumed": resumed,
         "skipped": [f.path for f in selected if f not in todo],
+        "refused": [f.path for f in listing.files if unsafe_name(f.path) is not None],
         "verified": True,
     }
 
 
 def _place(part: Path, dest: Path, remote: RemoteFile, manifest: dict[str, Any]) -> None:
-    target = dest / remote.path
+    target = target_path(dest, remote)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)
     manifest["files"][remote.path] = {"size": remote.size, "checksum": remote.checksum, "lfs": remote.lfs}
@@ -623,9 +673,10 @@ def _print_listing(listing: RepoListing, selected: list[RemoteFile], out: IO[str
           + (", gated: accept its terms on huggingface.co first" if listing.gated else ""), file=out)
     width = max((len(f.path) for f in listing.files), default=10)
     for f in listing.files:
-        mark = "*" if f.path in chosen else " "
+        mark = "*" if f.path in chosen else "!" if unsafe_name(f.path) else " "
         sha = f"  sha256 {f.sha256[:16]}…" if f.sha256 else ""
-        print(f"{mark} {f.path:<{width}}  {format_size(f.size) if f.size else '0 B':>9}{sha}", file=out)
+        name = f.path if unsafe_name(f.path) is None else ascii(f.path)  # no terminal escapes from the hub
+        print(f"{mark} {name:<{width}}  {format_size(f.size) if f.size else '0 B':>9}{sha}", file=out)
     print(f"* selected: {len(selected)} file(s), {format_size(total_size(selected))} "
           f"(of {format_size(total_size(listing.files))} in the repo)", file=out)
 
@@ -673,6 +724,11 @@ def run_download_cli(repo_id: str, include: Sequence[str] | None, revision: str,
             else:
                 print(f"\nmedalpaca: {message}", file=sys.stderr)
             return ExitCode.STOPPED
+        if summary["refused"]:
+            worker.emit(Warning(message=f"{len(summary['refused'])} file(s) of {repo_id} have names that could "
+                                        "write outside the download folder and were not downloaded: "
+                                        + ", ".join(ascii(p) for p in summary["refused"][:5]),
+                                extra={"kind": "unsafe_name"}))
         if events is not None:
             events.emit(Result(data=summary))
             events.emit(Done(ok=True, data={"path": summary["model_path"]}))

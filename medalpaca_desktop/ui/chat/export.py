@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medalpaca_desktop.core import paths
 from medalpaca_desktop.ui.chat.conversation import (
     STATUS_DONE,
     STATUS_INTERRUPTED,
@@ -87,8 +88,7 @@ def to_json(conv: Conversation) -> str:
 
 
 def export_conversation(conv: Conversation, path: str | Path) -> Path:
-    """Write Markdown for .md/.markdown/.txt, JSON otherwise."""
+    """Write Markdown for .md/.markdown/.txt, JSON otherwise; owner-only (0600): a chat may hold patient data."""
     path = Path(path)
     text = to_markdown(conv) if path.suffix.lower() in (".md", ".markdown", ".txt") else to_json(conv)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return paths.write_private_text(path, text)
