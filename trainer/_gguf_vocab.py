@@ -254,7 +254,7 @@ def build_vocab(model_dir: Path, vocab_size: int) -> Vocab:
     from transformers import AutoTokenizer
 
     kind = tokenizer_kind(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     if kind == "bpe":
         return build_bpe_vocab(model_dir, vocab_size, tokenizer)
     return build_spm_vocab(model_dir, vocab_size, tokenizer)

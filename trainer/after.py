@@ -184,7 +184,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: Path, out_dir: Path) -> Pat
         # An 8-bit / 4-bit training base is reloaded as stored (full precision); a quantized folder is refused.
         merged = merge_lora(base_dir, adapter_dir)
         merged.save_pretrained(str(tmp), safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=False).save_pretrained(str(tmp))
         for extra in (TEMPLATE_FILE,):
             if (adapter_dir / extra).is_file():
                 shutil.copy2(adapter_dir / extra, tmp / extra)
@@ -229,7 +229,7 @@ def check_gguf_logits(gguf_path: Path, model_dir: Path, template: str = "medalpa
     from medalpaca_desktop.inference.hf_model import load_causal_lm
     from medalpaca_desktop.inference.llamacpp import LlamaCppBackend
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     prompts = _check_ids(tokenizer, template)
     model = load_causal_lm(model_dir, dtype=torch.float32, device="cpu").model
     model.eval()

@@ -86,7 +86,7 @@ def dequantize_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path,
     hf_logging.disable_progress_bar()
     folder, name = str(gguf_path.parent), gguf_path.name
     say("reading tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
     _restore_digit_split(tokenizer, gguf_path)
     say("de-quantizing weights")
     loaded = load_causal_lm(folder, gguf_file=name, dtype=torch.float32, device=None).model

@@ -18,6 +18,17 @@ from medalpaca_desktop.core.events import Progress, Warning
 from trainer.config import TrainConfig
 
 
+class UnsafeCheckpointError(Exception):
+    """A checkpoint to resume from holds a pickle that is not plain tensors; torch refused to load it."""
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        folder = Path(checkpoint)
+        super().__init__(
+            f"{folder.name} in {folder.parent} holds an optimizer, scheduler or random-state file that is not "
+            "plain tensors; it was not loaded, as it could run code. Delete that checkpoint folder to resume "
+            "from an earlier one, or start the run again.")
+
+
 def resolve_base_model(config: TrainConfig, emit: Callable[[Any], None]) -> str:
     """An HF folder as is; a GGUF file de-quantized once into the app cache.
 

