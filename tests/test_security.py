@@ -192,3 +192,112 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(tiny_llama_dir, tmp_pa
     assert rc != 0
     error = rec.of("error")[0]
     assert error.kind == "unsafe_checkpoint" and "checkpoint-2" in error.message, error.message
+
+
+# ================================================================ code shipped with a model (auto_map)
+
+
+def remote_code_model(base: Path, folder: Path, marker: Path, model_type: str) -> Path:
+    """`base` with auto_map entries (config and tokenizer) pointing at modules that write `marker` on import."""
+    copy_model(base, folder)
+    code = f"open({str(marker)!r}, 'a').write(__name__ + ' was imported\\n')\n"
+    for name in ("configuration_x.py", "modeling_x.py", "tokenization_x.py"):
+        (folder / name).write_text(code, encoding="utf-8")
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cfg.update(model_type=model_type, auto_map={"AutoConfig": "configuration_x.XConfig",
+                                                "AutoModelForCausalLM": "modeling_x.XForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    tok = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tok["auto_map"] = {"AutoTokenizer": ["tokenization_x.XTokenizer", "tokenization_x.XTokenizerFast"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def custom_arch(tiny_llama_dir, tmp_path, marker) -> Path:
+    """An architecture transformers does not know: it could only load by running the folder's code."""
+    return remote_code_model(tiny_llama_dir, tmp_path / "custom-arch", marker, "x-custom")
+
+
+@pytest.fixture
+def known_arch_with_auto_map(tiny_llama_dir, tmp_path, marker) -> Path:
+    """A LLaMA that also ships code (as many hub repos do): the built-in classes load it, the code stays unread."""
+    return remote_code_model(tiny_llama_dir, tmp_path / "llama-auto-map", marker, "llama")
+
+
+def test_the_remote_code_is_live(tiny_llama_dir, tmp_path):
+    """With trust_remote_code=True transformers imports the folder's module: the marker checks can fail."""
+    from transformers import AutoConfig
+
+    probe = tmp_path / "probe"
+    folder = remote_code_model(tiny_llama_dir, tmp_path / "live", probe, "x-custom")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the module defines no class; importing it is the point
+        AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    assert "was imported" in probe.read_text()
+
+
+def test_chat_backend_never_imports_model_code(custom_arch, known_arch_with_auto_map, marker):
+    from medalpaca_desktop.inference.base import InferenceError, create_backend
+
+    with pytest.raises(InferenceError) as err:
+        create_backend("hf").load(LoadSpec(model=str(custom_arch)), lambda msg, frac: None)
+    assert err.value.kind == "unsupported" and "trust_remote_code" in str(err.value)
+    backend = create_backend("hf")
+    loaded = backend.load(LoadSpec(model=str(known_arch_with_auto_map)), lambda msg, frac: None)
+    assert loaded.backend == "hf" and backend.tokenize("fever")
+    backend.unload()
+
+
+def test_inspect_bench_and_export_never_import_model_code(custom_arch, known_arch_with_auto_map, tmp_path,
+                                                          marker):
+    from test_bench_run import config as bench_config
+    from test_bench_run import run as bench
+
+    from medalpaca_desktop.core.models import inspect_model
+    from trainer.export import ExportConfig, export_gguf
+
+    assert not inspect_model(custom_arch).supported
+    rc, rec = bench(bench_config(custom_arch, tmp_path / "bench", mode="loglikelihood", limit=1))
+    assert rc == 2 and "trust_remote_code" in rec.of("error")[0].message
+    # The exporter reads config.json, the safetensors and the tokenizer files itself: no class is instantiated.
+    for n, folder in enumerate((custom_arch, known_arch_with_auto_map)):
+        assert export_gguf(ExportConfig(model=folder, out=tmp_path / f"out{n}.gguf", quant="f32")).is_file()
+
+
+def test_train_never_imports_model_code(custom_arch, known_arch_with_auto_map, tmp_path, marker):
+    from test_train_run import make_config, write_records
+    from test_train_run import run as train
+
+    data = write_records(tmp_path)
+    rc, rec = train(make_config(custom_arch, tmp_path / "custom", data, max_steps=1))
+    assert rc != 0 and rec.of("error")
+    rc, rec = train(make_config(known_arch_with_auto_map, tmp_path / "known", data, max_steps=1))
+    assert rc == 0, rec.of("error")
+
+
+def _from_pretrained_calls() -> list[tuple[str, int, ast.Call]]:
+    calls = []
+    for package in ("medalpaca_desktop", "trainer", "bench"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr == "from_pretrained":
+                    calls.append((str(path.relative_to(ROOT)), node.lineno, node))
+    return calls
+
+
+def test_every_from_pretrained_says_trust_remote_code_and_none_turns_it_on():
+    """transformers' default (None) may ask on a terminal or follow a future default: ours is always explicit.
+
+    peft's PeftModel/PeftConfig take no such switch (an adapter carries no code).
+    """
+    calls = _from_pretrained_calls()
+    assert len(calls) >= 8, calls  # the scan sees the loaders (model, tokenizers, peft)
+    for where, line, call in calls:
+        owner = ast.unparse(call.func.value)
+        if owner in ("PeftModel", "PeftConfig"):
+            continue
+        keywords = {k.arg: k.value for k in call.keywords}
+        assert "trust_remote_code" in keywords or None in keywords, f"{where}:{line} {ast.unparse(call)}"
+        value = keywords.get("trust_remote_code")
+        assert not (isinstance(value, ast.Constant) and value.value is True), f"{where}:{line}"
