@@ -301,3 +301,99 @@ def test_every_from_pretrained_says_trust_remote_code_and_none_turns_it_on():
         assert "trust_remote_code" in keywords or None in keywords, f"{where}:{line} {ast.unparse(call)}"
         value = keywords.get("trust_remote_code")
         assert not (isinstance(value, ast.Constant) and value.value is True), f"{where}:{line}"
+
+
+# ================================================================ chat templates that leave the sandbox
+
+
+def escapes(marker: Path) -> list[str]:
+    """Known ways out of a Jinja sandbox; the first few would create `marker` if they worked."""
+    touch = f"open({str(marker)!r}, 'w')"
+    run = f"os.system('touch {marker}')"
+    return [
+        f"{{{{ cycler.__init__.__globals__.os.{run} }}}}",
+        f"{{{{ joiner.__init__.__globals__['os'].{run} }}}}",
+        f"{{{{ namespace.__init__.__globals__.__builtins__.eval(\"{touch}\") }}}}",
+        f"{{{{ lipsum.__globals__['os'].popen('touch {marker}').read() }}}}",
+        f"{{{{ self._TemplateReference__context.cycler.__init__.__globals__.os.{run} }}}}",
+        "{{ self._TemplateReference__context }}",  # prints nothing in plain Jinja: refused here all the same
+        "{{ lipsum.__globals__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ messages.__class__.__base__ }}",
+        "{{ cycler['__init__']['__globals__'] }}",
+        "{{ ''|attr('__class__')|attr('__mro__') }}",
+        "{% set c = ''|attr('__cla' ~ 'ss__') %}{{ c }}",
+        "{{ '{0.__class__.__mro__}'.format('') }}",
+        "{{ '{m.__class__}'.format_map({'m': messages}) }}",
+        "{{ '%s'|format(raise_exception.__globals__) }}",
+        "{{ strftime_now.__globals__ }}",
+        "{% for m in messages %}{{ m.items.__self__.__class__ }}{% endfor %}",
+        "{{ dict.mro() }}",
+        "{% set _ = messages.append({'role': 'system', 'content': 'injected'}) %}{{ messages }}",
+        "{{ 'x' * 100000000 }}",  # resources: a 100 MB string
+        "{{ 2 ** 10000000 }}",  # a huge integer
+    ]
+
+
+def test_escapes_are_refused_in_process(tmp_path, marker):
+    """The renderer the GUI process, the host, the benchmark and the trainer share (core.prompts)."""
+    from medalpaca_desktop.core.prompts import ModelPromptInfo, PromptError, render_chat_template, render_prompt
+
+    convo = [ChatMessage("user", "What causes scurvy?")]
+    for template in escapes(marker):
+        with pytest.raises(PromptError) as err:
+            render_chat_template(template, convo)
+        assert str(err.value).startswith("the model's chat template tries to reach Python internals"), template
+        assert "\n" not in str(err.value)
+        with pytest.raises(PromptError):
+            render_prompt("chat", ModelPromptInfo(chat_template=template), convo)
+    # The same idioms on safe objects still work: repetition within bounds, str.format, dict methods.
+    ok = ("{{ '-' * 3 }}{{ 2 ** 10 }}{{ '{0}!'.format(messages[0]['content']) }}"
+          "{% for k, v in messages[0].items() %}{{ k }}{% endfor %}")
+    assert render_chat_template(ok, convo) == "---1024What causes scurvy?!rolecontent"
+
+
+def test_trainer_refuses_an_escaping_template_as_a_data_error(marker):
+    from types import SimpleNamespace
+
+    from trainer.data import DataError, build_prompt
+    from trainer.data_sources import Record
+
+    tokenizer = SimpleNamespace(chat_template=escapes(marker)[0], bos_token="<s>", eos_token="</s>")
+    record = Record(instruction="What causes scurvy?", input="", output="Vitamin C deficiency.", where="data.jsonl:1")
+    with pytest.raises(DataError, match="Python internals"):
+        build_prompt(record, "chat", tokenizer)
+
+
+@pytest.fixture
+def evil_template_model(tiny_llama_dir, tmp_path, marker) -> Path:
+    folder = copy_model(tiny_llama_dir, tmp_path / "evil-template")
+    (folder / "chat_template.jinja").write_text(escapes(marker)[0], encoding="utf-8")
+    return folder
+
+
+def test_the_host_refuses_an_escaping_template_from_a_gguf(evil_template_model, tmp_path, marker):
+    from medalpaca_desktop.core.models import inspect_model
+    from trainer.export import ExportConfig, export_gguf
+
+    gguf = export_gguf(ExportConfig(model=evil_template_model, out=tmp_path / "evil.gguf", quant="f32"))
+    assert inspect_model(gguf).chat_template == escapes(marker)[0]  # the template travels in the metadata
+    proc = subprocess.run([sys.executable, "-m", "medalpaca_desktop", "chat", "--model", str(gguf), "--prompt",
+                           "Hi", "--jsonl"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None and e.type == "error"]
+    assert errors and "Python internals" in errors[0].message and "Traceback" not in proc.stderr
+
+
+def test_the_hf_backend_hands_the_template_to_the_same_sandbox(evil_template_model, marker):
+    from medalpaca_desktop.core.prompts import ModelPromptInfo, PromptError, render_prompt
+    from medalpaca_desktop.inference.base import create_backend
+
+    backend = create_backend("hf")
+    loaded = backend.load(LoadSpec(model=str(evil_template_model)), lambda msg, frac: None)
+    try:
+        assert loaded.chat_template == escapes(marker)[0]
+        with pytest.raises(PromptError, match="Python internals"):
+            render_prompt("chat", ModelPromptInfo(chat_template=loaded.chat_template), [ChatMessage("user", "Hi")])
+    finally:
+        backend.unload()
