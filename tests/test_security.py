@@ -397,3 +397,68 @@ def test_the_hf_backend_hands_the_template_to_the_same_sandbox(evil_template_mod
             render_prompt("chat", ModelPromptInfo(chat_template=loaded.chat_template), [ChatMessage("user", "Hi")])
     finally:
         backend.unload()
+
+
+# ================================================================ downloads stay in their folder
+
+
+def hostile_names(outside: Path) -> list[str]:
+    return ["../../evil", "../evil", str(outside / "abs-evil"), "a/../../b", "..\\x", "a\\..\\..\\c",
+            "nul\x00name", "x" * 300, "a/" + "y" * 300, "z/" * 600 + "deep", ".download/lock",
+            ".download/0000.part", ".medalpaca-download.json", "./dot", "a//b", "trailing/", "C:/windows",
+            "c:evil", "\x1b]0;owned\x07", "tab\tname", "", "..", "."]
+
+
+def test_unsafe_names_are_recognised(tmp_path):
+    from medalpaca_desktop.hub import download as dl
+
+    for name in hostile_names(tmp_path):
+        assert dl.unsafe_name(name) is not None, name
+        with pytest.raises(dl.DownloadError) as err:
+            dl.target_path(tmp_path / "dest", dl.RemoteFile(path=name))
+        assert err.value.kind == "unsafe_name"
+    for name in ("config.json", "sub/dir/model-00001-of-00002.safetensors", "README.md", "..hidden-ish",
+                 "a..b/c", "ünïcode.txt", "x" * 255):
+        assert dl.unsafe_name(name) is None, name
+    # A folder inside the destination that links outside it: nothing is placed through it.
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(dl.DownloadError):
+        dl.target_path(dest, dl.RemoteFile(path="link/escaped.txt"))
+    # A checksum from the hub is only part of a file name when it is hex.
+    part = dl._part_path(dest / ".download", dl.RemoteFile(path="ok.bin", sha256="../../../etc/passwd"))
+    assert part.parent == dest / ".download"
+
+
+def test_a_hostile_listing_writes_nothing_outside_the_models_folder(tmp_path, app_home, monkeypatch):
+    from hub_server import HubServer
+
+    from medalpaca_desktop.hub import repo_folder
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    good = {"config.json": b'{"model_type": "llama"}\n', "README.md": b"# fine\n", "sub/notes.txt": b"ok\n"}
+    evil = {name: b"evil bytes\n" for name in hostile_names(outside)}
+    before = {p for p in tmp_path.rglob("*")}
+    with HubServer() as server:
+        server.add_repo("test-org/hostile", {**good, **evil})
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        proc = subprocess.run([sys.executable, "-m", "medalpaca_desktop", "download", "test-org/hostile",
+                               "--include", "*", "--jsonl"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        fetched = {r.path for r in server.requests if "/resolve/" in r.path}
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
+    warning = next(e for e in events if e.type == "warning")
+    assert warning.extra.get("kind") == "unsafe_name" and "\x1b" not in warning.message
+    summary = next(e for e in events if e.type == "result").data
+    assert sorted(summary["files"]) == sorted(good) and set(summary["refused"]) == set(evil)
+    dest = repo_folder("test-org/hostile")
+    written = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert written == set(good) | {".medalpaca-download.json"}
+    assert not list(outside.iterdir()), "an absolute name was written"
+    assert {p for p in tmp_path.rglob("*")} - before == set(), "files appeared outside the app home"
+    stray = [p for p in app_home.rglob("*") if p.is_file() and not p.is_relative_to(dest)]
+    assert all(p.suffix in (".sqlite3", ".yaml") or p.name.startswith("medalpaca.sqlite3") for p in stray), stray
+    assert all(not any(name in path for name in ("evil", "/b", "nul")) for path in fetched), fetched
