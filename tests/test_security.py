@@ -457,8 +457,66 @@ def test_a_hostile_listing_writes_nothing_outside_the_models_folder(tmp_path, ap
     dest = repo_folder("test-org/hostile")
     written = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert written == set(good) | {".medalpaca-download.json"}
+    assert stat.S_IMODE(dest.stat().st_mode) == stat.S_IMODE(dest.parent.stat().st_mode) == 0o700
     assert not list(outside.iterdir()), "an absolute name was written"
     assert {p for p in tmp_path.rglob("*")} - before == set(), "files appeared outside the app home"
     stray = [p for p in app_home.rglob("*") if p.is_file() and not p.is_relative_to(dest)]
     assert all(p.suffix in (".sqlite3", ".yaml") or p.name.startswith("medalpaca.sqlite3") for p in stray), stray
     assert all(not any(name in path for name in ("evil", "/b", "nul")) for path in fetched), fetched
+
+
+# ================================================================ owner-only files
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask():
+    """The most permissive umask: the modes below come from the code, not from the user's umask."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_fresh_home_is_owner_only(app_home, tmp_path, open_umask):
+    from medalpaca_desktop.core import paths
+    from medalpaca_desktop.core.settings import AppSettings, save_settings
+    from medalpaca_desktop.core.store import Store
+    from medalpaca_desktop.ui.chat import export as chat_export
+    from medalpaca_desktop.ui.chat.conversation import Conversation, Entry
+
+    folders = [paths.data_dir(), paths.config_dir(), paths.cache_dir(), paths.runs_dir(), paths.exports_dir()]
+    assert [oct(mode(f)) for f in folders] == [oct(0o700)] * len(folders)
+    with Store() as store:
+        store.create_chat("Sepsis")  # a write: the -wal and -shm files exist now
+        db = paths.database_path()
+        files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+        assert all(f.exists() for f in files), files
+        assert [oct(mode(f)) for f in files] == [oct(0o600)] * 3
+    assert mode(save_settings(AppSettings())) == 0o600
+    conv = Conversation(key="c:1", title="Sepsis")
+    conv.entries = [Entry(None, "user", "Patient, 54, fever and hypotension.")]
+    for name in ("chat.md", "chat.json"):
+        assert mode(chat_export.export_conversation(conv, tmp_path / name)) == 0o600
+    old = tmp_path / "old.md"  # an export over an existing world-readable file narrows it
+    old.write_text("x")
+    old.chmod(0o644)
+    assert mode(chat_export.export_conversation(conv, old)) == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_database_left_world_readable_is_narrowed(app_home):
+    from medalpaca_desktop.core import paths
+    from medalpaca_desktop.core.store import Store
+
+    db = paths.database_path()
+    with Store():
+        pass
+    for f in db.parent.glob(db.name + "*"):
+        f.chmod(0o644)
+    with Store():
+        pass
+    assert all(mode(f) == 0o600 for f in db.parent.glob(db.name + "*"))
