@@ -520,3 +520,75 @@ def test_a_database_left_world_readable_is_narrowed(app_home):
     with Store():
         pass
     assert all(mode(f) == 0o600 for f in db.parent.glob(db.name + "*"))
+
+
+# ================================================================ no network at all
+
+
+def _no_network_prefix() -> list[str] | None:
+    """`unshare -n` (root) or `unshare -rn` (an unprivileged user namespace), whichever this machine allows."""
+    if not shutil.which("unshare"):
+        return None
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
+NO_NETWORK = _no_network_prefix()
+needs_unshare = pytest.mark.skipif(NO_NETWORK is None, reason="this machine does not allow `unshare -n` or "
+                                                              "`unshare -rn` (no network namespaces for this user)")
+
+
+def offline(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`python -m medalpaca_desktop ARGS` in a network namespace with no interfaces but a downed loopback."""
+    assert NO_NETWORK is not None
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*NO_NETWORK, sys.executable, "-m", "medalpaca_desktop", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def _events(stdout: str) -> list:
+    return [e for e in map(parse_line, stdout.splitlines()) if e is not None]
+
+
+@needs_unshare
+def test_the_namespace_really_has_no_network():
+    probe = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 443), timeout=3)\n"
+             "except OSError as exc:\n    print('unreachable', exc.errno)\nelse:\n    print('reachable')\n")
+    proc = subprocess.run([*NO_NETWORK, sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert proc.stdout.startswith("unreachable"), proc.stdout + proc.stderr
+
+
+@needs_unshare
+def test_chat_answers_with_no_network(tiny_gguf):
+    proc = offline("chat", "--model", str(tiny_gguf), "--prompt", "Hi", "--max-tokens", "4", "--temperature", "0",
+                   "--jsonl")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = _events(proc.stdout)[-1]
+    assert done.type == "done" and done.ok and done.data["completion_tokens"] > 0
+
+
+@needs_unshare
+def test_bench_runs_with_no_network(tiny_llama_dir, tmp_path):
+    proc = offline("bench", "--model", str(tiny_llama_dir), "--data", str(MEDQA), "--preset", "lm-eval",
+                   "--limit", "2", "--out", str(tmp_path / "bench"), "--jsonl")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "bench" / "summary.json").read_text())["n_scored"] == 2
+
+
+@pytest.mark.slow
+@needs_unshare
+def test_train_runs_with_no_network(tiny_llama_dir, tmp_path):
+    from test_train_run import make_config, write_records
+
+    path = tmp_path / "cfg.yaml"
+    make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=2).save(path)
+    proc = offline("train", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = _events(proc.stdout)[-1]
+    assert done.type == "done" and done.ok and done.data["steps"] == 2
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
