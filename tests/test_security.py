@@ -105,7 +105,7 @@ def test_hf_loader_refuses_pickle_weights_and_adapters(pickle_model, pickle_adap
     # Allowed by the user: transformers and peft still unpickle with weights_only=True, so the payload fails.
     for call in (lambda: load_causal_lm(pickle_model, allow_pickle=True),
                  lambda: load_causal_lm(tiny_llama_dir, adapter=pickle_adapter, allow_pickle=True)):
-        with pytest.raises(Exception) as err:  # noqa: PT011 - whatever the library raises; the point is the marker
+        with pytest.raises(Exception) as err:
             call()
         assert "weights_only" in str(err.value) or "Unpickl" in type(err.value).__name__, err.value
 
@@ -135,8 +135,7 @@ def test_chat_cli_refuses_pickle_weights(pickle_model, marker):
 
 
 def test_chat_host_backend_refuses_a_pickle_adapter(tiny_llama_dir, pickle_adapter, marker):
-    from medalpaca_desktop.inference.base import InferenceError
-    from medalpaca_desktop.inference.base import create_backend
+    from medalpaca_desktop.inference.base import InferenceError, create_backend
 
     with pytest.raises(InferenceError) as err:
         create_backend("hf").load(LoadSpec(model=str(tiny_llama_dir), adapter=str(pickle_adapter)),
@@ -231,7 +230,7 @@ def test_the_remote_code_is_live(tiny_llama_dir, tmp_path):
 
     probe = tmp_path / "probe"
     folder = remote_code_model(tiny_llama_dir, tmp_path / "live", probe, "x-custom")
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the module defines no class; importing it is the point
+    with pytest.raises(Exception):  # noqa: B017 - the module defines no class; importing it is the point
         AutoConfig.from_pretrained(folder, trust_remote_code=True)
     assert "was imported" in probe.read_text()
 
