@@ -188,7 +188,11 @@ def load_error(exc: BaseException, folder: Path, spec: LoadSpec) -> InferenceErr
     if "trust_remote_code" in text and not spec.trust_remote_code:
         return InferenceError(f"{folder.name} needs the Python code shipped with it (trust_remote_code). "
                               "Turn it on for this model only if you trust its source.", "unsupported")
-    if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError", "EOFError", "JSONDecodeError") or any(
+    if name == "UnpicklingError" or "weights_only" in text:  # torch refused a pickle that is more than tensors
+        return InferenceError(f"{folder.name} holds pickle weights that are not plain tensors: they were not "
+                              "loaded, as they could run code. Use a safetensors copy of this model.",
+                              "pickle_refused")
+    if name in ("SafetensorError", "HeaderTooLarge", "EOFError", "JSONDecodeError") or any(
             k in text.lower() for k in ("deserializ", "invalid header", "incomplete metadata", "truncated",
                                         "size mismatch", "unexpected end", "corrupt")):
         return InferenceError(f"{folder.name} looks damaged: {first}", "corrupt")
