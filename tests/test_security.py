@@ -196,6 +196,27 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(tiny_llama_dir, tmp_pa
     assert error.kind == "unsafe_checkpoint" and "checkpoint-2" in error.message, error.message
 
 
+def _calls(attr: str) -> list[tuple[str, int, ast.Call]]:
+    """Every call `x.attr(...)` in the app's own packages."""
+    found = []
+    for package in ("medalpaca_desktop", "trainer", "bench"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == attr:
+                    found.append((str(path.relative_to(ROOT)), node.lineno, node))
+    return found
+
+
+def test_our_code_has_no_unpickling_call_of_its_own():
+    """Every pickle the app meets goes through transformers/peft/torch with weights_only=True (tests above)."""
+    unsafe = {"torch.load", "pickle.load", "pickle.loads", "dill.load", "joblib.load", "accelerator.load_state",
+              "yaml.load", "yaml.unsafe_load", "np.load", "numpy.load"}
+    found = [f"{where}:{line} {ast.unparse(call.func)}" for attr in ("load", "loads", "load_state", "unsafe_load")
+             for where, line, call in _calls(attr) if ast.unparse(call.func) in unsafe]
+    assert found == []
+    assert _calls("from_pretrained"), "the scan sees the code"
+
+
 # ================================================================ code shipped with a model (auto_map)
 
 
@@ -277,23 +298,12 @@ def test_train_never_imports_model_code(custom_arch, known_arch_with_auto_map, t
     assert rc == 0, rec.of("error")
 
 
-def _from_pretrained_calls() -> list[tuple[str, int, ast.Call]]:
-    calls = []
-    for package in ("medalpaca_desktop", "trainer", "bench"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                        and node.func.attr == "from_pretrained":
-                    calls.append((str(path.relative_to(ROOT)), node.lineno, node))
-    return calls
-
-
 def test_every_from_pretrained_says_trust_remote_code_and_none_turns_it_on():
     """transformers' default (None) may ask on a terminal or follow a future default: ours is always explicit.
 
     peft's PeftModel/PeftConfig take no such switch (an adapter carries no code).
     """
-    calls = _from_pretrained_calls()
+    calls = _calls("from_pretrained")
     assert len(calls) >= 8, calls  # the scan sees the loaders (model, tokenizers, peft)
     for where, line, call in calls:
         owner = ast.unparse(call.func.value)
