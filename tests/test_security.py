@@ -176,6 +176,19 @@ def test_export_refuses_pickle_models_and_adapters(pickle_model, pickle_adapter,
         assert not (tmp_path / f"out{n}.gguf").exists()
 
 
+def test_gguf_import_reads_the_gguf_alone_beside_a_hostile_pickle(tiny_gguf, tmp_path, marker):
+    """A GGUF de-quantized for training from a folder that also holds a pytorch_model.bin (a Downloads folder)."""
+    from trainer.gguf_import import dequantize_gguf_to_hf
+
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    gguf = Path(shutil.copy2(tiny_gguf, folder / tiny_gguf.name))
+    write_torch_payload(folder / "pytorch_model.bin", marker)
+    (folder / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    out = dequantize_gguf_to_hf(gguf, tmp_path / "dequantized")
+    assert list(out.glob("*.safetensors"))
+
+
 def test_resume_never_unpickles_a_planted_checkpoint_file(tiny_llama_dir, tmp_path, marker):
     """A checkpoint folder copied in from elsewhere: optimizer, scheduler and rng state are refused, not run."""
     from test_train_run import make_config, write_records

@@ -73,7 +73,8 @@ def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | Non
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
-    refuse_pickle(folder, allow_pickle)
+    if gguf_file is None:  # with one, transformers reads that file alone, whatever else the folder holds
+        refuse_pickle(folder, allow_pickle)
     if adapter is not None:
         refuse_pickle(Path(adapter), allow_pickle, adapter=True)
     quant = quantization_config(load_in, compute_dtype if compute_dtype is not None else dtype)
