@@ -17,6 +17,7 @@ so a marker file that never appears means the code never ran.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import shutil
@@ -209,15 +210,22 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(tiny_llama_dir, tmp_pa
     assert error.kind == "unsafe_checkpoint" and "checkpoint-2" in error.message, error.message
 
 
-def _calls(attr: str) -> list[tuple[str, int, ast.Call]]:
-    """Every call `x.attr(...)` in the app's own packages."""
+@functools.lru_cache(maxsize=1)
+def _all_calls() -> tuple[tuple[str, int, ast.Call], ...]:
+    """Every method-style call `x.y(...)` in the app's own packages, parsed once."""
     found = []
     for package in ("medalpaca_desktop", "trainer", "bench"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == attr:
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     found.append((str(path.relative_to(ROOT)), node.lineno, node))
-    return found
+    return tuple(found)
+
+
+def _calls(attr: str) -> list[tuple[str, int, ast.Call]]:
+    """Every call `x.attr(...)` in the app's own packages."""
+    return [(where, line, call) for where, line, call in _all_calls()
+            if isinstance(call.func, ast.Attribute) and call.func.attr == attr]
 
 
 def test_our_code_has_no_unpickling_call_of_its_own():
