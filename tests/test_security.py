@@ -153,7 +153,8 @@ def test_train_refuses_a_pickle_base(pickle_model, tmp_path, marker):
 
     rc, rec = train(make_config(pickle_model, tmp_path / "run", write_records(tmp_path), max_steps=1))
     assert rc != 0
-    assert "pickle" in rec.of("error")[0].message
+    error = rec.of("error")[0]
+    assert error.kind == "pickle_refused" and error.message.startswith("pickle-model stores its weights as pickle")
 
 
 def test_bench_refuses_pickle_models_and_adapters(pickle_model, pickle_adapter, tiny_llama_dir, tmp_path, marker):
@@ -314,7 +315,7 @@ def test_train_never_imports_model_code(custom_arch, known_arch_with_auto_map, t
 
     data = write_records(tmp_path)
     rc, rec = train(make_config(custom_arch, tmp_path / "custom", data, max_steps=1))
-    assert rc != 0 and rec.of("error")
+    assert rc != 0 and rec.of("error")[0].kind == "unsupported" and "trust_remote_code" in rec.of("error")[0].message
     rc, rec = train(make_config(known_arch_with_auto_map, tmp_path / "known", data, max_steps=1))
     assert rc == 0, rec.of("error")
 

@@ -21,6 +21,7 @@ from typing import Any
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
+from medalpaca_desktop.inference.base import InferenceError
 from trainer.config import TrainConfig
 from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verify_saved
 
@@ -198,6 +199,8 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
             writer.emit(Error(message=str(exc), kind="data"))
         elif isinstance(exc, UnsafeCheckpointError):
             writer.emit(Error(message=str(exc), kind="unsafe_checkpoint"))
+        elif isinstance(exc, InferenceError):  # the loader's own refusal (pickle weights, remote code...) as it is
+            writer.emit(Error(message=str(exc), kind=exc.kind))
         else:
             writer.emit(Error(message=describe_exception(exc), kind="error", detail=traceback.format_exc()[-4000:]))
         writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))

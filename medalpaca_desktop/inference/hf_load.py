@@ -19,6 +19,7 @@ from medalpaca_desktop.core import hf_meta, model_check
 from medalpaca_desktop.core.chat_protocol import LoadSpec
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.inference.base import InferenceError
+from medalpaca_desktop.inference.hf_model import remote_code_refused
 
 #: Bytes per parameter once loaded, by how it is loaded (bnb keeps norms/embeddings
 #: unquantized, hence more than 1 and 0.5).
@@ -186,8 +187,7 @@ def load_error(exc: BaseException, folder: Path, spec: LoadSpec) -> InferenceErr
     first = text[:300]
     name = type(exc).__name__
     if "trust_remote_code" in text and not spec.trust_remote_code:
-        return InferenceError(f"{folder.name} needs the Python code shipped with it (trust_remote_code). "
-                              "Turn it on for this model only if you trust its source.", "unsupported")
+        return remote_code_refused(folder)
     if name == "UnpicklingError" or "weights_only" in text:  # torch refused a pickle that is more than tensors
         return InferenceError(f"{folder.name} holds pickle weights that are not plain tensors: they were not "
                               "loaded, as they could run code. Use a safetensors copy of this model.",

@@ -46,6 +46,30 @@ def refuse_pickle(folder: Path, allow_pickle: bool, adapter: bool = False) -> No
         raise pickle_refused(folder)
 
 
+def remote_code_refused(folder: Path) -> InferenceError:
+    return InferenceError(f"{folder.name} needs the Python code shipped with it (trust_remote_code). "
+                          "Turn it on for this model only if you trust its source.", "unsupported")
+
+
+def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """Raise remote_code_refused when the folder's architecture exists only as its own code (config auto_map).
+
+    A known model_type with an auto_map (many hub repos ship both) loads with
+    transformers' own classes, and the folder's code is never imported.
+    """
+    path = Path(folder) / "config.json"
+    if trust_remote_code or not path.is_file():
+        return
+    try:
+        config = hf_meta.read_json(path)
+    except hf_meta.HFMetaError:
+        return  # transformers names the problem
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING_NAMES:
+        raise remote_code_refused(Path(folder))
+
+
 def quantization_config(load_in: str | None, compute_dtype: Any) -> Any:
     """BitsAndBytesConfig for 8-bit, or 4-bit NF4 with double quantization (QLoRA's recipe); None for none."""
     if load_in in ("none", "", None):
@@ -75,6 +99,7 @@ def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | Non
     folder = Path(folder)
     if gguf_file is None:  # with one, transformers reads that file alone, whatever else the folder holds
         refuse_pickle(folder, allow_pickle)
+        refuse_remote_code(folder, trust_remote_code)
     if adapter is not None:
         refuse_pickle(Path(adapter), allow_pickle, adapter=True)
     quant = quantization_config(load_in, compute_dtype if compute_dtype is not None else dtype)
