@@ -21,7 +21,7 @@ from typing import Any
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
-from medalpaca_desktop.inference.base import InferenceError
+from medalpaca_desktop.inference.base import BAD_INPUT_KINDS, InferenceError
 from trainer.config import TrainConfig
 from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verify_saved
 
@@ -118,6 +118,10 @@ def _bad_input_kind(exc: BaseException) -> str | None:
         return exc.kind
     if isinstance(exc, GGUFImportError):
         return "unsupported"
+    if isinstance(exc, UnsafeCheckpointError):
+        return "unsafe_checkpoint"
+    if isinstance(exc, InferenceError) and exc.kind in BAD_INPUT_KINDS:  # the loader's refusals (pickle, remote code)
+        return exc.kind
     return None
 
 
@@ -197,10 +201,6 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
             writer.emit(Error(message=OOM_ADVICE, kind="oom", detail=str(exc)[:2000]))
         elif _is_data_error(exc):
             writer.emit(Error(message=str(exc), kind="data"))
-        elif isinstance(exc, UnsafeCheckpointError):
-            writer.emit(Error(message=str(exc), kind="unsafe_checkpoint"))
-        elif isinstance(exc, InferenceError):  # the loader's own refusal (pickle weights, remote code...) as it is
-            writer.emit(Error(message=str(exc), kind=exc.kind))
         else:
             writer.emit(Error(message=describe_exception(exc), kind="error", detail=traceback.format_exc()[-4000:]))
         writer.emit(Done(ok=False, data={"run_dir": str(run_dir)}))
