@@ -152,7 +152,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     sampling.stop = list(args.stop or [])
     spec = LoadSpec(model=args.model, backend=args.backend, adapter=args.adapter, load_in=args.load_in or "none",
                     n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
-                    allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+                    allow_pickle=args.allow_pickle)
     opts = ChatOptions(spec=spec, sampling=sampling, template=args.template, system=args.system,
                        prompt=args.prompt, jsonl=args.jsonl)
     return run_chat(opts)
@@ -184,7 +184,6 @@ def _add_chat_parser(sub) -> None:
                       help="GGUF layers offloaded to the GPU; -1 = all, 0 = CPU only")
     chat.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
     chat.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt/.pth weights (can run code)")
-    chat.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the model")
     chat.add_argument("--jsonl", action="store_true", help="print the chat host's events as JSON lines")
     chat.set_defaults(func=_cmd_chat)
 

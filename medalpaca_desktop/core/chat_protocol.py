@@ -103,8 +103,6 @@ class LoadSpec:
         "transformers: auto (CUDA if present, else CPU), cuda or cpu.", choices=("auto", "cuda", "cpu")))
     allow_pickle: bool = field(default=False, metadata=_help(
         "Allow weights stored as pickle (.bin/.pt/.pth), which can run code when loaded."))
-    trust_remote_code: bool = field(default=False, metadata=_help(
-        "Run Python code shipped with the model folder. Only for models from a source you trust."))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> LoadSpec:

@@ -127,7 +127,7 @@ class HFBackend(Backend):
             if spec.n_threads and placement.device == "cpu":
                 torch.set_num_threads(int(spec.n_threads))
             progress("Loading the tokenizer", 0.05)
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code,
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
                                                       local_files_only=True)
             quantized = spec.load_in not in ("none", "", None)
             progress("Loading the weights" + (f" ({spec.load_in})" if quantized else ""), 0.1)
@@ -139,8 +139,7 @@ class HFBackend(Backend):
                 report, *args, **kwargs))
             try:
                 loaded = load_causal_lm(folder, dtype=placement.torch_dtype, device=placement.device,
-                                        load_in=spec.load_in, adapter=adapter, allow_pickle=spec.allow_pickle,
-                                        trust_remote_code=spec.trust_remote_code)
+                                        load_in=spec.load_in, adapter=adapter, allow_pickle=spec.allow_pickle)
             finally:
                 hf_logging.set_tqdm_hook(previous)
             model = loaded.model

@@ -186,7 +186,7 @@ def load_error(exc: BaseException, folder: Path, spec: LoadSpec) -> InferenceErr
     text = " ".join(str(exc).split())
     first = text[:300]
     name = type(exc).__name__
-    if "trust_remote_code" in text and not spec.trust_remote_code:
+    if "trust_remote_code" in text:
         return remote_code_refused(folder)
     if name == "UnpicklingError" or "weights_only" in text:  # torch refused a pickle that is more than tensors
         return InferenceError(f"{folder.name} holds pickle weights that are not plain tensors: they were not "

@@ -47,18 +47,18 @@ def refuse_pickle(folder: Path, allow_pickle: bool, adapter: bool = False) -> No
 
 
 def remote_code_refused(folder: Path) -> InferenceError:
-    return InferenceError(f"{folder.name} needs the Python code shipped with it (trust_remote_code). "
-                          "Turn it on for this model only if you trust its source.", "unsupported")
+    return InferenceError(f"{folder.name} needs the Python code shipped with it (trust_remote_code), which this "
+                          "app never runs: choose a model whose architecture transformers knows.", "unsupported")
 
 
-def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
+def refuse_remote_code(folder: Path) -> None:
     """Raise remote_code_refused when the folder's architecture exists only as its own code (config auto_map).
 
     A known model_type with an auto_map (many hub repos ship both) loads with
     transformers' own classes, and the folder's code is never imported.
     """
     path = Path(folder) / "config.json"
-    if trust_remote_code or not path.is_file():
+    if not path.is_file():
         return
     try:
         config = hf_meta.read_json(path)
@@ -86,24 +86,24 @@ def quantization_config(load_in: str | None, compute_dtype: Any) -> Any:
 
 def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | None = "cpu", load_in: str = "none",
                    compute_dtype: Any = None, adapter: str | Path | None = None, allow_pickle: bool = False,
-                   trust_remote_code: bool = False, gguf_file: str | None = None) -> HFModel:
+                   gguf_file: str | None = None) -> HFModel:
     """Weights of `folder` in `dtype` on `device` (None: wherever transformers puts them), optionally
     quantized (`load_in` 8bit/4bit, computing in `compute_dtype`, default `dtype`), with a frozen adapter;
     `gguf_file`: a GGUF file in `folder`, de-quantized by transformers.
 
     Pickle checkpoints are refused unless `allow_pickle`; code shipped with the
-    model runs only with `trust_remote_code`.
+    model never runs (`trust_remote_code` stays off).
     """
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     if gguf_file is None:  # with one, transformers reads that file alone, whatever else the folder holds
         refuse_pickle(folder, allow_pickle)
-        refuse_remote_code(folder, trust_remote_code)
+        refuse_remote_code(folder)
     if adapter is not None:
         refuse_pickle(Path(adapter), allow_pickle, adapter=True)
     quant = quantization_config(load_in, compute_dtype if compute_dtype is not None else dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quant, "trust_remote_code": trust_remote_code,
+    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quant, "trust_remote_code": False,
                               "use_safetensors": None if allow_pickle else True, "local_files_only": True,
                               "output_loading_info": True}
     if device is not None:
