@@ -181,9 +181,11 @@ def _events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.parametrize("case", ["truncated", "no tokenizer", "bad target", "garbled gguf"])
+@pytest.mark.parametrize("case", ["truncated", "no tokenizer", "bad target", "garbled gguf", "two processes"])
 def test_train_refuses_bad_input_before_loading_anything(case, tiny_llama_dir, tiny_gguf, tmp_path):
-    if case == "truncated":
+    extra: list[str] = []
+    if case in ("truncated", "two processes"):  # the second: the accelerate launcher checks before it launches
+        extra = ["--num-processes", "2", "--set", "global_batch_size=2"] if case == "two processes" else []
         config = _train_config(tmp_path, truncated(tiny_llama_dir, tmp_path / "m"))
         kind = "corrupt"
     elif case == "no tokenizer":
@@ -195,7 +197,7 @@ def test_train_refuses_bad_input_before_loading_anything(case, tiny_llama_dir, t
     else:
         config = _train_config(tmp_path, broken_ggufs(tiny_gguf, tmp_path / "g")["garbled counts"])
         kind = "corrupt"
-    proc = _run(["train", str(config)])
+    proc = _run(["train", str(config), *extra])
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr[-2000:]
     events = _events(proc.stdout)
     errors = [e for e in events if e["type"] == "error"]

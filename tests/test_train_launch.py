@@ -89,14 +89,12 @@ def test_decoder_layer_class_from_the_model_config(tmp_path):
     assert decoder_layer_class(tmp_path / "missing") is None
 
 
-def test_launch_reads_method_gpu_and_layer_class_from_the_config(tmp_path, monkeypatch):
+def test_launch_reads_method_gpu_and_layer_class_from_the_config(tmp_path, monkeypatch, tiny_llama_dir):
     import torch
 
     from trainer.launch import _strategy_facts
 
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}), encoding="utf-8")
+    model = tiny_llama_dir
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"base_model: {model}\nmethod: full\ndata: [d.jsonl]\noutput_dir: {tmp_path / 'run'}\n",
                    encoding="utf-8")

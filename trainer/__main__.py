@@ -43,11 +43,21 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     if (config.num_processes > 1 or args.num_machines > 1) and not is_launched_child():
-        from medalpaca_desktop.core.events import EventWriter
+        from medalpaca_desktop.core.events import Done, Error, EventWriter
         from trainer.model_files import resolve_base_model
+        from trainer.run import bad_input_kind
 
-        # de-quantize a GGUF base once here, so the children find it in the cache
-        resolve_base_model(config, EventWriter(sys.stdout).emit)
+        # check the base and de-quantize a GGUF base once here, so the children find it in the cache
+        writer = EventWriter(sys.stdout)
+        try:
+            resolve_base_model(config, writer.emit)
+        except Exception as exc:
+            kind = bad_input_kind(exc)
+            if kind is None:
+                raise
+            writer.emit(Error(message=str(exc), kind=kind))
+            writer.emit(Done(ok=False, data={"run_dir": config.output_dir}))
+            return ExitCode.BAD_INPUT
         opts = LaunchOptions(config.num_processes, args.num_machines, args.machine_rank,
                              args.main_process_ip, args.main_process_port)
         return launch(args.config, overrides, args.resume, opts)

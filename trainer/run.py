@@ -109,7 +109,7 @@ def _is_data_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "DataError"
 
 
-def _bad_input_kind(exc: BaseException) -> str | None:
+def bad_input_kind(exc: BaseException) -> str | None:
     """The error kind of a checked input problem (its message is already one sentence); None otherwise."""
     from medalpaca_desktop.core.model_check import ModelCheckError
     from trainer.gguf_import import GGUFImportError
@@ -194,7 +194,7 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
         code = ExitCode.STOPPED
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
-        if (kind := _bad_input_kind(exc)) is not None:
+        if (kind := bad_input_kind(exc)) is not None:
             writer.emit(Error(message=str(exc), kind=kind))
             code = ExitCode.BAD_INPUT
         elif _is_out_of_memory(exc):
