@@ -368,9 +368,12 @@ def test_export_killed_at_random_moments_never_leaves_a_partial_file_under_the_n
                "--out", str(out), "--quant", quant, "--jsonl", *extra]
         return jobs.start(cmd, tmp_path, env, tmp_path / f"{out.name}.stderr")
 
-    straight = {q: tmp_path / "straight" / f"m-{q}.gguf" for q in ("f16", "q8_0")}
-    for quant, path in straight.items():
-        assert start(path, quant).finish() == 0
+    from trainer.export import ExportConfig, export_gguf
+
+    def export(out: Path, quant: str, force: bool = False) -> Path:  # in-process: the same function as the CLI
+        return export_gguf(ExportConfig(model=tiny_llama_dir, out=out, quant=quant, overwrite=force))
+
+    straight = {q: export(tmp_path / "straight" / f"m-{q}.gguf", q) for q in ("f16", "q8_0")}
     out_dir = tmp_path / "models"
     out_dir.mkdir()
 
@@ -413,9 +416,8 @@ def test_export_killed_at_random_moments_never_leaves_a_partial_file_under_the_n
         else:
             assert out.read_bytes() == old, what  # the previous good file intact
         # the retry: succeeds, writes the same bytes, and removes the dead export's temp file
-        retry = start(out, quant, *(["--force"] if force else []))
-        assert retry.finish() == 0, retry.log.read_text()[-2000:]
-        assert retry.events[-1].type == "done" and retry.events[-1].ok
+        assert list(out_dir.glob(".*.partial")) or not force, what
+        assert export(out, quant, force) == out
         assert out.read_bytes() == straight[quant].read_bytes(), what
         assert not list(out_dir.glob(".*.partial")), what
         out.unlink()
@@ -460,18 +462,24 @@ def test_chat_host_killed_at_random_moments_keeps_every_committed_message(qtbot,
         return condition
 
     points = [("while the model loads", None), (f"{(n := rng.randint(2, 12))} tokens in", tokens_then(n)),
-              ("a random delay into an answer", delay_then(rng.uniform(0.0, 0.8)))]
+              ("a random delay into an answer", delay_then(rng.uniform(0.0, 0.5)))]
+    hits = 0
     for i, (what, condition) in enumerate(points):
         seen.text.clear()
         assert session.send(conv, f"Question {i}: write a long essay about the history of medicine.", model,
                             settings(max_tokens=400, temperature=0.7))
         if condition is not None:
-            qtbot.waitUntil(condition, timeout=ms)
+            qtbot.waitUntil(lambda c=condition: c() or session.answer is None, timeout=ms)
+            if session.answer is None:  # the answer ended before this point came: nothing to kill
+                assert conv.visible[-1].meta["status"] == STATUS_DONE, what
+                continue
+        hits += 1
         pid = session.host.pid()
         assert pid, what
         os.kill(pid, signal.SIGKILL)
         wait(qtbot, session)
         answer = conv.visible[-1]
+        print(f"chat host killed {what}: {len(answer.content)} characters kept")
         assert answer.meta["status"] == (STATUS_FAILED if condition is None else STATUS_INTERRUPTED), what
         assert condition is None or answer.content, what  # the partial answer is kept
         assert seen.errors()[-1][1], what  # a reload is offered
@@ -481,9 +489,10 @@ def test_chat_host_killed_at_random_moments_keeps_every_committed_message(qtbot,
         wait(qtbot, session)
         assert conv.visible[-1].meta["status"] == STATUS_DONE and conv.visible[-1].content, what
     _count("chat host", len(points))
+    assert hits >= 2
 
     shown = [(e.role, e.content, e.meta.get("status")) for e in conv.visible]
-    assert len(shown) == 4 * len(points)
+    assert len(shown) == 4 * hits + 2 * (len(points) - hits)
     with Store(paths.database_path()) as fresh:  # what a restarted app would read
         (chat,) = fresh.list_chats()
         saved = [(m.role, m.content, m.meta.get("status")) for m in fresh.messages(chat.id)]
