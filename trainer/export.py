@@ -7,13 +7,15 @@ the `gguf` package: hyper-parameters, the tokenizer as llama.cpp must run it
 through llama.cpp's own quantizer (_gguf_quant.py).
 
 Safety rules: the output appears only when complete (temp file + rename), a
-full disk or an interrupt leaves nothing behind, pickle weights are never
-loaded, and every refusal is one sentence a person can act on (ExportError).
+full disk or an interrupt leaves nothing behind (the temp files a SIGKILL leaves,
+the next export to the same name removes), pickle weights are never loaded, and
+every refusal is one sentence a person can act on (ExportError).
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import math
@@ -224,7 +226,7 @@ def _remove_dead_partials(out: Path) -> None:
 
     A partial file whose writer still runs (another export to the same name) is left alone.
     """
-    for path in out.parent.glob(f".{out.name}.*.partial"):
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
         token = path.name[len(out.name) + 2:].split("-", 1)[0]
         if token.isdigit() and int(token) != os.getpid() and not _pid_alive(int(token)):
             log.info("removing %s, left by an interrupted export", path.name)

@@ -3,7 +3,9 @@
 Order matters for the user: the config is checked (already, by TrainConfig.load), then
 the data (fails with file+line before any model loads), then the model. Checkpoints are
 written to a staging folder and renamed, so a failed save never replaces the last good
-one; `done` is written only after the final save has been read back.
+one; `done` is written only after the final save has been read back. What a killed
+run left half-written (a staging folder, a temp final, a folder caught between two
+renames) is cleaned up at the start of the next run (clean_leftovers).
 """
 
 from __future__ import annotations
