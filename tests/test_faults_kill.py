@@ -5,7 +5,7 @@ Every worker runs as a real subprocess (the trainer, the benchmark, the exporter
 host) on the tiny models; its stdout events are read on a thread, and the kill lands when
 a seeded condition holds (after N events, a random delay, or the moment a temp file or
 folder appears on disk: inside a save). Each wait has a timeout; stragglers are killed.
-Kill points per test: trainer 5 (+3 leftovers made by hand), benchmark 4 (+1 by hand), export 5,
+Kill points per test: trainer 5 (+5 leftovers made by hand), benchmark 4 (+1 by hand), export 5,
 chat host 3; each test asserts how many it tried.
 """
 
@@ -237,11 +237,13 @@ def test_a_run_start_cleans_what_a_killed_save_left(tiny_llama_dir, tmp_path):
     (run_dir / ".final-tmp").mkdir()  # killed while writing the final model
     os.replace(ckpt / "checkpoint-2", ckpt / ".checkpoint-2-old")  # killed between replace_folder's renames
     (run_dir / ".final-old").mkdir()  # killed before replace_folder removed the old copy
+    (run_dir / ".merged-tmp-99999").mkdir()  # killed while merging the adapter after training
+    (run_dir / ".merge-for-gguf-x1y2" / "merged").mkdir(parents=True)  # ... or merging it for the GGUF
 
     rc, rec = run(cfg, resume=True)
     assert rc == 0
     notes = [e.message for e in rec.of("log") if e.message.startswith("Cleaned up")]
-    assert len(notes) == 4, notes
+    assert len(notes) == 6, notes
     assert rec.of("started")[0].info["resume_from"].endswith("checkpoint-2")  # the put-back checkpoint is used
     assert not (ckpt / ".staging").exists() and not (run_dir / ".final-tmp").exists()
     assert not list(ckpt.glob(".*")) and not list(run_dir.glob(".*"))

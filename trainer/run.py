@@ -29,6 +29,8 @@ CHECKPOINTS = "checkpoints"
 FINAL = "final"
 STAGING = ".staging"  # inside CHECKPOINTS: a checkpoint being written
 FINAL_TMP = f".{FINAL}-tmp"  # inside the run folder: the final model being written
+#: Temp folders of the after-training steps (trainer/after.py): a merge being written, a merge for the GGUF.
+AFTER_TEMPS = (".merged-tmp-*", ".merge-for-gguf-*")
 
 OOM_ADVICE = ("Out of memory. Try a smaller micro_batch_size (gradient accumulation keeps the global batch), "
               "gradient_checkpointing: true, a shorter max_length, or method: qlora.")
@@ -101,7 +103,8 @@ def clean_leftovers(run_dir: Path) -> list[str]:
     from trainer.fsutil import recover_folders, remove_leftovers
 
     ckpt_dir = run_dir / CHECKPOINTS
-    return (remove_leftovers(ckpt_dir / STAGING, run_dir / FINAL_TMP)
+    after = sorted(p for pattern in AFTER_TEMPS for p in run_dir.glob(pattern) if p.is_dir())
+    return (remove_leftovers(ckpt_dir / STAGING, run_dir / FINAL_TMP, *after)
             + recover_folders(ckpt_dir) + recover_folders(run_dir))
 
 
