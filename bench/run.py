@@ -138,6 +138,7 @@ class _Job:
         remaining = [(pos, q) for pos, q in enumerate(questions) if q.id not in done_ids]
         counts = dataset.counts()
         self._open_db()
+        self._db_catch_up(done)
         started_at = now_iso()
         previous = self._previous_record()
         sessions = list(previous.get("sessions") or []) + [{"started_at": started_at, "resumed_with": len(done)}]
@@ -363,6 +364,18 @@ class _Job:
         if not self.record_in_store:
             return
         self.row.open(self.config.ensure_row)
+
+    def _db_catch_up(self, done: list[dict[str, Any]]) -> None:
+        """Copy into the row the items a kill left in items.jsonl only (it fell between the two writes)."""
+        if not done:
+            return
+        known: set[str] = set()
+        self.row.call(lambda store, run_id: known.update(r["item_key"] for r in store.eval_items(run_id)))
+        if not self.row.active:
+            return
+        for item in done:
+            if str(item["id"]) not in known:
+                self._db_item(item)
 
     def _db_item(self, item: dict[str, Any]) -> None:
         from bench.results import store_item

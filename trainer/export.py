@@ -7,13 +7,15 @@ the `gguf` package: hyper-parameters, the tokenizer as llama.cpp must run it
 through llama.cpp's own quantizer (_gguf_quant.py).
 
 Safety rules: the output appears only when complete (temp file + rename), a
-full disk or an interrupt leaves nothing behind, pickle weights are never
-loaded, and every refusal is one sentence a person can act on (ExportError).
+full disk or an interrupt leaves nothing behind (the temp files a SIGKILL leaves,
+the next export to the same name removes), pickle weights are never loaded, and
+every refusal is one sentence a person can act on (ExportError).
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import math
@@ -209,6 +211,28 @@ def _remove(*paths: Path | None) -> None:
                 log.warning("could not remove %s: %s", p, exc)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Temp files a killed export of the same `out` left (`.<name>.<pid>-<ms>[...].partial`): removed.
+
+    A partial file whose writer still runs (another export to the same name) is left alone.
+    """
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
+        token = path.name[len(out.name) + 2:].split("-", 1)[0]
+        if token.isdigit() and int(token) != os.getpid() and not _pid_alive(int(token)):
+            log.info("removing %s, left by an interrupted export", path.name)
+            _remove(path)
+
+
 #: Written by a fine-tune beside its weights (trainer/after.py): the prompt format it was trained with.
 TEMPLATE_FILE = "medalpaca_template.json"
 
@@ -305,6 +329,7 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
         needed += int(n_weights * _gguf_quant.BYTES_PER_WEIGHT[config.quant])
     _check_space(out, needed + (1 << 20))
 
+    _remove_dead_partials(out)
     token = f"{os.getpid()}-{int(time.time() * 1000) % 100000}"
     final_tmp = out.with_name(f".{out.name}.{token}.partial")
     base_tmp = out.with_name(f".{out.name}.{token}.{direct_type}.partial") if quantized else final_tmp

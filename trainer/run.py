@@ -3,7 +3,9 @@
 Order matters for the user: the config is checked (already, by TrainConfig.load), then
 the data (fails with file+line before any model loads), then the model. Checkpoints are
 written to a staging folder and renamed, so a failed save never replaces the last good
-one; `done` is written only after the final save has been read back.
+one; `done` is written only after the final save has been read back. What a killed
+run left half-written (a staging folder, a temp final, a folder caught between two
+renames) is cleaned up at the start of the next run (clean_leftovers).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verif
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+STAGING = ".staging"  # inside CHECKPOINTS: a checkpoint being written
+FINAL_TMP = f".{FINAL}-tmp"  # inside the run folder: the final model being written
+#: Temp folders of the after-training steps (trainer/after.py): a merge being written, a merge for the GGUF.
+AFTER_TEMPS = (".merged-tmp-*", ".merge-for-gguf-*")
 
 OOM_ADVICE = ("Out of memory. Try a smaller micro_batch_size (gradient accumulation keeps the global batch), "
               "gradient_checkpointing: true, a shorter max_length, or method: qlora.")
@@ -54,7 +60,7 @@ def _make_trainer_class():
 
         def _save_checkpoint(self, model, trial):
             real = super()._get_output_dir(trial)
-            staging = os.path.join(real, ".staging")
+            staging = os.path.join(real, STAGING)
             name = f"checkpoint-{self.state.global_step}"
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -66,10 +72,10 @@ def _make_trainer_class():
                 self._staging = None
             if not self.args.should_save:
                 return
-            src, dst = os.path.join(staging, name), os.path.join(real, name)
-            if os.path.exists(dst):  # the same step saved again (a stop right after a save step)
-                shutil.rmtree(dst)
-            os.replace(src, dst)
+            from trainer.fsutil import replace_folder
+
+            # the same step saved again (a stop right after a save step) replaces the older copy whole
+            replace_folder(Path(staging) / name, Path(real) / name)
             shutil.rmtree(staging, ignore_errors=True)
             rotate_checkpoints(output_dir=real, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
@@ -80,7 +86,7 @@ def _make_trainer_class():
 def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_dict: dict | None = None) -> Path:
     """Write to a temp folder, verify, then rename over `final` (`state_dict`: gathered FSDP weights)."""
     final = run_dir / FINAL
-    tmp = run_dir / f".{FINAL}-tmp"
+    tmp = run_dir / FINAL_TMP
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
@@ -88,6 +94,20 @@ def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_d
     from trainer.fsutil import replace_folder
 
     return replace_folder(tmp, final)
+
+
+def clean_leftovers(run_dir: Path) -> list[str]:
+    """What a killed run left half-written: removed (or, for a folder caught mid-replace, put back).
+
+    Called once at the start of every run, before the last checkpoint is looked for, so a
+    resume never sees a temp folder and the run folder holds no dead copies.
+    """
+    from trainer.fsutil import recover_folders, remove_leftovers
+
+    ckpt_dir = run_dir / CHECKPOINTS
+    after = sorted(p for pattern in AFTER_TEMPS for p in run_dir.glob(pattern) if p.is_dir())
+    return (remove_leftovers(ckpt_dir / STAGING, run_dir / FINAL_TMP, *after)
+            + recover_folders(ckpt_dir) + recover_folders(run_dir))
 
 
 # --------------------------------------------------------------------------- data
@@ -236,6 +256,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
+        for note in clean_leftovers(run_dir):
+            writer.emit(Log(message=f"Cleaned up: {note}"))
     base_dir = resolve_base_model(config, writer.emit)  # checks the base before the libraries load
 
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
