@@ -26,6 +26,7 @@ from bench import results
 from bench.config import BenchConfig, ConfigError
 from bench.questions import Question
 from bench.record import build_record, now_iso
+from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Metric, Progress, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode, RunStatus
 from medalpaca_desktop.core.payloads import Item, parse_payload
@@ -89,6 +90,10 @@ def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | 
     except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
         message = describe_exception(exc)
         kind = getattr(exc, "kind", "error")
+        if is_disk_full(exc, job.run_dir if job.run_dir.is_dir() else None):
+            message = disk_full_message(job.run_dir, "the benchmark's results", then="resume the run (--resume)",
+                                        kept="every question scored so far is kept in items.jsonl")
+            kind = DISK_FULL_KIND
         writer.emit(Error(message=message, kind=kind, detail=traceback.format_exc()[-4000:]))
         job.row.finish(RunStatus.FAILED, error=message)
         writer.emit(Done(ok=False, data={"run_dir": str(job.run_dir)}))

@@ -271,11 +271,24 @@ def _chat_list_note(gguf: Path) -> str:
 # --------------------------------------------------------------------------- the steps
 
 
-def _fail(writer: EventWriter, errors: list[str], step: str, exc: BaseException) -> None:
-    first = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    msg = f"{step} failed ({first}); the trained model in final/ is kept."
+def _fail(writer: EventWriter, errors: list[str], step: str, exc: BaseException,
+          folder: Path | None = None) -> None:
+    """One error event for a failed after-training step; `folder`: where the step was writing."""
+    from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
+
+    kind = "export"
+    if getattr(exc, "kind", None) == DISK_FULL_KIND:  # the GGUF export's own sentence
+        msg = f"{str(exc).rstrip('.')}; the trained model in final/ is kept."
+        kind = DISK_FULL_KIND
+    elif folder is not None and is_disk_full(exc, folder):
+        msg = disk_full_message(folder, f"the {step.lower()} output", kept="the trained model in final/ is kept",
+                                then="run the step again")
+        kind = DISK_FULL_KIND
+    else:
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        msg = f"{step} failed ({first}); the trained model in final/ is kept."
     errors.append(msg)
-    writer.emit(Error(message=msg, kind="export", detail=traceback.format_exc()[-4000:]))
+    writer.emit(Error(message=msg, kind=kind, detail=traceback.format_exc()[-4000:]))
 
 
 def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str | Path, prepared_data: Any,
@@ -309,7 +322,7 @@ def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str 
         out["template_file"] = str(write_template_metadata(final_dir, template, eos))
         out["model_card"] = str(write_model_card(final_dir, config, summary, card_metrics, template, eos))
     except Exception as exc:  # noqa: BLE001
-        _fail(writer, errors, "Writing the model card", exc)
+        _fail(writer, errors, "Writing the model card", exc, final_dir)
         summary, card_metrics = {}, {}
 
     adapter = config.is_adapter_method
@@ -329,7 +342,7 @@ def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str 
                 out["merged"] = str(merged_dir)
                 write_model_card(merged_dir, config, summary, card_metrics, template, eos)
         except Exception as exc:  # noqa: BLE001
-            _fail(writer, errors, "Merging the adapter", exc)
+            _fail(writer, errors, "Merging the adapter", exc, run_dir)
             merged_dir = None
     elif not adapter:
         merged_dir = final_dir

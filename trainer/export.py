@@ -14,7 +14,6 @@ every refusal is one sentence a person can act on (ExportError).
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import logging
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
+from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 
 class ExportError(Exception):
-    """A reason the export cannot run, as one line for the person who asked for it, and its error kind."""
+    """A reason the export cannot run, as one line for the person who asked for it.
+
+    `kind`: "bad_input" (the request cannot work: exit 2) or "disk" (the disk is full: exit 1).
+    """
 
     def __init__(self, message: str, kind: str = "bad_input") -> None:
         super().__init__(message)
@@ -134,8 +137,8 @@ def _check_files(folder: Path, what: str) -> None:
 
 
 def _disk_full(out: Path, needed: int | None = None) -> ExportError:
-    extra = f" (about {format_size(needed)} needed)" if needed else ""
-    return ExportError(f"Not enough disk space in {out.parent} to write the GGUF file{extra}; nothing was written.")
+    kept = "nothing was written" + (f" and the existing {out.name} is unchanged" if out.exists() else "")
+    return ExportError(disk_full_message(out.parent, "the GGUF file", needed=needed, kept=kept), DISK_FULL_KIND)
 
 
 def _stage(events: EventWriter | None, terminal: IO[str] | None, stage: str, message: str = "") -> None:
@@ -349,8 +352,8 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
             try:
                 notes = _gguf_quant.quantize_file(base_tmp, final_tmp, config.quant, on_tensor=on_tensor)
             except _gguf_quant.QuantizeError as exc:
-                if shutil.disk_usage(out.parent).free < (1 << 26):
-                    raise _disk_full(out) from None
+                if is_disk_full(exc) or shutil.disk_usage(out.parent).free < (1 << 26):
+                    raise _disk_full(out, needed) from None
                 raise ExportError(f"{exc}.") from None
             quant_progress.finish()
             fallbacks = sum("falling back" in n for n in notes)
@@ -361,7 +364,7 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
         os.replace(final_tmp, out)
         done = True
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise _disk_full(out, needed) from None
         raise ExportError(f"Could not write {out}: {exc.strerror or exc}.") from None
     finally:
@@ -377,7 +380,7 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
     """`medalpaca export`: JSON-line events on stdout (jsonl) or a progress line on stderr.
 
     An ExportError is one error event (for a person at a terminal: one `medalpaca: error:`
-    line) and exit code 2; SIGINT/SIGTERM stop at once, temp files removed (exit 130).
+    line) and exit code 2 (1 for a full disk); SIGINT/SIGTERM stop at once, temp files removed (exit 130).
     """
     from medalpaca_desktop.core.worker import TerminalWriter, Worker, run_worker
 
@@ -393,7 +396,7 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
         except ExportError as exc:
             worker.emit(Error(message=str(exc), kind=exc.kind))
             worker.emit(Done(ok=False))
-            return ExitCode.BAD_INPUT
+            return ExitCode.FAILED if exc.kind == DISK_FULL_KIND else ExitCode.BAD_INPUT
         except KeyboardInterrupt:
             worker.emit(Error(message="Export stopped; no file was written.", kind="stopped"))
             worker.emit(Done(ok=False, stopped=True))

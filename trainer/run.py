@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
@@ -68,6 +69,10 @@ def _make_trainer_class():
             self._staging = staging
             try:
                 super()._save_checkpoint(model, trial)
+            except BaseException:
+                if self.args.should_save:  # a half-written save (a full disk): give its space back at once
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
             finally:
                 self._staging = None
             if not self.args.should_save:
@@ -88,9 +93,13 @@ def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_d
     final = run_dir / FINAL
     tmp = run_dir / FINAL_TMP
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(str(tmp))
-    verify_saved(tmp, adapter)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
+        tokenizer.save_pretrained(str(tmp))
+        verify_saved(tmp, adapter)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays (and a full disk gets its space back)
+        raise
     from trainer.fsutil import replace_folder
 
     return replace_folder(tmp, final)
@@ -108,6 +117,16 @@ def clean_leftovers(run_dir: Path) -> list[str]:
     after = sorted(p for pattern in AFTER_TEMPS for p in run_dir.glob(pattern) if p.is_dir())
     return (remove_leftovers(ckpt_dir / STAGING, run_dir / FINAL_TMP, *after)
             + recover_folders(ckpt_dir) + recover_folders(run_dir))
+
+
+def disk_full_advice(run_dir: Path) -> str:
+    """What a person reads when the disk filled up during a run: which disk, and what is kept."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = run_dir / CHECKPOINTS
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    kept = f"the last checkpoint {Path(last).name} is intact" if last else "no checkpoint was saved yet"
+    return disk_full_message(run_dir, "the run's files", kept=kept, then="resume the run (--resume)")
 
 
 # --------------------------------------------------------------------------- data
@@ -219,6 +238,9 @@ def run_job(config: TrainConfig, *, resume: bool = False, writer: EventWriter | 
             code = ExitCode.BAD_INPUT
         elif _is_out_of_memory(exc):
             writer.emit(Error(message=OOM_ADVICE, kind="oom", detail=str(exc)[:2000]))
+        elif is_disk_full(exc, run_dir if run_dir.is_dir() else None):
+            writer.emit(Error(message=disk_full_advice(run_dir), kind=DISK_FULL_KIND,
+                              detail=traceback.format_exc()[-4000:]))
         elif _is_data_error(exc):
             writer.emit(Error(message=str(exc), kind="data"))
         else:

@@ -239,8 +239,11 @@ class EventWriter:
                 except (BrokenPipeError, ValueError):  # the reader went away
                     self._stream = None
             if self._log is not None:
-                self._log.write(line)
-                self._log.flush()
+                try:
+                    self._log.write(line)
+                    self._log.flush()
+                except OSError:  # a full disk: the stream still carries the event (and the disk-full error)
+                    pass
         for listener in list(self._listeners):  # outside the lock: a listener may emit a warning
             listener(event)
 

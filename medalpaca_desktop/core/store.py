@@ -2,8 +2,10 @@
 
 WAL mode, foreign keys on, schema version in `PRAGMA user_version` with
 migrations in code (qutebrowser misc/sql.py pattern). Every write is its own
-transaction, committed before the call returns, so a crash (of the app or the
-machine) loses nothing already written and the file always opens cleanly.
+short transaction (BEGIN IMMEDIATE, so a second process waits its turn within the busy
+timeout instead of failing with "database is locked"), committed before the call returns,
+so a crash (of the app or the machine) loses nothing already written and the file always
+opens cleanly. A full disk is a StoreError saying so; the rows written before are intact.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.core import paths
+from medalpaca_desktop.core.disk_full import disk_full_message, is_disk_full
 from medalpaca_desktop.core.jobs import STORED_STATUSES
 
 # Each entry moves the schema from version i to i + 1. Never edit a released one.
@@ -147,6 +150,9 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: How long a write waits for another process's write to finish before giving up.
+BUSY_TIMEOUT_S = 30.0
+
 RUN_STATUSES = tuple(status.value for status in STORED_STATUSES)
 MEMORY_DATABASE = ":memory:"  # a store for this session only, where the database file cannot be used
 
@@ -196,13 +202,16 @@ class Store:
             for suffix in ("-wal", "-shm"):  # left by an older version with the default mode
                 paths.private_file(self.path.with_name(self.path.name + suffix), create=False)
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                         timeout=BUSY_TIMEOUT_S)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise self._disk_full() from exc
             raise StoreError(
                 f"The database {self.path} cannot be opened ({exc}). Move it aside to start a new one; "
                 "the old file is left untouched."
@@ -219,17 +228,29 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _disk_full(self) -> StoreError:
+        return StoreError(disk_full_message(self.path.parent, f"the app database {self.path.name}",
+                                            kept="everything saved before is intact"))
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back if the block raises."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back if the block raises; a full disk is a StoreError."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLITE_FULL may have rolled it back already
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:  # a failed COMMIT leaves the transaction open
+                    self._conn.execute("ROLLBACK")
+                if is_disk_full(exc):
+                    raise self._disk_full() from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -255,6 +276,8 @@ class Store:
         try:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 with self.transaction() as conn:
+                    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= target:
+                        continue  # another process (two workers starting at once) migrated meanwhile
                     for statement in MIGRATIONS[target - 1].split(";"):
                         if statement.strip():
                             conn.execute(statement)

@@ -20,7 +20,6 @@ offers a partial GGUF either.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fnmatch
 import hashlib
 import json
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop import __version__
+from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
@@ -148,8 +148,11 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 @contextlib.contextmanager
 def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = None,
-                repo_type: str = "model") -> Iterator[None]:
-    """Turn huggingface_hub / network / disk exceptions into one DownloadError sentence."""
+                repo_type: str = "model", folder: Path | None = None) -> Iterator[None]:
+    """Turn huggingface_hub / network / disk exceptions into one DownloadError sentence.
+
+    `folder`: where the file is being written, named when the disk is full.
+    """
     from huggingface_hub import errors as hf
 
     what = f"{repo_id}/{filename}" if filename else repo_id
@@ -189,13 +192,19 @@ def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = Non
             "then try again; a partly downloaded file resumes where it stopped.",
             "network", f"{type(exc).__name__}: {exc}") from None
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DownloadError(f"The disk is full while downloading {what}: free some space and try again "
-                                "(the partial file is kept and resumes).", "disk", str(exc)) from None
+        if is_disk_full(exc):
+            raise DownloadError(_disk_full_message(folder, what), DISK_FULL_KIND, str(exc)) from None
         if "Consistency check failed" in str(exc):
             raise DownloadError(f"The transfer of {what} ended early: try again, it resumes where it stopped.",
                                 "network", str(exc)) from None
         raise
+
+
+def _disk_full_message(folder: Path | None, what: str) -> str:
+    kept = "the partly downloaded file is kept and resumes where it stopped"
+    if folder is None:
+        return f"The disk is full while downloading {what}: free some space and try again; {kept}."
+    return disk_full_message(folder, what, kept=kept)
 
 
 def _web_path(repo_id: str, repo_type: str) -> str:
@@ -520,8 +529,7 @@ def _already_there(dest: Path, remote: RemoteFile, manifest: dict[str, Any]) -> 
 def _check_disk_space(dest: Path, needed: int) -> None:
     free = free_space(dest)
     if free is not None and needed > free:
-        raise DownloadError(f"Not enough disk space: the download needs {format_size(needed)} more, and "
-                            f"the disk of {dest} has {format_size(free)} free.", "disk")
+        raise DownloadError(disk_full_message(dest, "the download", needed=needed), DISK_FULL_KIND)
 
 
 def _fetch(listing: RepoListing, remote: RemoteFile, part: Path, progress: ByteProgress, token: str | None) -> None:
@@ -534,7 +542,8 @@ def _fetch(listing: RepoListing, remote: RemoteFile, part: Path, progress: ByteP
     url = hf_hub_url(listing.repo_id, remote.path, revision=listing.commit, endpoint=endpoint,
                      repo_type=None if listing.repo_type == "model" else listing.repo_type)
     headers = build_hf_headers(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-    with _hub_errors(listing.repo_id, listing.revision, remote.path, repo_type=listing.repo_type):
+    with _hub_errors(listing.repo_id, listing.revision, remote.path, repo_type=listing.repo_type,
+                     folder=part.parent):
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, library_name=LIBRARY_NAME,
                                     library_version=__version__)
         expected = meta.size if meta.size is not None else remote.size
@@ -596,6 +605,10 @@ def download(
                             "busy") from None
     try:
         return _download_locked(listing, selected, dest, staging, token, events, terminal)
+    except OSError as exc:  # placing a finished file or writing the manifest
+        if is_disk_full(exc):
+            raise DownloadError(_disk_full_message(dest, listing.repo_id), DISK_FULL_KIND, str(exc)) from None
+        raise
     finally:
         lock.release()
         with contextlib.suppress(OSError):
