@@ -1,4 +1,5 @@
-"""`python -m bench run CONFIG [--resume]`, `rescore RUN_DIR --rule R`, `compare RUN_A RUN_B [--json]`.
+"""`python -m bench run CONFIG [--resume]`, `rescore RUN_DIR --rule R`, `compare RUN_A RUN_B [--json]`,
+`suite --model M --tasks multimedqa,usmle --out DIR`, `table DIR`, `suite-compare DIR MODEL_A MODEL_B`.
 
 The same engine as `medalpaca bench`. With `run`, stdout carries only protocol
 events (JSON lines, also appended to RUN_DIR/events.jsonl) and logs go to
@@ -18,7 +19,7 @@ from typing import Any
 
 from medalpaca_desktop.core.jobs import ExitCode
 
-ACTIONS = ("run", "rescore", "compare")
+ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare")
 
 
 def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitCode:
@@ -127,6 +128,116 @@ def _cmd_compare(args: argparse.Namespace, prog: str) -> ExitCode:
     return ExitCode.OK
 
 
+#: `bench suite` flags -> BenchConfig fields every run of the suite shares.
+SUITE_SETTINGS = ("backend", "quantization", "mode", "prompt_style", "rule", "apply_chat_template", "temperature",
+                  "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size", "limit", "n_ctx", "gpu_layers")
+
+
+def _cmd_suite(args: argparse.Namespace, prog: str) -> ExitCode:
+    from bench.config import PRESETS, ConfigError
+    from bench.suite import plan_suite, run_suite, write_table
+    from medalpaca_desktop.core.worker import TerminalWriter, run_worker
+
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
+    settings.update({k: getattr(args, k) for k in SUITE_SETTINGS if getattr(args, k) is not None})
+    try:
+        plan = plan_suite(args.model, args.tasks, args.out, settings, labels=args.label)
+    except ConfigError as exc:
+        return _fail(prog, str(exc))
+    out = Path(plan.out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(prog, f"out: cannot create {out} ({exc.strerror or exc})")
+    log = out / "suite_events.jsonl"
+    terminal = None if args.jsonl else sys.stderr
+    code = run_worker(lambda worker: run_suite(plan, writer=worker.writer, stop=worker.stop, terminal=terminal,
+                                               resume=args.resume),
+                      name="benchmark suite", log_path=log, writer=None if args.jsonl else TerminalWriter(prog, log))
+    if not args.jsonl and (out / "suite.json").is_file():
+        print(write_table(out).describe())
+        print(f"Results: {out} (suite_table.csv, suite_table.json; one folder per model and task)")
+    return code
+
+
+def _cmd_table(args: argparse.Namespace, prog: str) -> ExitCode:
+    from bench.config import ConfigError
+    from bench.suite import suite_table
+
+    try:
+        table = suite_table(args.out)
+    except ConfigError as exc:
+        return _fail(prog, str(exc))
+    if args.json:
+        print(json.dumps(table.to_dict(), indent=2))
+    elif args.csv:
+        print(table.to_csv(), end="")
+    else:
+        print(table.describe())
+    return ExitCode.OK
+
+
+def _cmd_suite_compare(args: argparse.Namespace, prog: str) -> ExitCode:
+    from bench.config import ConfigError
+    from bench.suite import compare_suite, describe_suite_comparison
+
+    try:
+        data = compare_suite(args.out, args.model_a, args.model_b)
+    except ConfigError as exc:
+        return _fail(prog, str(exc))
+    print(json.dumps(data, indent=2) if args.json else describe_suite_comparison(data))
+    return ExitCode.OK
+
+
+def _add_suite_parsers(sub: Any) -> None:
+    from bench.config import BACKENDS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
+
+    h = BenchConfig.field_help
+    s = sub.add_parser("suite", help="several models x several tasks of the medical suite, one run per pair",
+                       description="Score models on the medical benchmark suite (tasks of resources/"
+                                   "benchmark_tasks.yaml, or groups: multimedqa, usmle, all). Each model x task is "
+                                   "an ordinary run in OUT/MODEL/TASK (resumable on its own); the table goes to "
+                                   "OUT/suite_table.csv and .json. Download the tasks first (Benchmark tab, or "
+                                   "medalpaca download --dataset ...).")
+    s.add_argument("--model", action="append", required=True, help="a .gguf file or HF model folder (repeatable)")
+    s.add_argument("--label", action="append", help="display name per --model, in the same order (repeatable)")
+    s.add_argument("--tasks", required=True, help="comma list of tasks and groups, e.g. multimedqa,usmle")
+    s.add_argument("--out", required=True, help="the suite's folder")
+    s.add_argument("--preset", choices=tuple(PRESETS), help="start from a protocol (other flags override it)")
+    s.add_argument("--backend", choices=BACKENDS, help=h("backend"))
+    s.add_argument("--quantization", choices=QUANTIZATIONS, help=h("quantization"))
+    s.add_argument("--mode", choices=MODES, help=h("mode"))
+    s.add_argument("--prompt-style", dest="prompt_style", choices=PROMPT_STYLES, help=h("prompt_style"))
+    s.add_argument("--rule", choices=RULES, help=h("rule"))
+    s.add_argument("--apply-chat-template", dest="apply_chat_template", action="store_true", default=None,
+                   help=h("apply_chat_template"))
+    s.add_argument("--temperature", type=float, help=h("temperature"))
+    s.add_argument("--top-p", dest="top_p", type=float, help=h("top_p"))
+    s.add_argument("--top-k", dest="top_k", type=int, help=h("top_k"))
+    s.add_argument("--greedy", action="store_true", default=None, help=h("greedy"))
+    s.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
+    s.add_argument("--seed", type=int, help=h("seed"))
+    s.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
+    s.add_argument("--limit", type=int, help=h("limit"))
+    s.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))
+    s.add_argument("--gpu-layers", dest="gpu_layers", type=int, help=h("gpu_layers"))
+    s.add_argument("--resume", action="store_true", help="continue each run where it stopped (automatic when "
+                                                           "a run folder has results)")
+    s.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    s.set_defaults(func=_cmd_suite)
+    t = sub.add_parser("table", help="the models x tasks table of a suite folder")
+    t.add_argument("out", help="the suite's folder")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.add_argument("--csv", action="store_true", help="CSV output")
+    t.set_defaults(func=_cmd_table)
+    c = sub.add_parser("suite-compare", help="paired comparison of two models of a suite, per task and overall")
+    c.add_argument("out", help="the suite's folder")
+    c.add_argument("model_a")
+    c.add_argument("model_b")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=_cmd_suite_compare)
+
+
 def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="MedAlpaca Desktop benchmark engine")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -149,6 +260,7 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     compare.add_argument("run_b")
     compare.add_argument("--json", action="store_true", help="machine-readable output")
     compare.set_defaults(func=_cmd_compare)
+    _add_suite_parsers(sub)
     return parser
 
 

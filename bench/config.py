@@ -44,6 +44,8 @@ class BenchConfig:
     backend: str = _f("auto", "auto: llama.cpp for .gguf files, transformers for folders.", choices=BACKENDS)
     quantization: str = _f("none", "Load a Hugging Face model's weights in 8-bit or 4-bit (bitsandbytes) to save "
                                    "memory (transformers only).", choices=QUANTIZATIONS, group="compute")
+    task: str = _f("", "A task of the medical suite (medqa_4options, medmcqa, pubmedqa, mmlu_anatomy, ..., usmle): "
+                       "its downloaded questions and lm-eval's prompt for it; empty: your own file in data.")
     dataset: str = _f("auto", "Question format: usmle (self-assessment folder: step1.json ...), medqa (MedQA "
                               "JSONL), table (CSV/TSV/JSONL with a column mapping), hf (saved Hugging Face "
                               "dataset); auto detects it.", choices=DATASETS)
@@ -97,7 +99,7 @@ class BenchConfig:
         return int(store.ensure_eval_run(
             name=self.display_label, run_dir=str(Path(self.out).expanduser().resolve()),
             model_path=str(Path(self.model).expanduser().resolve()), model_label=self.display_label,
-            scoring=self.mode, dataset=str(Path(self.data).expanduser().resolve()), config=self.to_dict()))
+            scoring=self.mode, dataset=str(Path(self.data_path()).expanduser().resolve()), config=self.to_dict()))
 
     @property
     def display_label(self) -> str:
@@ -118,8 +120,15 @@ class BenchConfig:
         check_all_limits(self)
         if not self.model:
             raise ConfigError("model: give a .gguf file or a Hugging Face model folder")
-        if not self.data:
-            raise ConfigError("data: give the questions (a USMLE folder, a MedQA .jsonl file or a table)")
+        if self.task:
+            from bench.tasks import TaskError, get_task
+
+            try:
+                get_task(self.task)
+            except TaskError as exc:
+                raise ConfigError(f"task: {exc}") from None
+        elif not self.data:
+            raise ConfigError("data: give the questions (a USMLE folder, a MedQA .jsonl file or a table), or a task")
         if not self.out:
             raise ConfigError("out: give the folder the run is written to")
         if self.resolved_backend() == "llamacpp":
@@ -140,6 +149,20 @@ class BenchConfig:
             if out.exists() and not out.is_dir():
                 raise ConfigError(f"out: {self.out} is a file, not a folder")
         return self
+
+    def task_spec(self) -> Any:
+        """The suite task (bench.tasks.TaskSpec) this run scores, or None for the user's own file."""
+        if not self.task:
+            return None
+        from bench.tasks import get_task
+
+        return get_task(self.task)
+
+    def data_path(self) -> str:
+        """Where the questions are read from: `data`, else the task's download folder."""
+        if self.data or not self.task:
+            return self.data
+        return str(self.task_spec().folder())
 
     def sampling(self) -> dict[str, Any]:
         """The sampling settings as recorded (generate mode)."""
@@ -240,7 +263,7 @@ def bench_command(config_path: str | Path, *, resume: bool = False, python: str 
 #: config field -> CLI flag of `medalpaca bench` (the flags whose value differs from the default are shown).
 CLI_FLAGS: dict[str, str] = {
     "model": "--model", "adapter": "--adapter", "backend": "--backend", "quantization": "--quantization",
-    "dataset": "--dataset", "data": "--data", "skip_malformed": "--skip-malformed", "mode": "--mode",
+    "task": "--task", "dataset": "--dataset", "data": "--data", "skip_malformed": "--skip-malformed", "mode": "--mode",
     "prompt_style": "--prompt-style", "rule": "--rule", "apply_chat_template": "--apply-chat-template",
     "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "greedy": "--greedy",
     "max_new_tokens": "--max-new-tokens", "seed": "--seed", "batch_size": "--batch-size", "limit": "--limit",

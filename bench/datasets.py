@@ -125,6 +125,8 @@ class LoadedDataset:
     sha256: str = ""
     exclusion_source: str = ""
     """Where the image-question lists came from (usmle only): the folder's file or the shipped lists."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """A suite task's origin: repo_id, revision, commit and each file's hub checksum (the download's manifest)."""
 
     def counts(self) -> dict[str, int]:
         """Questions per Step after exclusion, in first-seen order (no entry for an unknown step), plus "all"."""
@@ -537,7 +539,8 @@ def _load_hf(path: Path, mapping: dict[str, str], collector: _Collector) -> list
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def _sha256(files: list[Path], root: Path) -> str:
+def files_sha256(files: list[Path], root: Path) -> str:
+    """One hash over the files (and their names relative to `root`): what the run record names as the data."""
     digest = hashlib.sha256()
     for file in sorted(files):
         if len(files) > 1 or file != root:
@@ -589,4 +592,5 @@ def load_dataset(path: str | Path, kind: str = "auto", *, mapping: dict[str, str
     if limit is not None and limit > 0:
         questions = questions[:limit]
     return LoadedDataset(kind=kind, path=str(path), questions=questions, excluded=excluded,
-                         problems=collector.problems, sha256=_sha256(files, root), exclusion_source=exclusion_source)
+                         problems=collector.problems, sha256=files_sha256(files, root),
+                         exclusion_source=exclusion_source)

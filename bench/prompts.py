@@ -10,6 +10,10 @@ lm-eval (lm-evaluation-harness, task medqa_4options): "Question: {q}\\nA. {a}\\n
 context and continuation with its target delimiter, a space); acc_norm divides a
 choice's log-likelihood by the choice's length in characters (the letter: 1).
 
+A task of the medical suite (bench/tasks.py) brings its own lm-eval prompt (MedMCQA's
+"Choices:" line, PubMedQA's abstract and yes/no/maybe continuations, MMLU's description);
+without one, the medqa_4options prompt above is used.
+
 Either can be wrapped in the model's own chat template (`apply_chat_template`),
 rendered the way core.prompts renders chat prompts.
 """
@@ -17,10 +21,14 @@ rendered the way core.prompts renders chat prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bench.questions import Question
 from medalpaca_desktop.core.chat_protocol import ChatMessage
 from medalpaca_desktop.core.prompts import ModelPromptInfo, medalpaca_template, render_prompt
+
+if TYPE_CHECKING:
+    from bench.tasks import TaskSpec
 
 INSTRUCTION = "Answer the multiple choice question correctly and truthfully."
 LMEVAL_DELIMITER = " "  # lm-eval's target_delimiter for multiple_choice tasks
@@ -51,27 +59,34 @@ def lmeval_text(q: Question) -> str:
     return f"Question: {q.question}\n{options}Answer:"
 
 
-def build_prompt(q: Question, mode: str, style: str, chat: ModelPromptInfo | None = None) -> BenchPrompt:
-    """The prompt for one question; `chat` (the loaded model's template facts) wraps it in a chat template."""
+def build_prompt(q: Question, mode: str, style: str, chat: ModelPromptInfo | None = None,
+                 task: TaskSpec | None = None) -> BenchPrompt:
+    """The prompt for one question; `chat` (the loaded model's template facts) wraps it in a chat template;
+    `task` (a suite task) brings its own lm-eval prompt and continuations."""
     if style == "medalpaca":
         tpl = medalpaca_template()
+        body = task.medalpaca_input(q) if task is not None else medalpaca_input(q)
         if chat is None:
-            prompt = BenchPrompt(tpl.prompt(INSTRUCTION, medalpaca_input(q)), "medalpaca",
-                                 stop=[tpl.answer_cut])
+            prompt = BenchPrompt(tpl.prompt(INSTRUCTION, body), "medalpaca", stop=[tpl.answer_cut])
         else:
-            prompt = _chat(f"{INSTRUCTION}\n\n{medalpaca_input(q)}", chat)
+            prompt = _chat(f"{INSTRUCTION}\n\n{body}", chat)
         delimiter = ""  # the answer follows "### Response:\n" (or the chat template's assistant header)
     elif style == "lm-eval":
+        text = task.lmeval_text(q) if task is not None else lmeval_text(q)
         if chat is None:
-            prompt = BenchPrompt(lmeval_text(q), "lm-eval", stop=list(LMEVAL_STOP))
+            prompt = BenchPrompt(text, "lm-eval", stop=list(LMEVAL_STOP))
         else:
-            prompt = _chat(lmeval_text(q), chat)
+            prompt = _chat(text, chat)
         delimiter = LMEVAL_DELIMITER
     else:
         raise ValueError(f"unknown prompt style {style!r}")
     if mode == "loglikelihood":
-        prompt.choices = {letter: letter for letter in q.options}
-        prompt.continuations = {letter: delimiter + letter for letter in q.options}
+        if task is not None:
+            prompt.choices = task.choice_texts(q)
+            prompt.continuations = task.continuations(q, delimiter)
+        else:
+            prompt.choices = {letter: letter for letter in q.options}
+            prompt.continuations = {letter: delimiter + letter for letter in q.options}
         if not prompt.add_special and chat is not None and chat.bos_token and prompt.text.startswith(chat.bos_token):
             # The scorers add the tokenizer's own BOS, as lm-eval does: keep it from appearing twice.
             prompt.text = prompt.text[len(chat.bos_token):]

@@ -35,7 +35,7 @@ from medalpaca_desktop.core.run_rows import RunRow
 from medalpaca_desktop.core.worker import describe_exception
 
 #: Fields whose change makes saved items incomparable: a resumed run must keep them.
-RESULT_FIELDS = ("model", "adapter", "quantization", "dataset", "data", "mapping", "mode", "prompt_style",
+RESULT_FIELDS = ("model", "adapter", "quantization", "task", "dataset", "data", "mapping", "mode", "prompt_style",
                  "apply_chat_template", "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed")
 
 
@@ -70,13 +70,44 @@ class EvalProgress(ProgressReporter):
                         eta_s=eta, message=message, extra=dict(self.extra))
 
 
+class ModelCache:
+    """The last model a benchmark loaded, kept for the next run on the same model (a suite's tasks).
+
+    The owner closes it when the last run is done; a run never unloads a cached model itself.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.backend: Any = None
+        self.loaded: Any = None
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        return (self.backend, self.loaded) if self.key == key and self.backend is not None else None
+
+    def put(self, key: tuple[Any, ...], backend: Any, loaded: Any) -> None:
+        if self.backend is not None and self.backend is not backend:
+            self.close()
+        self.key, self.backend, self.loaded = key, backend, loaded
+
+    def close(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.unload()
+            except Exception:  # noqa: BLE001 - unloading is best effort at the end
+                pass
+        self.key, self.backend, self.loaded = None, None, None
+
+
 def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | None = None,
             stop: threading.Event | None = None, terminal: IO[str] | None = None,
-            record_in_store: bool = True) -> ExitCode:
-    """Run one benchmark; every outcome ends with a `done` event. Returns the exit code."""
+            record_in_store: bool = True, models: ModelCache | None = None) -> ExitCode:
+    """Run one benchmark; every outcome ends with a `done` event. Returns the exit code.
+
+    `models`: keep the loaded model there (and take it from there) instead of loading and unloading it.
+    """
     writer = writer or EventWriter(None)
     stop = stop or threading.Event()
-    job = _Job(config, writer, stop, terminal, record_in_store)
+    job = _Job(config, writer, stop, terminal, record_in_store, models)
     try:
         return job.run(resume)
     except BadInput as exc:
@@ -104,8 +135,9 @@ def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | 
 
 class _Job:
     def __init__(self, config: BenchConfig, writer: EventWriter, stop: threading.Event,
-                 terminal: IO[str] | None, record_in_store: bool) -> None:
+                 terminal: IO[str] | None, record_in_store: bool, models: ModelCache | None = None) -> None:
         self.config = config
+        self.models = models
         self.run_dir = Path(config.out).expanduser() if config.out else Path(".")
         self.writer = writer
         self.stop = stop
@@ -201,12 +233,17 @@ class _Job:
 
     def _load_questions(self) -> Any:
         from bench.datasets import DatasetError, load_dataset
+        from bench.tasks import TaskError, load_task
 
         config = self.config
         try:
-            dataset = load_dataset(config.data, config.dataset, mapping=config.mapping or None,
-                                   skip_malformed=config.skip_malformed, limit=config.limit or None)
-        except DatasetError as exc:
+            spec = config.task_spec()
+            if spec is not None:
+                dataset = load_task(spec, config.data or None, limit=config.limit or None)
+            else:
+                dataset = load_dataset(config.data, config.dataset, mapping=config.mapping or None,
+                                       skip_malformed=config.skip_malformed, limit=config.limit or None)
+        except (DatasetError, TaskError) as exc:
             raise BadInput(str(exc), "dataset") from None
         ids = [q.id for q in dataset.questions]
         if len(set(ids)) != len(ids):
@@ -237,6 +274,12 @@ class _Job:
         spec = LoadSpec(model=str(Path(config.model).expanduser()), backend=config.resolved_backend(),
                         adapter=str(Path(config.adapter).expanduser()) if config.adapter else None,
                         load_in=config.quantization, n_ctx=config.n_ctx, n_gpu_layers=config.gpu_layers)
+        key = (spec.model, spec.backend, spec.adapter, spec.load_in, spec.n_ctx, spec.n_gpu_layers)
+        cached = self.models.get(key) if self.models is not None else None
+        if cached is not None:
+            self.backend, loaded = cached
+            self.writer.emit(Log(message=f"Using {loaded.path}, already loaded ({loaded.backend}, {loaded.device})"))
+            return loaded
 
         def progress(message: str, fraction: float | None) -> None:
             self.writer.emit(Progress(stage="load", current=fraction or 0.0, total=1.0, message=message))
@@ -258,6 +301,8 @@ class _Job:
             self.writer.emit(Warning(message=note))
         self.writer.emit(Log(message=f"Loaded {loaded.path} ({loaded.backend}, {loaded.device}, context "
                                      f"{loaded.context_length})"))
+        if self.models is not None:
+            self.models.put(key, self.backend, loaded)
         return loaded
 
     def _prompt_info(self, loaded: Any) -> Any:
@@ -274,7 +319,8 @@ class _Job:
             return self.config.prompt_style, None
         if prompt_info is None:
             return "chat", None
-        prompt = build_prompt(questions[0], self.config.mode, self.config.prompt_style, prompt_info)
+        prompt = build_prompt(questions[0], self.config.mode, self.config.prompt_style, prompt_info,
+                              self.config.task_spec())
         return prompt.template, prompt.chat_fallback
 
     # ------------------------------------------------------------------ scoring
@@ -388,7 +434,7 @@ class _Job:
         self.row.call(lambda store, run_id: store_item(store, run_id, item))
 
     def close(self) -> None:
-        if self.backend is not None:
+        if self.backend is not None and (self.models is None or self.models.backend is not self.backend):
             try:
                 self.backend.unload()
             except Exception:  # noqa: BLE001

@@ -52,10 +52,11 @@ def generate_items(backend: Backend, questions: list[tuple[int, Question]], conf
     does not fit the context is an item with `error` that is never generated.
     """
     started = time.perf_counter()
+    task = config.task_spec()
     items: list[dict[str, Any] | None] = []
     asked: list[tuple[int, Question, list[int], SamplingSettings]] = []
     for position, q in questions:
-        prompt = build_prompt(q, "generate", config.prompt_style, prompt_info)
+        prompt = build_prompt(q, "generate", config.prompt_style, prompt_info, task)
         item = base_item(q, prompt.text)
         sampling = sampling_for(config, position, prompt.stop)
         item.update(pred_paper=None, pred_lenient=None, seed=sampling.seed)
@@ -101,7 +102,8 @@ def loglikelihood_items(backend: Backend, questions: list[Question], config: Ben
     """
     from medalpaca_desktop.inference.base import InferenceError
 
-    prompts = [build_prompt(q, "loglikelihood", config.prompt_style, prompt_info) for q in questions]
+    task = config.task_spec()
+    prompts = [build_prompt(q, "loglikelihood", config.prompt_style, prompt_info, task) for q in questions]
     requests = [(p.text, list(p.continuations.values())) for p in prompts]
     started = time.perf_counter()
     try:

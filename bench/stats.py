@@ -158,6 +158,22 @@ def bootstrap_difference(a: list[bool], b: list[bool], n_resamples: int = 10000,
     return diff, _percentile(draws, 2.5), _percentile(draws, 97.5)
 
 
+def bootstrap_average_difference(pairs: dict[str, tuple[list[bool], list[bool]]], n_resamples: int = 2000,
+                                 seed: int = 0) -> tuple[float, float, float]:
+    """(mean over tasks of acc_a - acc_b, 2.5th, 97.5th percentile), resampling questions within each task."""
+    tasks = [t for t, (a, _) in pairs.items() if a]
+    if not tasks:
+        return 0.0, 0.0, 0.0
+    deltas = {t: [int(x) - int(y) for x, y in zip(*pairs[t], strict=True)] for t in tasks}
+    diff = sum(sum(d) / len(d) for d in deltas.values()) / len(tasks)
+    if not any(any(d) for d in deltas.values()):
+        return diff, diff, diff
+    rng = random.Random(seed)
+    draws = sorted(sum(sum(rng.choices(d, k=len(d))) / len(d) for d in deltas.values()) / len(tasks)
+                   for _ in range(max(1, n_resamples)))
+    return diff, _percentile(draws, 2.5), _percentile(draws, 97.5)
+
+
 @dataclass
 class Comparison:
     """Run A against run B on the questions both scored (paired by id)."""

@@ -237,13 +237,16 @@ def _add_bench_parser(sub) -> None:
                     "or the Open Medical-LLM Leaderboard's (--mode loglikelihood --prompt-style lm-eval). "
                     "Results go to --out: summary.json, items.jsonl, items.csv. Also: `medalpaca bench run "
                     "CONFIG [--resume]`, `medalpaca bench rescore RUN_DIR --rule paper|lenient`, "
-                    "`medalpaca bench compare RUN_A RUN_B [--json]`.")
+                    "`medalpaca bench compare RUN_A RUN_B [--json]`, `medalpaca bench suite --model M --tasks "
+                    "multimedqa,usmle --out DIR` (the medical suite), `medalpaca bench table DIR`, "
+                    "`medalpaca bench suite-compare DIR MODEL_A MODEL_B`.")
     b.add_argument("--model", required=True, help=h("model"))
     b.add_argument("--adapter", help=h("adapter"))
     b.add_argument("--backend", choices=BACKENDS, help=h("backend"))
     b.add_argument("--quantization", choices=QUANTIZATIONS, help=h("quantization"))
+    b.add_argument("--task", help=h("task"))
     b.add_argument("--dataset", choices=DATASETS, help=h("dataset"))
-    b.add_argument("--data", required=True, help=h("data"))
+    b.add_argument("--data", help=h("data"))
     b.add_argument("--map", action="append", metavar="FIELD=COLUMN", help="table column mapping (repeatable), "
                    "e.g. --map question=stem --map answer=key")
     b.add_argument("--skip-malformed", action="store_true", default=None, help=h("skip_malformed"))
@@ -271,7 +274,7 @@ def _add_bench_parser(sub) -> None:
     b.set_defaults(func=_cmd_bench)
 
 
-BENCH_ACTIONS = ("run", "rescore", "compare")
+BENCH_ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

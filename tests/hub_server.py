@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".model", ".pt", ".pth")
+LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".model", ".pt", ".pth", ".parquet")
 API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
 RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 DATASET_RESOLVE_RE = re.compile(r"^/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
@@ -47,6 +47,7 @@ class HubRepo:
     commit: str = ""
     gated: bool = False
     license: str = "apache-2.0"
+    refs: tuple[str, ...] = ("main",)  # branch names it answers to, e.g. "refs/convert/parquet"
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -97,9 +98,10 @@ class HubServer:
         self.repos[repo_id] = repo
         return repo
 
-    def add_dataset(self, repo_id: str, files: dict[str, bytes], gated: bool = False) -> HubRepo:
-        """A dataset repo, served under /api/datasets/ and /datasets/.../resolve/."""
-        repo = HubRepo(repo_id, dict(files), gated=gated)
+    def add_dataset(self, repo_id: str, files: dict[str, bytes], gated: bool = False,
+                    refs: tuple[str, ...] = ("main",)) -> HubRepo:
+        """A dataset repo, served under /api/datasets/ and /datasets/.../resolve/ at the branches `refs`."""
+        repo = HubRepo(repo_id, dict(files), gated=gated, refs=refs)
         self.datasets[repo_id] = repo
         return repo
 
@@ -172,11 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _record(self) -> str:
-        path = unquote(urlparse(self.path).path)
+        """The request's path as sent (a revision like refs%2Fconvert%2Fparquet stays one segment)."""
+        raw = urlparse(self.path).path
         with self.hub._lock:
-            self.hub.requests.append(RequestRecord(self.command, path, self.headers.get("Range"),
+            self.hub.requests.append(RequestRecord(self.command, unquote(raw), self.headers.get("Range"),
                                                    {k: v for k, v in self.headers.items()}))
-        return path
+        return raw
 
     def _error(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": message}).encode()
@@ -194,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             self._error(404, "RepoNotFound", "Repository not found")
             return None
-        if rev not in (None, "main", repo.commit):
+        if rev not in (None, repo.commit, *repo.refs):
             self._error(404, "RevisionNotFound", "Invalid rev id: " + str(rev))
             return None
         return repo
@@ -203,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._record()
         api = API_RE.match(path)
         if api:
-            repo = self._repo(api["repo"], unquote(api["rev"]) if api["rev"] else None,
+            repo = self._repo(unquote(api["repo"]), unquote(api["rev"]) if api["rev"] else None,
                               dataset=api["kind"] == "datasets")
             if repo is not None:
                 self._send_json({
@@ -233,13 +236,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not match:
             self._error(404, "EntryNotFound", "Not found")
             return
-        repo = self._repo(match["repo"], match["rev"], dataset=dataset)
+        repo = self._repo(unquote(match["repo"]), unquote(match["rev"]), dataset=dataset)
         if repo is None:
             return
         if repo.gated:
             self._error(401, "GatedRepo", "Access to this model is restricted: you must accept its terms")
             return
-        name = match["path"]
+        name = unquote(match["path"])
         if name not in repo.files:
             self._error(404, "EntryNotFound", f"{name} does not exist")
             return

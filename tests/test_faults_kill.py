@@ -457,7 +457,7 @@ def test_chat_host_killed_at_random_moments_keeps_every_committed_message(qtbot,
 
     points = [("while the model loads", None), (f"{(n := rng.randint(2, 12))} tokens in", tokens_then(n)),
               ("a random delay into an answer", delay_then(rng.uniform(0.0, 0.5)))]
-    hits = 0
+    hits = late = 0
     for i, (what, condition) in enumerate(points):
         seen.text.clear()
         assert session.send(conv, f"Question {i}: write a long essay about the history of medicine.", model,
@@ -467,25 +467,28 @@ def test_chat_host_killed_at_random_moments_keeps_every_committed_message(qtbot,
             if session.answer is None:  # the answer ended before this point came: nothing to kill
                 assert conv.visible[-1].meta["status"] == STATUS_DONE, what
                 continue
-        hits += 1
         pid = session.host.pid()
         assert pid, what
         os.kill(pid, signal.SIGKILL)
         wait(qtbot, session)
         answer = conv.visible[-1]
         print(f"chat host killed {what}: {len(answer.content)} characters kept")
-        assert answer.meta["status"] == (STATUS_FAILED if condition is None else STATUS_INTERRUPTED), what
-        assert condition is None or answer.content, what  # the partial answer is kept
-        assert seen.errors()[-1][1], what  # a reload is offered
+        if condition is not None and answer.meta["status"] == STATUS_DONE:
+            late += 1  # the answer ended between the check and the kill: it is whole, and saved as done
+        else:
+            hits += 1
+            assert answer.meta["status"] == (STATUS_FAILED if condition is None else STATUS_INTERRUPTED), what
+            assert condition is None or answer.content, what  # the partial answer is kept
+            assert seen.errors()[-1][1], what  # a reload is offered
         session.load_model(model)  # a new host
         qtbot.waitUntil(lambda: session.host.state == HostState.READY, timeout=ms)
         assert session.send(conv, f"Answer {i} in one word.", model, settings(max_tokens=6))
         wait(qtbot, session)
         assert conv.visible[-1].meta["status"] == STATUS_DONE and conv.visible[-1].content, what
-    assert hits >= 2
+    assert hits >= 1 and hits + late >= 2
 
     shown = [(e.role, e.content, e.meta.get("status")) for e in conv.visible]
-    assert len(shown) == 4 * hits + 2 * (len(points) - hits)
+    assert len(shown) == 4 * (hits + late) + 2 * (len(points) - hits - late)
     with Store(paths.database_path()) as fresh:  # what a restarted app would read
         (chat,) = fresh.list_chats()
         saved = [(m.role, m.content, m.meta.get("status")) for m in fresh.messages(chat.id)]
