@@ -453,3 +453,42 @@ def test_sentencepiece_model_with_bos_is_faithful(tiny_llama_sp_dir):
     direct = sum(float(logp[j - 1, whole[j]]) for j in range(len(ctx), len(whole)))
     assert scores[0] == pytest.approx(direct, abs=1e-4)
     backend.unload()
+
+
+# ---------------------------------------------------------------- batching by a token budget
+
+
+def test_token_budget_fits_the_free_gpu_memory_and_stays_4096_on_a_cpu(tiny):
+    from medalpaca_desktop.inference import hf_score
+
+    assert hf_score.token_budget(tiny._model, "cpu") == hf_score.TOKENS_PER_BATCH
+    # a 7B LLaMA layout (hidden 4,096, intermediate 11,008, fp16) with 60 GB free: ~156 k tokens per pass
+    assert hf_score.budget_for_memory(60 * 10**9, 4096, 11008, 2) == 156_250
+    assert hf_score.budget_for_memory(10**6, 4096, 11008, 2) == hf_score.TOKENS_PER_BATCH  # never below
+    assert hf_score.budget_for_memory(10**15, 4096, 11008, 2) == hf_score.MAX_TOKENS_PER_BATCH
+
+
+def test_a_pass_that_runs_out_of_memory_is_split_and_gives_the_same_numbers(tiny, monkeypatch):
+    from medalpaca_desktop.inference import hf_score
+
+    ids = [tiny.tok_encode(f"Question {i}: which organ makes insulin? " * (1 + i % 3) + "Answer:") for i in range(7)]
+    letters = [tiny.tok_encode(" A")[-1:], tiny.tok_encode(" B")[-1:]]
+    requests = [(ctx, letters) for ctx in ids]
+    whole = hf_score.score_requests(tiny._model, tiny._tokenizer, requests, 512, "cpu", lambda: False, max_rows=8)
+    model = tiny._model
+    real_forward = model.forward
+    refused: list[int] = []
+    ran: list[int] = []
+
+    def forward(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        if rows > 2:
+            refused.append(rows)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        ran.append(rows)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    split = hf_score.score_requests(model, tiny._tokenizer, requests, 512, "cpu", lambda: False, max_rows=8)
+    assert refused[0] == 7 and sum(ran) == 7  # every question scored once, in passes that fit
+    assert [v for row in split for v in row] == pytest.approx([v for row in whole for v in row], abs=1e-4)

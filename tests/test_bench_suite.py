@@ -83,7 +83,8 @@ def test_suite_runs_tables_compares_and_resumes(home, tiny_gguf, tiny_long, tmp_
     assert csv_lines[0].startswith("model,task,accuracy") and len(csv_lines) == 1 + 2 * (len(SIZES) + 1)
 
     # one model load per model: the second and third task reuse it
-    logs = [json.loads(line) for task in SIZES for line in (out / "tiny" / task / "events.jsonl").read_text().splitlines()]
+    logs = [json.loads(line) for task in SIZES
+            for line in (out / "tiny" / task / "events.jsonl").read_text().splitlines()]
     messages = [e.get("message", "") for e in logs if e["type"] == "log"]
     assert sum(m.startswith("Loaded ") for m in messages) == 1
     assert sum("already loaded" in m for m in messages) == 2

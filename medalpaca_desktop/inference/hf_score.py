@@ -13,7 +13,32 @@ from typing import Any
 
 from medalpaca_desktop.inference.base import EncodedRequest, InferenceError, ScoreDetail
 
-TOKENS_PER_BATCH = 4096  # padded tokens per forward pass: bounded memory, still batched
+TOKENS_PER_BATCH = 4096  # padded tokens per forward pass on a CPU: bounded memory, still batched
+MAX_TOKENS_PER_BATCH = 1 << 20
+GPU_MEMORY_SHARE = 0.4  # of the free GPU memory, for one forward pass's activations
+
+
+def token_budget(model: Any, device: Any) -> int:
+    """Padded tokens one forward pass may hold: 4,096 on a CPU (compute-bound: wider batches gain
+    nothing), on a GPU what fits in a share of the free memory. Why: at 4,096 tokens a GPU runs
+    half-empty batches of 16 MedQA questions; the activations of one layer at a time (inference
+    mode keeps no graph) cost about (4 x hidden + 2 x intermediate) values per token."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return TOKENS_PER_BATCH
+    free, _total = torch.cuda.mem_get_info(dev)
+    config = getattr(model, "config", None)
+    hidden = int(getattr(config, "hidden_size", 4096) or 4096)
+    inter = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    return budget_for_memory(free, hidden, inter, torch.finfo(getattr(model, "dtype", torch.float16)).bits // 8)
+
+
+def budget_for_memory(free_bytes: int, hidden: int, intermediate: int, item_bytes: int) -> int:
+    """Tokens whose one-layer activations fit in GPU_MEMORY_SHARE of `free_bytes` (4,096 at least)."""
+    per_token = (4 * hidden + 2 * intermediate) * item_bytes * 2  # x2: temporaries beside inputs and outputs
+    return max(TOKENS_PER_BATCH, min(MAX_TOKENS_PER_BATCH, int(free_bytes * GPU_MEMORY_SHARE / per_token)))
 
 
 def leading_special_ids(tokenizer: Any) -> list[int]:
@@ -92,7 +117,8 @@ MAX_ROWS = 32
 
 
 def score_requests(model: Any, tokenizer: Any, requests: list[EncodedRequest], max_length: int,
-                   device: Any, should_stop: Callable[[], bool], max_rows: int = MAX_ROWS) -> list[list[float]]:
+                   device: Any, should_stop: Callable[[], bool], max_rows: int = MAX_ROWS,
+                   budget: int | None = None) -> list[list[float]]:
     """`score_continuations`' sums for many encoded requests, each prefix computed once.
 
     Why: a multiple-choice question's options share one long prompt. When every
@@ -102,9 +128,12 @@ def score_requests(model: Any, tokenizer: Any, requests: list[EncodedRequest], m
     longest first). Longer continuations reuse the prompt's KV cache: the prompt
     runs once, then all continuations run as one batch on copies of its cache.
     The numbers are lm-eval's (same truncation as `score_continuations`).
+    `budget`: padded tokens per pass (default `token_budget`); a pass that runs out of
+    memory anyway is split in two and retried.
     """
     import torch
 
+    budget = budget or token_budget(model, device)
     encoded = [_truncate(request, max_length) for request in requests]
     results: list[list[float]] = [[0.0] * len(conts) for _, conts in encoded]
     single = [i for i, (_, conts) in enumerate(encoded) if conts and all(len(c) == 1 for c in conts)]
@@ -114,27 +143,27 @@ def score_requests(model: Any, tokenizer: Any, requests: list[EncodedRequest], m
     groups: list[list[int]] = []
     for i in order:  # longest first: the first row of a group sets its width
         if groups and len(groups[-1]) < max_rows and \
-                len(encoded[groups[-1][0]][0]) * (len(groups[-1]) + 1) <= TOKENS_PER_BATCH:
+                len(encoded[groups[-1][0]][0]) * (len(groups[-1]) + 1) <= budget:
             groups[-1].append(i)
         else:
             groups.append([i])
-    for group in groups:
+    pending = list(reversed(groups))
+    while pending:
+        group = pending.pop()
         if should_stop():
             raise InferenceError("Scoring was stopped.", "stopped")
-        rows = [encoded[i][0] for i in group]
-        input_ids = torch.full((len(rows), len(rows[0])), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for r, row in enumerate(rows):
-            input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[r, :len(row)] = 1
-        last = [len(row) - 1 for row in rows]
-        keep = sorted(set(last))
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           logits_to_keep=torch.tensor(keep, dtype=torch.long, device=device),
-                           use_cache=False).logits  # [rows, len(keep), vocab]
-        picked = logits[torch.arange(len(rows)), torch.tensor([keep.index(p) for p in last])]
-        logprobs = torch.log_softmax(picked.float(), dim=-1)
+        try:
+            logprobs = _last_position_logprobs(model, [encoded[i][0] for i in group], pad_id, device)
+        except Exception as exc:
+            from medalpaca_desktop.inference.hf_load import is_oom
+
+            if len(group) < 2 or not is_oom(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(group) // 2
+            pending += [group[half:], group[:half]]  # the first half next
+            continue
         for r, i in enumerate(group):
             targets = torch.tensor([c[0] for c in encoded[i][1]], dtype=torch.long, device=logprobs.device)
             results[i] = [float(v) for v in logprobs[r].gather(0, targets)]
@@ -143,6 +172,25 @@ def score_requests(model: Any, tokenizer: Any, requests: list[EncodedRequest], m
             raise InferenceError("Scoring was stopped.", "stopped")
         results[i] = _score_on_shared_prefix(model, encoded[i][0], encoded[i][1], pad_id, device)
     return results
+
+
+def _last_position_logprobs(model: Any, rows: list[list[int]], pad_id: int, device: Any) -> Any:
+    """log-softmax at each row's last token (rows right-padded to the first, longest, row)."""
+    import torch
+
+    input_ids = torch.full((len(rows), len(rows[0])), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for r, row in enumerate(rows):
+        input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, :len(row)] = 1
+    last = [len(row) - 1 for row in rows]
+    keep = sorted(set(last))
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       logits_to_keep=torch.tensor(keep, dtype=torch.long, device=device),
+                       use_cache=False).logits  # [rows, len(keep), vocab]
+    picked = logits[torch.arange(len(rows)), torch.tensor([keep.index(p) for p in last])]
+    return torch.log_softmax(picked.float(), dim=-1)
 
 
 def _score_on_shared_prefix(model: Any, ctx: list[int], conts: list[list[int]], pad_id: int,
