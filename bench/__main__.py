@@ -1,5 +1,6 @@
 """`python -m bench run CONFIG [--resume]`, `rescore RUN_DIR --rule R`, `compare RUN_A RUN_B [--json]`,
-`suite --model M --tasks multimedqa,usmle --out DIR`, `table DIR`, `suite-compare DIR MODEL_A MODEL_B`.
+`suite --model M --tasks multimedqa,usmle --out DIR`, `table DIR`, `suite-compare DIR MODEL_A MODEL_B`,
+`contamination RUN_DIR --against TRAIN_FILE [--meadow KEY] [--ngram 13] [--json]`.
 
 The same engine as `medalpaca bench`. With `run`, stdout carries only protocol
 events (JSON lines, also appended to RUN_DIR/events.jsonl) and logs go to
@@ -19,7 +20,7 @@ from typing import Any
 
 from medalpaca_desktop.core.jobs import ExitCode
 
-ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare")
+ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare", "contamination")
 
 
 def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitCode:
@@ -189,6 +190,67 @@ def _cmd_suite_compare(args: argparse.Namespace, prog: str) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_contamination(args: argparse.Namespace, prog: str) -> ExitCode:
+    from bench.contamination import ContaminationError, check_run, check_suite, describe, is_suite, resolve_sources
+    from medalpaca_desktop.core.progress import ProgressReporter
+
+    reporter = ProgressReporter("Reading training data", None, "records", terminal=sys.stderr, min_interval=0.5)
+    shown: list[bool] = []  # a progress line is on the terminal
+
+    def progress(done: int, total: int | None) -> None:
+        reporter.total = total
+        reporter.update(done)
+        shown[:] = [True]
+
+    try:
+        sources = resolve_sources(args.against, args.meadow)
+        if is_suite(args.run_dir):
+            reports = check_suite(args.run_dir, sources, args.ngram, progress)
+        else:
+            reports = [check_run(args.run_dir, sources, args.ngram, progress)]
+    except ContaminationError as exc:
+        if shown:
+            sys.stderr.write("\n")
+        return _fail(prog, str(exc))
+    first = reports[0]
+    rate = f", {first.records / first.elapsed_s:,.0f} records/s" if first.elapsed_s > 0 else ""
+    reporter.finish(f"{first.records:,} records in {first.elapsed_s:.1f} s{rate}")
+    if args.json:
+        data = [r.to_dict() for r in reports]
+        print(json.dumps(data if len(reports) > 1 or is_suite(args.run_dir) else data[0], indent=2,
+                         ensure_ascii=False))
+        return ExitCode.OK
+    for report in reports:
+        if len(reports) > 1:
+            print(f"{report.run_dir}:")
+        print(describe(report))
+        print(f"Report: {Path(report.run_dir) / 'contamination.json'}")
+    return ExitCode.OK
+
+
+def _add_contamination_parser(sub: Any) -> None:
+    from bench.contamination import DEFAULT_NGRAM
+
+    c = sub.add_parser("contamination", help="which of a run's questions are in your training data; the accuracy "
+                                             "without them",
+                       description="Check a benchmark run (or every run of a suite folder) against training data: "
+                                   "a question overlaps when its normalised text equals a training text field, or "
+                                   "one of its 13-grams (lm-eval's decontamination) appears in one. Writes "
+                                   "RUN_DIR/contamination.json and RUN_DIR/summary_clean.json (the summary "
+                                   "without the overlapping questions).")
+    c.add_argument("run_dir", help="the run folder (a suite folder checks each of its runs)")
+    c.add_argument("--against", action="append", default=[], metavar="SOURCE",
+                   help="training data as the trainer reads it: a JSON, JSONL, CSV or TSV file (FILE?instruction="
+                        "COL&output=COL accepted), a folder of them, or a dataset saved with save_to_disk "
+                        "(repeatable)")
+    c.add_argument("--meadow", action="append", default=[], metavar="KEY",
+                   help="a downloaded Medical Meadow dataset by key, e.g. medqa, cord19 (repeatable)")
+    c.add_argument("--ngram", type=int, default=DEFAULT_NGRAM,
+                   help=f"words per n-gram (default {DEFAULT_NGRAM}, as lm-eval)")
+    c.add_argument("--json", action="store_true", help="print contamination.json's content")
+    c.set_defaults(func=_cmd_contamination)
+
+
 def _add_suite_parsers(sub: Any) -> None:
     from bench.config import BACKENDS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
 
@@ -261,6 +323,7 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="machine-readable output")
     compare.set_defaults(func=_cmd_compare)
     _add_suite_parsers(sub)
+    _add_contamination_parser(sub)
     return parser
 
 

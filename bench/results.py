@@ -169,8 +169,14 @@ def write_items_csv(run_dir: str | Path, items: list[dict[str, Any]]) -> None:
     _atomic_write(Path(run_dir) / ITEMS_CSV, items_csv_text(items))
 
 
-def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
-    _atomic_write(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+def write_summary(run_dir: str | Path, summary: dict[str, Any], name: str = SUMMARY) -> None:
+    """summary.json (or another summary of the run's, e.g. summary_clean.json), written atomically."""
+    write_json(Path(run_dir) / name, summary)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """A JSON file of the run folder, replaced in one step (a reader never sees half of it)."""
+    _atomic_write(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # ------------------------------------------------------------------ summary

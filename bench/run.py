@@ -98,6 +98,32 @@ class ModelCache:
         self.key, self.backend, self.loaded = None, None, None
 
 
+def load_questions(config: BenchConfig) -> Any:
+    """The run's questions (a bench.datasets.LoadedDataset): its suite task's or its data file's, checked;
+    BadInput (one sentence) when they cannot be scored. The benchmark and the contamination check read them so."""
+    from bench.datasets import DatasetError, load_dataset
+    from bench.tasks import TaskError, load_task
+
+    try:
+        spec = config.task_spec()
+        if spec is not None:
+            dataset = load_task(spec, config.data or None, limit=config.limit or None)
+        else:
+            dataset = load_dataset(config.data, config.dataset, mapping=config.mapping or None,
+                                   skip_malformed=config.skip_malformed, limit=config.limit or None)
+    except (DatasetError, TaskError) as exc:
+        raise BadInput(str(exc), "dataset") from None
+    ids = [q.id for q in dataset.questions]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise BadInput(f"data: question id {dup!r} appears more than once in {config.data}; ids must be "
+                       "unique so that a run can resume", "dataset")
+    if not dataset.questions:
+        raise BadInput(f"data: {config.data} has no questions to score "
+                       f"({sum(dataset.excluded_counts().values())} need an image)", "dataset")
+    return dataset
+
+
 def run_job(config: BenchConfig, *, resume: bool = False, writer: EventWriter | None = None,
             stop: threading.Event | None = None, terminal: IO[str] | None = None,
             record_in_store: bool = True, models: ModelCache | None = None) -> ExitCode:
@@ -232,28 +258,7 @@ class _Job:
                                "new run", "config")
 
     def _load_questions(self) -> Any:
-        from bench.datasets import DatasetError, load_dataset
-        from bench.tasks import TaskError, load_task
-
-        config = self.config
-        try:
-            spec = config.task_spec()
-            if spec is not None:
-                dataset = load_task(spec, config.data or None, limit=config.limit or None)
-            else:
-                dataset = load_dataset(config.data, config.dataset, mapping=config.mapping or None,
-                                       skip_malformed=config.skip_malformed, limit=config.limit or None)
-        except (DatasetError, TaskError) as exc:
-            raise BadInput(str(exc), "dataset") from None
-        ids = [q.id for q in dataset.questions]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise BadInput(f"data: question id {dup!r} appears more than once in {config.data}; ids must be "
-                           "unique so that a run can resume", "dataset")
-        if not dataset.questions:
-            raise BadInput(f"data: {config.data} has no questions to score "
-                           f"({sum(dataset.excluded_counts().values())} need an image)", "dataset")
-        return dataset
+        return load_questions(self.config)
 
     def _dataset_notes(self, dataset: Any) -> None:
         """What was left out, said right after `started`."""

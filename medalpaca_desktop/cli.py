@@ -239,7 +239,8 @@ def _add_bench_parser(sub) -> None:
                     "CONFIG [--resume]`, `medalpaca bench rescore RUN_DIR --rule paper|lenient`, "
                     "`medalpaca bench compare RUN_A RUN_B [--json]`, `medalpaca bench suite --model M --tasks "
                     "multimedqa,usmle --out DIR` (the medical suite), `medalpaca bench table DIR`, "
-                    "`medalpaca bench suite-compare DIR MODEL_A MODEL_B`.")
+                    "`medalpaca bench suite-compare DIR MODEL_A MODEL_B`, `medalpaca bench contamination RUN_DIR "
+                    "--against TRAIN_FILE` (questions that are in your training data).")
     b.add_argument("--model", required=True, help=h("model"))
     b.add_argument("--adapter", help=h("adapter"))
     b.add_argument("--backend", choices=BACKENDS, help=h("backend"))
@@ -274,7 +275,7 @@ def _add_bench_parser(sub) -> None:
     b.set_defaults(func=_cmd_bench)
 
 
-BENCH_ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare")
+BENCH_ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare", "contamination")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Fuzzing the readers of training records and benchmark questions (issue 13).
 
 core.records reads JSON / JSON Lines / CSV / TSV for both the trainer and the
-benchmark; bench.datasets and trainer.data_sources parse its rows. Whatever a file
+benchmark (and, streamed, for the contamination check);
+bench.datasets and trainer.data_sources parse its rows. Whatever a file
 holds (odd quoting, BOMs, NULs, huge cells, torn lines, wrong types), the only
 errors are the documented ones: RecordsError for a file that cannot be read,
 record problems through `report`, DatasetError / DataError / ImageListError from
@@ -47,10 +48,18 @@ def work(tmp_path_factory) -> Path:
 
 
 def _read_all(path: Path) -> tuple[list, list[RecordProblem]]:
-    """Every row and every reported problem of a file, or ([], []) after a one-line RecordsError."""
+    """Every row and every reported problem of a file, or ([], []) after a one-line RecordsError.
+
+    The file is read in stream mode too (bench.contamination's): the same documented errors only.
+    """
+    _read_mode(path, stream=True)
+    return _read_mode(path, stream=False)
+
+
+def _read_mode(path: Path, stream: bool) -> tuple[list, list[RecordProblem]]:
     problems: list[RecordProblem] = []
     try:
-        source = open_records(path, problems.append)
+        source = open_records(path, problems.append, stream=stream)
         rows = list(source.rows)
     except RecordsError as exc:
         assert "\n" not in str(exc)

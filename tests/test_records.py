@@ -190,3 +190,54 @@ def test_importing_the_reader_loads_no_heavy_library():
             "print(sorted(m for m in ('datasets', 'pyarrow', 'numpy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ stream mode
+
+
+def _both(path: Path, **kw) -> tuple[list, list]:
+    whole, streamed = _read(path, **kw), _read(path, stream=True, **kw)
+    return whole, streamed
+
+
+@pytest.mark.parametrize("name, text", [
+    ("d.jsonl", json.dumps(ROWS[0]) + "\n\n" + json.dumps(ROWS[1]) + "\r\n{not json\n" + json.dumps(ROWS[2])),
+    ("list.json", "\ufeff" + json.dumps(ROWS + [7, [1, 2], "x", None, {"n": 123456789}], indent=2)),
+    ("compact.json", json.dumps(ROWS)),
+    ("lines.json", "\n".join(json.dumps(r) for r in ROWS) + "\n"),
+    ("one.json", "\n" + json.dumps(ROWS[0], indent=1)),
+    ("data.json", json.dumps({"data": ROWS})),
+    ("t.csv", 'q,a\none,1\n"two\nlines",2\nthree,3,extra\n'),
+    ("t.tsv", "q\ta\r\none\t1\r\n"),
+])
+def test_stream_mode_reads_the_same_rows_where_and_problems(tmp_path, monkeypatch, name, text):
+    import medalpaca_desktop.core.records as records
+
+    monkeypatch.setattr(records, "STREAM_CHUNK", 7)  # items cross many windows; a number ends one
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    (whole, whole_problems), (streamed, streamed_problems) = _both(path)
+    assert streamed == whole and streamed_problems == whole_problems
+    assert whole  # the case has rows
+
+
+def test_stream_mode_says_what_is_broken_where_it_is_found(tmp_path):
+    empty = tmp_path / "e.json"
+    empty.write_text(" \n\n", encoding="utf-8")
+    with pytest.raises(RecordsError, match=r"e.json: the file is empty"):
+        open_records(empty, lambda p: None, stream=True)  # at open, as without stream
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"q": "x"},\n {"q": "y",\n "a": }]', encoding="utf-8")
+    source = open_records(broken, lambda p: None, stream=True)
+    rows = source.rows
+    assert next(rows)[1] == {"q": "x"}  # the good record comes first; the broken one raises when reached
+    with pytest.raises(RecordsError, match=r"broken.json: not valid JSON \(Expecting value, line 3 column 7\)"):
+        next(rows)
+    unended = tmp_path / "unended.json"
+    unended.write_text('[{"q": "x"}', encoding="utf-8")
+    with pytest.raises(RecordsError, match=r"unended.json: not valid JSON \(the list does not end"):
+        list(open_records(unended, lambda p: None, stream=True).rows)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"q": "a"}\n{"q": "caf\xe9"}\n')
+    with pytest.raises(RecordsError, match=r"latin.jsonl: not UTF-8 text \(byte 21, line 2\); save the file as UTF-8"):
+        list(open_records(latin, lambda p: None, stream=True).rows)

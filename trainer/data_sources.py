@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from medalpaca_desktop.core.records import RecordsError, RecordSource, open_records
+from medalpaca_desktop.core.records import RecordsError, RecordSource, open_records, split_source
 
 FIELDS: tuple[str, ...] = ("instruction", "input", "output")
 MAX_ERRORS = 20
@@ -84,10 +84,9 @@ class _Problems:
 
 def parse_source(text: str) -> SourceSpec:
     """Split "path?instruction=col&output=col" into path and mapping; unknown field names are an error."""
-    path_text, columns = text, {}
-    head, sep, query = text.rpartition("?")
-    if sep and "=" in query:
-        path_text = head
+    path_text, query = split_source(text)
+    columns: dict[str, str] = {}
+    if query:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
         for key, value in pairs:
             if key not in FIELDS:

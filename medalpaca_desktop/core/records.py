@@ -16,13 +16,22 @@ Formats, by suffix: .jsonl/.ndjson JSON Lines; .json a list of objects, one obje
 and .tsv with a header row; a folder written by `save_to_disk` (of a DatasetDict
 the caller's split, else its only one). Standard library only at import time, for
 the GUI: `datasets` is imported inside `_saved_dataset`.
+
+`stream=True` reads JSON Lines, CSV/TSV and a JSON list from the open file as the
+rows are taken, so memory stays bounded by one record however big the file (a
+scan over a million records: bench.contamination). The rows are the same; what
+differs is when a broken file says so: text that is not UTF-8, or a JSON list that
+is not valid JSON, raises RecordsError from the rows, at the record where it is
+found, instead of at open. Other JSON documents ({"data": [...]}, one object) are
+read whole either way.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,10 @@ SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 JSON_LINES, JSON_DOCUMENT, SAVED_DATASET = "JSON Lines", "JSON", "saved dataset"
 FORMATS: tuple[str, ...] = (JSON_LINES, JSON_DOCUMENT, "CSV", "TSV", SAVED_DATASET)
+STREAM_CHUNK = 1 << 20
+"""Characters read at a time from a JSON list in stream mode."""
+MAX_STREAM_RECORD = 64 << 20
+"""A streamed JSON list's record may be this long; beyond it the file is taken as broken (no record is that big)."""
 
 
 class RecordsError(ValueError):
@@ -104,11 +117,21 @@ def record_format(path: Path) -> str | None:
     return None
 
 
+def split_source(text: str) -> tuple[str, str]:
+    """A data source as written, "qa.csv?instruction=question&output=answer": its path and its column
+    mapping's query ("" when it has none). A "?" without a "key=value" after it is part of the path."""
+    head, sep, query = text.rpartition("?")
+    if sep and "=" in query:
+        return head, query
+    return text, ""
+
+
 def open_records(path: str | Path, report: Report, *, name: str | None = None, split: str = "train",
-                 fmt: str | None = None) -> RecordSource:
+                 fmt: str | None = None, stream: bool = False) -> RecordSource:
     """Open one source for reading; RecordsError (naming `name`, default the path) when it cannot be read.
 
-    `split` is the DatasetDict split to read; `fmt` (one of FORMATS) overrides the suffix.
+    `split` is the DatasetDict split to read; `fmt` (one of FORMATS) overrides the suffix;
+    `stream` reads the rows from the open file as they are taken (the module's docstring).
     """
     path = Path(path).expanduser()
     name = name or str(path)
@@ -123,9 +146,11 @@ def open_records(path: str | Path, report: Report, *, name: str | None = None, s
                            ".jsonl, .csv, .tsv or a folder saved with datasets' save_to_disk")
     if path.is_dir():
         raise RecordsError(f"{name}: a folder; {fmt} records are read from one file")
+    if stream and fmt in (JSON_LINES, JSON_DOCUMENT, "CSV", "TSV"):
+        return _open_stream(path, name, fmt, report)
     text = read_text(path, name)
     if fmt == JSON_LINES:
-        return RecordSource(path, name, fmt, None, _json_lines(name, text, report))
+        return RecordSource(path, name, fmt, None, _json_lines(name, text.splitlines(), report))
     if fmt == JSON_DOCUMENT:
         return RecordSource(path, name, fmt, None, _json_document(name, text, report))
     if fmt in ("CSV", "TSV"):
@@ -200,10 +225,10 @@ def _invalid_json(name: str, exc: json.JSONDecodeError) -> RecordsError:
     return RecordsError(f"{name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})")
 
 
-def _json_lines(name: str, text: str, report: Report) -> Iterator[tuple[Where, Any]]:
+def _json_lines(name: str, lines: Iterable[str], report: Report) -> Iterator[tuple[Where, Any]]:
     """One record per non-blank line; a line that is not JSON is reported and still counts a position."""
     position = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -221,7 +246,7 @@ def _json_document(name: str, text: str, report: Report) -> Iterator[tuple[Where
         data = parse_json(text)
     except json.JSONDecodeError as exc:
         if text.lstrip()[:1] == "{" and exc.msg == "Extra data":  # JSON Lines in a .json file
-            return _json_lines(name, text, report)
+            return _json_lines(name, text.splitlines(), report)
         raise _invalid_json(name, exc) from None
     if isinstance(data, list):
         return _list_items(name, text, data)
@@ -276,6 +301,171 @@ def _table_rows(name: str, reader: csv.DictReader, report: Report) -> Iterator[t
         if None in row:  # more cells than header columns
             row = {k: v for k, v in row.items() if k is not None}
         yield where, row
+
+
+# ------------------------------------------------------------------ streaming
+
+
+def _open_stream(path: Path, name: str, fmt: str, report: Report) -> RecordSource:
+    """A text source read from the open file as its rows are taken; a blank file is an error at open."""
+    first = _first_char(path, name)
+    if first is None:
+        raise RecordsError(f"{name}: the file is empty")
+    if fmt == JSON_LINES:
+        return RecordSource(path, name, fmt, None, _json_lines(name, _file_lines(path, name, keepends=False), report))
+    if fmt in ("CSV", "TSV"):
+        reader = csv.DictReader(_file_lines(path, name, keepends=True), delimiter="," if fmt == "CSV" else "\t")
+        try:
+            columns = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise RecordsError(f"{name}: the header row cannot be read ({_csv_problem(exc)})") from None
+        return RecordSource(path, name, fmt, columns, _table_rows(name, reader, report))
+    if first == "[":
+        return RecordSource(path, name, fmt, None, _json_list_stream(path, name))
+    if first == "{" and _json_lines_inside(path, name):
+        return RecordSource(path, name, fmt, None, _json_lines(name, _file_lines(path, name, keepends=False), report))
+    return RecordSource(path, name, fmt, None, _json_document(name, read_text(path, name), report))
+
+
+def _open_text(path: Path, name: str) -> Any:
+    try:
+        return open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise RecordsError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _not_utf8(path: Path, name: str) -> RecordsError:
+    """The error for a file that stops being UTF-8 somewhere: found again byte by byte, to name the place."""
+    byte, line = 0, 1
+    try:
+        with path.open("rb") as fh:
+            for raw in fh:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    byte += exc.start
+                    break
+                byte += len(raw)
+                line += 1
+    except OSError:
+        pass
+    return RecordsError(f"{name}: not UTF-8 text (byte {byte}, line {line}); save the file as UTF-8")
+
+
+def _first_char(path: Path, name: str) -> str | None:
+    """The file's first character that is not white space; None for a blank file."""
+    with _open_text(path, name) as fh:
+        try:
+            while chunk := fh.read(1 << 16):
+                stripped = chunk.lstrip()
+                if stripped:
+                    return stripped[0]
+        except UnicodeDecodeError:
+            raise _not_utf8(path, name) from None
+    return None
+
+
+def _file_lines(path: Path, name: str, keepends: bool) -> Iterator[str]:
+    """The file's lines as they are read (\\n, \\r\\n or \\r ends one); not UTF-8 is a RecordsError."""
+    with _open_text(path, name) as fh:
+        try:
+            for line in fh:
+                yield line if keepends else line.rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise _not_utf8(path, name) from None
+
+
+def _json_lines_inside(path: Path, name: str) -> bool:
+    """A .json file whose first non-blank line is a whole JSON value and has more lines after it."""
+    seen = 0
+    for line in _file_lines(path, name, keepends=False):
+        if not line.strip():
+            continue
+        if seen:
+            return True
+        try:
+            parse_json(line)
+        except json.JSONDecodeError:
+            return False
+        seen = 1
+    return False
+
+
+_NOT_SPACE = re.compile(r"[^ \t\r\n]")
+
+
+def _json_list_stream(path: Path, name: str) -> Iterator[tuple[Where, Any]]:
+    """The items of a top-level JSON list, decoded one at a time from a window of the file.
+
+    Each item is named by its position and the line it starts on, as in a whole-document read.
+    """
+    decoder = json.JSONDecoder()
+    with _open_text(path, name) as fh:
+        buf, pos, counted, line, eof = "", 0, 0, 1, False
+
+        def fill() -> bool:
+            """Drop what was read, append the next chunk; False at the end of the file."""
+            nonlocal buf, pos, counted, line, eof
+            if eof:
+                return False
+            try:
+                data = fh.read(STREAM_CHUNK)
+            except UnicodeDecodeError:
+                raise _not_utf8(path, name) from None
+            if not data:
+                eof = True
+                return False
+            line += buf.count("\n", counted, pos)
+            buf, pos, counted = buf[pos:] + data, 0, 0
+            return True
+
+        def next_char() -> str | None:
+            nonlocal pos
+            while True:
+                found = _NOT_SPACE.search(buf, pos)
+                if found:
+                    pos = found.start()
+                    return buf[pos]
+                pos = len(buf)
+                if not fill():
+                    return None
+
+        def broken(message: str, at: int) -> RecordsError:
+            where = line + buf.count("\n", counted, at)
+            column = at - buf.rfind("\n", 0, at)
+            return RecordsError(f"{name}: not valid JSON ({message}, line {where} column {column})")
+
+        next_char()
+        pos += 1  # the "["
+        index = 0
+        while True:
+            char = next_char()
+            if char == "]":
+                return
+            if index:
+                if char != ",":
+                    raise broken("Expecting ',' delimiter" if char else "the list does not end", pos)
+                pos += 1
+                char = next_char()
+            if char is None:
+                raise broken("the list does not end", pos)
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    if len(buf) - pos < MAX_STREAM_RECORD and fill():
+                        continue  # the item goes on past the window
+                    raise broken(exc.msg, exc.pos) from None
+                except RecursionError:
+                    raise broken("nested too deeply", pos) from None
+                if end == len(buf) and fill():
+                    continue  # a value that ends with the window (a number) may go on
+                break
+            line += buf.count("\n", counted, pos)
+            counted = pos
+            yield Where(name, index, line), value
+            pos = end
+            index += 1
 
 
 # ------------------------------------------------------------------ saved datasets
