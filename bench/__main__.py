@@ -136,7 +136,8 @@ SUITE_SETTINGS = ("backend", "quantization", "mode", "prompt_style", "rule", "ap
 
 def _cmd_suite(args: argparse.Namespace, prog: str) -> ExitCode:
     from bench.config import PRESETS, ConfigError
-    from bench.suite import plan_suite, run_suite, write_table
+    from bench.suite import plan_suite, write_table
+    from bench.suite_run import run_suite
     from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     settings = dict(PRESETS[args.preset]) if args.preset else {}

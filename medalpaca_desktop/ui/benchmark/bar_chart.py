@@ -1,5 +1,7 @@
 """Grouped accuracy bars per Step and overall, with 95 % CI whiskers and the paper's scores.
 
+The Suite view draws the same chart with tasks as the groups (`set_groups`) and no paper bars.
+
 pyqtgraph (already a dependency): BarGraphItem per series, ErrorBarItem for the
 intervals, exported as PNG or SVG with pyqtgraph.exporters. The paper's models are
 a separate series kind (hatched bars, toggled on and off) so they are never
@@ -9,6 +11,7 @@ mistaken for runs made on this computer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from medalpaca_desktop.ui.benchmark.palette import OVERALL, percent, series_colo
 GROUP_WIDTH = 0.8
 MAX_VALUE_LABELS = 40  # above this many bars the numbers would overlap; the tooltip table has them
 DEFAULT_REFERENCE = ("MedAlpaca 7b", "MedAlpaca 13b", "LLaMA 7b")
+STEP_TITLE = "Accuracy per Step with 95 % confidence intervals"
+EMPTY_TEXT = "No results to draw yet: run a benchmark, or open a run from the History."
 
 
 @dataclass
@@ -50,8 +55,12 @@ class BenchBarChart(QWidget):
 
     sig_reference_toggled = Signal(bool)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, title: str = STEP_TITLE, with_reference: bool = True,
+                 empty_text: str = EMPTY_TEXT) -> None:
         super().__init__(parent)
+        self.title_text = title
+        self._group_key: Callable[[str], tuple[int, str]] = step_sort_key
+        self._group_name: Callable[[str], str] = step_name
         pg.setConfigOptions(antialias=True)
         self.view = pg.GraphicsLayoutWidget()
         self.view.setBackground("w")
@@ -93,7 +102,7 @@ class BenchBarChart(QWidget):
         self.reference_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.reference_menu = QMenu(self.reference_button)
         self.reference_button.setMenu(self.reference_menu)
-        self.empty_label = QLabel("No results to draw yet: run a benchmark, or open a run from the History.")
+        self.empty_label = QLabel(empty_text)
         self.empty_label.setStyleSheet("color: #666;")
         self.empty_label.setWordWrap(True)
         controls = QHBoxLayout()
@@ -105,6 +114,8 @@ class BenchBarChart(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
         layout.addWidget(self.view, 1)
+        self.reference_check.setVisible(with_reference)
+        self.reference_button.setVisible(with_reference)
         self.redraw()
 
     # -- data -----------------------------------------------------------------
@@ -125,6 +136,13 @@ class BenchBarChart(QWidget):
             action.setChecked(series.label in shown)
             action.toggled.connect(self.redraw)
             self.reference_menu.addAction(action)
+        self.redraw()
+
+    def set_groups(self, order: list[str], names: dict[str, str]) -> None:
+        """Draw the groups in this order with these tick labels (the Suite view: tasks, then the average)."""
+        rank = {g: i for i, g in enumerate(order)}
+        self._group_key = lambda g: (rank.get(g, len(rank)), g)
+        self._group_name = lambda g: names.get(g, g)
         self.redraw()
 
     def set_chance(self, chance: float | None) -> None:
@@ -172,9 +190,9 @@ class BenchBarChart(QWidget):
         self.legend.setColumnCount(3 if longest <= 30 else 2 if longest <= 48 else 1)
         self.empty_label.setVisible(not self.runs)
         steps = {step for s in series_list for step, score in s.scores.items() if _accuracy(score) is not None}
-        self.groups = sorted(steps, key=step_sort_key)
-        self.plot.getAxis("bottom").setTicks([[(i, step_name(g)) for i, g in enumerate(self.groups)]])
-        self.title.setText("Accuracy per Step with 95 % confidence intervals" if self.runs else "")
+        self.groups = sorted(steps, key=self._group_key)
+        self.plot.getAxis("bottom").setTicks([[(i, self._group_name(g)) for i, g in enumerate(self.groups)]])
+        self.title.setText(self.title_text if self.runs else "")
         # Bars of one group are centred on it, whatever series have a value there (the paper has no
         # "overall"), with one bar width for the whole chart.
         present = {g: [i for i, s in enumerate(series_list) if _accuracy(s.scores.get(g)) is not None]

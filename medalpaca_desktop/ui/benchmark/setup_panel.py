@@ -1,8 +1,9 @@
 """Set up benchmark runs: models, questions, protocol preset, limit, seed; the command shown first.
 
-Produces one `bench.config.BenchConfig` per ticked model (each its own run folder);
-nothing heavy happens here. The dataset is read and checked on a worker thread so
-a bad file is refused with its file and line before any model loads.
+Produces one `bench.config.BenchConfig` per ticked model (each its own run folder), or, for a
+task or group of the medical suite, the suite plan's runs (suite_setup.py: one per model and
+task, in a new suite folder); nothing heavy happens here. Your own dataset is read and checked
+on a worker thread so a bad file is refused with its file and line before any model loads.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ from bench.config import (
     user_command,
 )
 from bench.datasets import sample_questions_dir
+from bench.suite import SuitePlan
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.model_info import ModelInfo, format_size
 from medalpaca_desktop.ui.benchmark.dataset_probe import DatasetSummary, probe_dataset
+from medalpaca_desktop.ui.benchmark.suite_setup import plan_for, suite_command
+from medalpaca_desktop.ui.benchmark.task_choice import TaskChoice
 from medalpaca_desktop.ui.workers import TaskManager
 
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -56,6 +60,8 @@ CUSTOM = "custom"
 MODE_NAMES = {"generate": "Generate an answer (parsed)", "loglikelihood": "Log-likelihood of each option"}
 STYLE_NAMES = {"medalpaca": "MedAlpaca template", "lm-eval": "lm-eval (Question: … Answer:)"}
 RULE_NAMES = {"paper": "paper (answer starts with the letter)", "lenient": "lenient (also “(B)”, “The answer is B”…)"}
+RUN_TIP = "Queue one run per ticked model and start (Ctrl+Enter)"
+SUITE_RUN_TIP = "Queue one run per ticked model and task, in a new suite folder, and start (Ctrl+Enter)"
 
 
 def model_entry_label(info: ModelInfo) -> str:
@@ -108,6 +114,7 @@ class SetupPanel(QWidget):
         self.tasks = tasks
         self.models: list[ModelInfo] = []
         self.dataset_summary: DatasetSummary | None = None
+        self.last_plan: SuitePlan | None = None  # the suite of the last Run on a task
         self._probe_generation = 0
         self._run_when_checked = False  # Run pressed while the questions were still being read
         self._updating = False
@@ -131,7 +138,9 @@ class SetupPanel(QWidget):
         self.quant_combo.setToolTip(help_of("quantization") + " GGUF files keep their own quantization.")
         self.quant_combo.currentIndexChanged.connect(self._refresh)
 
-        # dataset
+        # dataset: a task of the medical suite, or your own file
+        self.task_choice = TaskChoice()
+        self.task_choice.sig_changed.connect(self._on_task_choice_changed)
         self.data_edit = QLineEdit()
         self.data_edit.setMinimumWidth(120)
         self.data_edit.setPlaceholderText("USMLE self-assessment folder or MedQA .jsonl file")
@@ -204,7 +213,7 @@ class SetupPanel(QWidget):
         self.message_label.hide()
         self.run_button = QPushButton("Run benchmark")
         self.run_button.setDefault(True)
-        self.run_button.setToolTip("Queue one run per ticked model and start (Ctrl+Enter)")
+        self.run_button.setToolTip(RUN_TIP)
         self.run_button.clicked.connect(self.request_runs)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.request_runs,
                   context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -236,14 +245,19 @@ class SetupPanel(QWidget):
 
         data_box = QGroupBox("Questions")
         data_layout = QVBoxLayout(data_box)
+        data_layout.addWidget(self.task_choice)
+        self.own_questions = QWidget()  # the file chooser: hidden while a task of the suite is chosen
+        own_layout = QVBoxLayout(self.own_questions)
+        own_layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(self.data_edit, 1)
         row.addWidget(self.data_folder_button)
         row.addWidget(self.data_file_button)
-        data_layout.addLayout(row)
-        data_layout.addWidget(self.sample_combo)
-        data_layout.addWidget(self.dataset_label)
-        data_layout.addWidget(self.skip_check)
+        own_layout.addLayout(row)
+        own_layout.addWidget(self.sample_combo)
+        own_layout.addWidget(self.dataset_label)
+        own_layout.addWidget(self.skip_check)
+        data_layout.addWidget(self.own_questions)
 
         protocol_box = QGroupBox("Protocol")
         form = QFormLayout(protocol_box)
@@ -378,6 +392,28 @@ class SetupPanel(QWidget):
         self.tasks.run_in_background(lambda: probe_dataset(path, skip_malformed=skip), done,
                                      lambda exc: done(DatasetSummary(path=path, error=str(exc))))
 
+    # -- a task of the suite ----------------------------------------------------
+
+    def suite_mode(self) -> bool:
+        """A task or group of the medical suite is chosen (not your own questions)."""
+        return self.task_choice.is_suite()
+
+    @Slot()
+    def _on_task_choice_changed(self) -> None:
+        self.own_questions.setVisible(not self.suite_mode())
+        self._refresh()
+
+    def build_plan(self) -> SuitePlan:
+        """The suite plan for the ticked models on the chosen tasks (not saved yet); ConfigError says what to fix."""
+        blocker = self.task_choice.run_blocker()
+        if blocker:
+            raise ConfigError(blocker)
+        plan = plan_for(self.checked_models(), self.task_choice.selection(), self.base_config(),
+                        self.quant_combo.currentData())
+        for config in plan.runs():
+            config.validate(check_paths=True)
+        return plan
+
     # -- protocol -------------------------------------------------------------
 
     def set_preset(self, name: str) -> None:
@@ -443,7 +479,9 @@ class SetupPanel(QWidget):
                                    out=str(run_dir))
 
     def build_configs(self) -> list[BenchConfig]:
-        """One validated config per ticked model; ConfigError says what to fix."""
+        """One validated config per ticked model (per model and task for the suite); ConfigError says what to fix."""
+        if self.suite_mode():
+            return self.build_plan().runs()
         models = self.checked_models()
         if not models:
             raise ConfigError("Tick at least one model to score (models come from the Models tab).")
@@ -468,6 +506,8 @@ class SetupPanel(QWidget):
     @Slot()
     def request_runs(self) -> bool:
         """Queue one run per ticked model; pressed while the questions are being read, it runs once they are."""
+        if self.suite_mode():
+            return self._request_suite()
         if self.checked_models() and self.data_edit.text().strip() and self.dataset_summary is None:
             self._run_when_checked = True
             self.show_message("")
@@ -482,6 +522,22 @@ class SetupPanel(QWidget):
         self.sig_runs_requested.emit(configs)
         return True
 
+    def _request_suite(self) -> bool:
+        """Plan the suite in a new folder, save suite.json, queue its runs."""
+        try:
+            plan = self.build_plan()
+            plan.save()
+        except ConfigError as exc:
+            self.show_message(str(exc))
+            return False
+        except OSError as exc:
+            self.show_message(f"The suite folder could not be written: {exc}")
+            return False
+        self.show_message("")
+        self.last_plan = plan
+        self.sig_runs_requested.emit(plan.runs())
+        return True
+
     def show_message(self, text: str) -> None:
         self.message_label.setText(text)
         self.message_label.setVisible(bool(text))
@@ -489,6 +545,11 @@ class SetupPanel(QWidget):
     @Slot()
     def _refresh(self, *_args: object) -> None:
         """Recompute the command lines shown; clear a message whose problem is solved."""
+        if self.suite_mode():
+            self._refresh_suite()
+            return
+        self.run_button.setEnabled(True)
+        self.run_button.setToolTip(RUN_TIP)
         lines = []
         for info in self.checked_models():
             lines.append(user_command(self.config_for(info, out=_placeholder_dir(info))))
@@ -497,6 +558,24 @@ class SetupPanel(QWidget):
         ready = bool(lines) and self.dataset_summary is not None and self.dataset_summary.ok
         if ready and self.message_label.isVisible():
             self.show_message("")  # the problem it named is solved
+
+    def _refresh_suite(self) -> None:
+        """The suite's command, and Run only when every chosen task is downloaded (the tooltip says why not)."""
+        blocker = self.task_choice.run_blocker()
+        self.run_button.setEnabled(not blocker)
+        self.run_button.setToolTip(blocker or SUITE_RUN_TIP)
+        text, ok = "Tick a model to see the command.", False
+        if self.checked_models() and self.task_choice.specs():
+            try:
+                plan = plan_for(self.checked_models(), self.task_choice.selection(), self.base_config(),
+                                self.quant_combo.currentData(), out=paths.runs_dir() / "suite-<time>")
+                text, ok = suite_command(plan), True
+            except ConfigError as exc:
+                text = str(exc)
+        self.command_edit.setPlainText(text)
+        self.copy_button.setEnabled(ok)
+        if ok and not blocker and self.message_label.isVisible():
+            self.show_message("")
 
     @Slot()
     def _on_copy_button_clicked(self) -> None:

@@ -2,8 +2,9 @@
 
 Results show the runs ticked in the History (a new batch ticks its own runs as they
 start): the chart with the paper's reference bars, the numbers, every question,
-a paired comparison and each run's reproducibility record. When the database cannot be
-opened the tab keeps its runs in an in-memory store for this session and says so once.
+a paired comparison and each run's reproducibility record; the Suite page shows the
+models x tasks table of the medical suite the last finished run belongs to. When the database
+cannot be opened the tab keeps its runs in an in-memory store for this session and says so once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from bench.config import BenchConfig, ConfigError
 from bench.reference import paper_scores
+from bench.suite import write_table
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.store import Store, open_store
@@ -39,11 +41,14 @@ from medalpaca_desktop.ui.benchmark.rescore import RescoreBar
 from medalpaca_desktop.ui.benchmark.run_queue import BenchQueue, QueuedRun
 from medalpaca_desktop.ui.benchmark.runs import BenchRun, run_from_database
 from medalpaca_desktop.ui.benchmark.setup_panel import SetupPanel
+from medalpaca_desktop.ui.benchmark.suite_setup import suite_folder_of
+from medalpaca_desktop.ui.benchmark.suite_view import SuiteView
 from medalpaca_desktop.ui.benchmark.summary_table import SummaryTable
+from medalpaca_desktop.ui.benchmark.task_downloads import DownloadReport
 from medalpaca_desktop.ui.widgets.notice import session_only_label
 from medalpaca_desktop.ui.workers import TaskManager
 
-PAGE_CHART, PAGE_QUESTIONS, PAGE_COMPARE, PAGE_RECORD = range(4)
+PAGE_CHART, PAGE_QUESTIONS, PAGE_COMPARE, PAGE_RECORD, PAGE_SUITE = range(5)
 LIVE_REFRESH_MS = 400
 
 
@@ -93,6 +98,7 @@ class BenchmarkTab(QWidget):
         self.drilldown = DrillDownView()
         self.compare = CompareView(self.tasks)
         self.repro = ReproView()
+        self.suite_view = SuiteView(self.tasks)
         self.rescore_bar = RescoreBar()
         self._live_timer = QTimer(self, singleShot=True, interval=LIVE_REFRESH_MS)
         self._live_timer.timeout.connect(self._on_live_timer_timeout)
@@ -110,9 +116,12 @@ class BenchmarkTab(QWidget):
         self.rescore_bar.sig_rescored.connect(self._on_rescore_bar_rescored)
         self.rescore_bar.sig_failed.connect(lambda message: self.sig_status_changed.emit(f"Re-score failed: {message}"))
         self.drilldown.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
+        self.suite_view.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
+        self.setup.task_choice.sig_downloads_finished.connect(self._on_task_downloads_finished)
         self.queue.reattach()  # a benchmark an earlier app session left running
         self.history.set_live_dirs(self.queue.live_dirs())
         self._show([])
+        self.suite_view.show_suite(self._last_suite())
 
     # -- layout ---------------------------------------------------------------
 
@@ -151,6 +160,7 @@ class BenchmarkTab(QWidget):
         self.results_tabs.addTab(self.drilldown, "Questions")
         self.results_tabs.addTab(self.compare, "Compare")
         self.results_tabs.addTab(self.repro, "Reproducibility")
+        self.results_tabs.addTab(self.suite_view, "Suite")
         self.shown_label = QLabel()
         self.shown_label.setWordWrap(True)
         self.shown_label.setStyleSheet("color: #444;")
@@ -191,6 +201,10 @@ class BenchmarkTab(QWidget):
             return
         self._batch_dirs = {str(r.run_dir.resolve()) for r in runs}
         self.history.set_checked(set())  # the new batch replaces what is shown, run by run as it starts
+        suite = suite_folder_of(runs[0].run_dir) if runs else None
+        if suite is not None:  # a suite: its table fills in as its runs finish
+            self.suite_view.show_suite(suite)
+            self.results_tabs.setCurrentIndex(PAGE_SUITE)
         self.sig_status_changed.emit(f"Benchmark queued: {len(runs)} run{'s' if len(runs) != 1 else ''}")
 
     @Slot(object)
@@ -239,6 +253,30 @@ class BenchmarkTab(QWidget):
             self._show(self.history.checked_rows())
         state = "finished" if run.state == RunStatus.DONE else run.state.value
         self.sig_status_changed.emit(f"Benchmark {state}: {run.label}" + (f" — {run.error}" if run.error else ""))
+        suite = suite_folder_of(run.run_dir)
+        if suite is not None:
+            self._suite_run_finished(suite)
+
+    def _suite_run_finished(self, suite: Path) -> None:
+        """A run of a suite ended: its table files beside the runs (as `bench suite` writes them), the Suite page."""
+        try:
+            write_table(suite)
+        except (OSError, ConfigError):
+            pass  # the page reads the runs themselves; the files are for the terminal and scripts
+        self.suite_view.show_suite(suite)
+
+    def _last_suite(self) -> Path | None:
+        """The suite of the newest finished run in the History (the page's content at start)."""
+        for row in self.history.rows():  # newest first
+            if row.get("display_status") in (RunStatus.DONE, RunStatus.STOPPED) and row.get("run_dir"):
+                suite = suite_folder_of(row["run_dir"])
+                if suite is not None:
+                    return suite
+        return None
+
+    @Slot(object)
+    def _on_task_downloads_finished(self, report: DownloadReport) -> None:
+        self.sig_status_changed.emit("Benchmark tasks downloaded" if report.ok else "Benchmark task download ended")
 
     def _row_for(self, run: QueuedRun) -> dict | None:
         return self.store.eval_run_by_dir(str(run.run_dir.resolve()))
@@ -335,6 +373,7 @@ class BenchmarkTab(QWidget):
     def shutdown(self) -> None:
         """Stop following: a running benchmark goes on and is attached again at the next start."""
         self._live_timer.stop()
+        self.setup.task_choice.shutdown()
         self.queue.shutdown()
         if self.rescore_bar.runner.is_running():
             self.rescore_bar.runner.kill_now()
