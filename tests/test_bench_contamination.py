@@ -285,7 +285,8 @@ def test_a_clean_training_set_and_a_meadow_key(medqa_run, tmp_path):
 def test_a_suite_is_checked_in_one_pass(tiny_gguf, tmp_path):
     from helpers.task_fixtures import MEDMCQA_ROWS, PUBMEDQA_ROWS, write_task_files
 
-    from bench.suite import plan_suite, run_suite
+    from bench.suite import plan_suite
+    from bench.suite_run import run_suite
     from medalpaca_desktop.hub import datasets_dir
 
     write_task_files(datasets_dir())
