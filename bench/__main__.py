@@ -31,6 +31,7 @@ def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitC
 def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
     """Run a validated BenchConfig: events on stdout (jsonl) or a progress line and a table (terminal)."""
     from bench.run import describe_summary, run_job
+    from bench.shard import current_shard
     from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     run_dir = Path(config.out).expanduser()
@@ -38,11 +39,21 @@ def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _fail(prog, f"out: cannot create {run_dir} ({exc.strerror or exc})")
+    shard = current_shard()
+    if config.num_processes > 1 and shard is None:
+        return _launch(config, run_dir, resume=resume, jsonl=jsonl, prog=prog)
     log = run_dir / "events.jsonl"
     terminal = None if jsonl else sys.stderr
+    from medalpaca_desktop.core.events import EventWriter
+
+    writer: EventWriter | None = None if jsonl else TerminalWriter(prog, log)
+    if shard is not None and not shard.is_main:  # only rank 0 speaks on stdout; the others keep a log
+        writer, terminal = EventWriter(None, run_dir / f"events.rank{shard.rank}.jsonl"), None
     code = run_worker(lambda worker: run_job(config, resume=resume, writer=worker.writer, stop=worker.stop,
                                              terminal=terminal),
-                      name="benchmark", log_path=log, writer=None if jsonl else TerminalWriter(prog, log))
+                      name="benchmark", log_path=log, writer=writer)
+    if shard is not None:
+        return code
     if jsonl:
         return code
     summary_path = run_dir / "summary.json"
@@ -52,6 +63,46 @@ def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
     if code == ExitCode.STOPPED:
         print(f"{prog}: stopped; resume with the same command plus --resume", file=sys.stderr)
     return code
+
+
+def _launch(config: Any, run_dir: Path, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
+    """`num_processes` > 1: the same run in N processes through accelerate (bench/shard.py); this
+    process is the one the GUI follows and stops (its pid is in the run's row)."""
+    import os
+    import signal
+    import subprocess
+
+    from bench.shard import launch_command
+    from medalpaca_desktop.core.worker import JOB_PID_ENV
+
+    config_path = run_dir / "config.yaml"
+    config.save(config_path)
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    cmd = launch_command(config_path, config.num_processes, resume or (run_dir / "items.jsonl").is_file(), has_gpu)
+    print("launching: " + " ".join(cmd), file=sys.stderr)
+    env = {**os.environ, JOB_PID_ENV: str(os.getpid())}
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # forward the stop; each process finishes its question and leaves
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+    code = 128 - code if code < 0 else code
+    summary_path = run_dir / "summary.json"
+    if not jsonl and code in (ExitCode.OK, ExitCode.STOPPED) and summary_path.is_file():
+        from bench.run import describe_summary
+
+        print(describe_summary(json.loads(summary_path.read_text(encoding="utf-8"))))
+        print(f"Results: {run_dir}")
+    try:
+        return ExitCode(code)
+    except ValueError:
+        return ExitCode.FAILED
 
 
 def _cmd_run(args: argparse.Namespace, prog: str) -> ExitCode:

@@ -78,6 +78,8 @@ class BenchConfig:
                              maximum=4096, group="sampling")
     seed: int = _f(42, "Random seed; question i is sampled with seed + i, so a resumed run gives the same "
                        "answers as an uninterrupted one.", minimum=0, maximum=2**31 - 1, group="sampling")
+    num_processes: int = _f(1, "Processes that score shares of the questions at once (accelerate launch): one "
+                                 "per GPU; on a CPU they split the cores.", minimum=1, maximum=64, group="compute")
     batch_size: int = _f(8, "Questions per forward pass (transformers; llama.cpp answers and scores one at "
                             "a time). Lower it if the GPU runs out of memory.", minimum=1, maximum=512, group="compute")
     limit: int = _f(0, "Score only the first N questions (0 = all).", minimum=0)
@@ -266,7 +268,8 @@ CLI_FLAGS: dict[str, str] = {
     "task": "--task", "dataset": "--dataset", "data": "--data", "skip_malformed": "--skip-malformed", "mode": "--mode",
     "prompt_style": "--prompt-style", "rule": "--rule", "apply_chat_template": "--apply-chat-template",
     "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "greedy": "--greedy",
-    "max_new_tokens": "--max-new-tokens", "seed": "--seed", "batch_size": "--batch-size", "limit": "--limit",
+    "max_new_tokens": "--max-new-tokens", "seed": "--seed", "batch_size": "--batch-size",
+    "num_processes": "--num-processes", "limit": "--limit",
     "label": "--label", "n_ctx": "--n-ctx", "gpu_layers": "--gpu-layers", "out": "--out",
 }
 

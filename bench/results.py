@@ -58,13 +58,13 @@ class RunResult:
 # ------------------------------------------------------------------ reading
 
 
-def read_items(run_dir: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+def read_items(run_dir: str | Path, repair: bool = False, name: str = ITEMS) -> list[dict[str, Any]]:
     """The rows of items.jsonl; a torn last line (a run killed mid-write) is dropped.
 
     `repair` also cuts the torn line off the file, so that rows appended next
     start on a line of their own (resume does this).
     """
-    path = Path(run_dir) / ITEMS
+    path = Path(run_dir) / name
     if not path.is_file():
         return []
     data = path.read_bytes()

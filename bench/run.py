@@ -17,6 +17,7 @@ database's eval_runs (core.run_rows).
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import traceback
 from pathlib import Path
@@ -168,7 +169,12 @@ class _Job:
         self.writer = writer
         self.stop = stop
         self.terminal = terminal
-        self.record_in_store = record_in_store
+        from bench.shard import current_shard, rank_items
+
+        self.shard = current_shard()
+        self.record_in_store = record_in_store and (self.shard is None or self.shard.is_main)
+        self.items_path = rank_items(self.run_dir, self.shard.rank) if self.shard else self.run_dir / results.ITEMS
+        self._others_seen = (0.0, 0)
         self.row = RunRow("eval", writer.emit)
         self.backend: Any = None
 
@@ -181,24 +187,31 @@ class _Job:
         except ConfigError as exc:
             raise BadInput(str(exc), "config") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        had_items = (self.run_dir / results.ITEMS).is_file()
+        from bench.shard import done_marker, rank_files
+
+        if self.shard is not None:
+            done_marker(self.run_dir, self.shard.rank).unlink(missing_ok=True)
+        had_items = (self.run_dir / results.ITEMS).is_file() or bool(rank_files(self.run_dir))
         if had_items:
             self._check_same_run()
         elif resume:
             self.writer.emit(Warning(message=f"--resume: {self.run_dir} has no scored questions yet; starting "
                                              "from the first question"))
         try:
-            existing = results.read_items(self.run_dir, repair=True) if had_items else []
+            existing = self._existing_items() if had_items else []
         except results.RunError as exc:
             raise BadInput(f"{exc}; move it aside or choose another --out folder", "run_dir") from None
         dataset = self._load_questions()
         questions = dataset.questions
-        config.save(self.run_dir / results.CONFIG)
+        if self.shard is None or self.shard.is_main:
+            config.save(self.run_dir / results.CONFIG)
 
         by_id = {q.id: q for q in questions}
         done = [it for it in existing if str(it.get("id")) in by_id]
         done_ids = {str(it["id"]) for it in done}
         remaining = [(pos, q) for pos, q in enumerate(questions) if q.id not in done_ids]
+        if self.shard is not None:  # every rank computes the same list and takes its share
+            remaining = self.shard.take(remaining)
         counts = dataset.counts()
         self._open_db()
         self._db_catch_up(done)
@@ -233,6 +246,10 @@ class _Job:
         if remaining and not self.stop.is_set():
             score = self._score_generate if config.mode == "generate" else self._score_loglikelihood
             score(remaining, prompt_info, items, counts, reporter)
+        if self.shard is not None:
+            if not self.shard.is_main:
+                return self._end_rank()
+            items += self._merge_ranks(by_id, {str(it["id"]) for it in items})
         stopped = self.stop.is_set() and len(items) < len(questions)
         return self._finish(questions, items, counts, record, stopped, reporter)
 
@@ -279,6 +296,8 @@ class _Job:
         spec = LoadSpec(model=str(Path(config.model).expanduser()), backend=config.resolved_backend(),
                         adapter=str(Path(config.adapter).expanduser()) if config.adapter else None,
                         load_in=config.quantization, n_ctx=config.n_ctx, n_gpu_layers=config.gpu_layers)
+        if self.shard is not None:
+            spec = self._shard_placement(spec)
         key = (spec.model, spec.backend, spec.adapter, spec.load_in, spec.n_ctx, spec.n_gpu_layers)
         cached = self.models.get(key) if self.models is not None else None
         if cached is not None:
@@ -362,7 +381,7 @@ class _Job:
     def _add(self, item: dict[str, Any], items: list[dict[str, Any]], counts: dict[str, int],
              reporter: EvalProgress) -> None:
         """Append to items.jsonl (flushed), tell the GUI, record in the database, report progress."""
-        with open(self.run_dir / results.ITEMS, "a", encoding="utf-8") as fh:
+        with open(self.items_path, "a", encoding="utf-8") as fh:
             fh.write(results.item_line(item))
             fh.flush()
         items.append(item)
@@ -375,8 +394,9 @@ class _Job:
         step = item.get("step", "")
         in_step = sum(1 for it in items if it.get("step", "") == step)
         reporter.extra = {"accuracy": accuracy, "correct": correct, "step": step}
-        reporter.update(len(items), f"{step_title(step)} · {in_step}/{counts.get(step, in_step)} · "
-                                    f"acc {100 * accuracy:.1f} %", force=len(items) == reporter.total)
+        reporter.update(len(items) + self._others_done(),
+                        f"{step_title(step)} · {in_step}/{counts.get(step, in_step)} · acc {100 * accuracy:.1f} %",
+                        force=len(items) == reporter.total)
         self.writer.emit(Metric(step=len(items), values={"accuracy": accuracy}))
 
     # ------------------------------------------------------------------ the end
@@ -401,6 +421,113 @@ class _Job:
         self.writer.emit(Done(ok=not stopped, stopped=stopped,
                               data={"summary": summary, "run_dir": str(self.run_dir)}))
         return ExitCode.STOPPED if stopped else ExitCode.OK
+
+    # ------------------------------------------------------------------ several processes (bench/shard.py)
+
+    def _existing_items(self) -> list[dict[str, Any]]:
+        """items.jsonl, then what any rank's file holds beyond it; each rank repairs only its own file."""
+        from bench.shard import rank_files
+
+        main = self.shard is None or self.shard.is_main
+        items = results.read_items(self.run_dir, repair=main)
+        seen = {str(it["id"]) for it in items}
+        for path in rank_files(self.run_dir):
+            own = path == self.items_path
+            for it in results.read_items(self.run_dir, repair=own, name=path.name):
+                if str(it["id"]) not in seen:
+                    seen.add(str(it["id"]))
+                    items.append(it)
+        return items
+
+    def _shard_placement(self, spec: Any) -> Any:
+        """This rank's GPU (LOCAL_RANK) where there are GPUs, else its part of the CPU cores."""
+        from bench.shard import cpu_threads
+
+        assert self.shard is not None
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        except ImportError:
+            gpus = 0
+        if gpus:
+            torch.cuda.set_device(self.shard.local_rank % gpus)
+            return spec
+        return dataclasses.replace(spec, n_threads=cpu_threads(self.shard.world))
+
+    def _others_done(self) -> int:
+        """Questions the other ranks scored this session (rank 0's progress counts them; read every 2 s)."""
+        if self.shard is None or not self.shard.is_main:
+            return 0
+        import time
+
+        from bench.shard import rank_files
+
+        when, count = self._others_seen
+        if time.monotonic() - when < 2.0:
+            return count
+        count = 0
+        for path in rank_files(self.run_dir):
+            if path != self.items_path:
+                try:
+                    count += path.read_bytes().count(b"\n")
+                except OSError:
+                    pass
+        self._others_seen = (time.monotonic(), count)
+        return count
+
+    def _end_rank(self) -> ExitCode:
+        """A rank other than 0: its share is on disk; rank 0 merges it and writes the summary."""
+        from bench.shard import mark_done
+
+        assert self.shard is not None
+        mark_done(self.run_dir, self.shard.rank)
+        stopped = self.stop.is_set()
+        self.writer.emit(Done(ok=not stopped, stopped=stopped, data={"run_dir": str(self.run_dir),
+                                                                     "rank": self.shard.rank}))
+        return ExitCode.STOPPED if stopped else ExitCode.OK
+
+    def _merge_ranks(self, by_id: dict[str, Question], have: set[str]) -> list[dict[str, Any]]:
+        """Rank 0, its share done: wait for the others, move every rank's items into items.jsonl and the
+        database, remove the rank files. Returns the items rank 0 did not have."""
+        from bench.shard import WAIT_FOR_RANKS_S, clear_markers, mark_done, rank_files, wait_for_ranks
+
+        assert self.shard is not None
+        mark_done(self.run_dir, 0)
+        self.writer.emit(Log(message=f"Waiting for the other {self.shard.world - 1} processes to finish their share"))
+        missing = wait_for_ranks(self.run_dir, self.shard.world, self.stop)
+        if missing:
+            self.writer.emit(Warning(message=f"Processes {', '.join(map(str, missing))} did not finish within "
+                                             f"{WAIT_FOR_RANKS_S // 3600} h (or after the stop); their questions are "
+                                             "kept in their items files and a resume scores the rest"))
+        in_file = {str(it["id"]) for it in results.read_items(self.run_dir)}
+        to_write: list[dict[str, Any]] = []
+        merged: list[dict[str, Any]] = []  # scored by the other ranks: rank 0 did not have them
+        files = rank_files(self.run_dir)
+        for path in files:
+            for it in results.read_items(self.run_dir, name=path.name):
+                key = str(it["id"])
+                if key not in by_id:
+                    continue
+                if key not in in_file:
+                    in_file.add(key)
+                    to_write.append(it)
+                if key not in have:
+                    have.add(key)
+                    merged.append(it)
+        if to_write:
+            with open(self.run_dir / results.ITEMS, "a", encoding="utf-8") as fh:
+                for it in to_write:
+                    fh.write(results.item_line(it))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._db_catch_up(merged)
+        for path in files:  # every item is in items.jsonl now; a rank still writing keeps its file
+            if path == self.items_path or not missing:
+                path.unlink(missing_ok=True)
+        if not missing:
+            clear_markers(self.run_dir)
+        return merged
 
     def _previous_record(self) -> dict[str, Any]:
         path = self.run_dir / results.SUMMARY

@@ -265,6 +265,7 @@ def _add_bench_parser(sub) -> None:
     b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
     b.add_argument("--seed", type=int, help=h("seed"))
     b.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
+    b.add_argument("--num-processes", dest="num_processes", type=int, help=h("num_processes"))
     b.add_argument("--limit", type=int, help=h("limit"))
     b.add_argument("--label", help=h("label"))
     b.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))

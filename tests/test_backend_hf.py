@@ -268,8 +268,8 @@ def test_follow_up_turn_feeds_only_new_tokens_and_changes_nothing(tiny, tiny_lla
     finally:
         fed.close()
     assert s2.reused_prefix_tokens == len(ids1) + len(answer_ids)
-    assert fed.calls[0] == len(ids2) - s2.reused_prefix_tokens  # prompt evaluation: only the new tokens
-    assert fed.total == fed.calls[0] + s2.completion_tokens - 1
+    # only the new tokens are evaluated (in one pass or, on a busy machine, in adaptive chunks), then one per token
+    assert fed.total == len(ids2) - s2.reused_prefix_tokens + s2.completion_tokens - 1
 
     fresh, _ = _load(tiny_llama_dir)
     fresh_text, s3, _ = _run(fresh, ids2)
