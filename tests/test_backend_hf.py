@@ -7,6 +7,7 @@ conversation's KV cache must not change a single token.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -382,6 +383,30 @@ def test_too_large_is_refused_before_loading(tiny_llama_dir, monkeypatch):
     with pytest.raises(InferenceError) as err:
         _load(tiny_llama_dir)
     assert err.value.kind == "too_large" and "4-bit" in str(err.value)
+
+
+def test_a_model_larger_than_one_gpu_is_spread_over_several(tiny_llama_dir, monkeypatch):
+    from medalpaca_desktop.inference import hf_load
+
+    gb = 10**9
+    # 26 GB of fp16 weights (a 13B model): not on one 24 GB card, on two of them
+    assert hf_load.spreads_over_gpus(26 * gb, [24 * gb, 24 * gb])
+    assert not hf_load.spreads_over_gpus(26 * gb, [24 * gb])  # one GPU: refused as too large
+    assert not hf_load.spreads_over_gpus(20 * gb, [24 * gb, 24 * gb])  # fits one: stays on it
+    assert not hf_load.spreads_over_gpus(46 * gb, [24 * gb, 24 * gb])  # over 90 % of both: too large
+    assert hf_load.spread_max_memory([10 * gb, 20 * gb]) == {0: 9 * gb, 1: 18 * gb}
+
+    folder = tiny_llama_dir
+    config = json.loads((folder / "config.json").read_text())
+    monkeypatch.setattr(hf_load, "free_bytes", lambda device: 1000)
+    monkeypatch.setattr(hf_load, "gpu_free_list", lambda: [1000, 10**12])
+    gpu = hf_load.Placement("cuda:0", "float16")
+    placed = hf_load.check_memory(folder, config, LoadSpec(model=str(folder)), gpu)
+    assert placed.device == hf_load.SPREAD and "spread over 2 GPUs" in placed.notes[-1]
+    monkeypatch.setattr(hf_load, "gpu_free_list", lambda: [1000, 1000])
+    with pytest.raises(InferenceError) as err:
+        hf_load.check_memory(folder, config, LoadSpec(model=str(folder)), gpu)
+    assert err.value.kind == "too_large"
 
 
 def test_out_of_memory_is_recognised():

@@ -92,6 +92,11 @@ def _weight_notes(loading_info: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _input_device(model: Any) -> str:
+    """The device of the input embedding of a model spread over several GPUs (accelerate's hf_device_map)."""
+    return str(model.get_input_embeddings().weight.device)
+
+
 class HFBackend(Backend):
     """The backend interface over transformers (see base.Backend)."""
 
@@ -117,7 +122,8 @@ class HFBackend(Backend):
         folder, config = hf_load.check_model_folder(spec)
         adapter = hf_load.check_adapter_folder(spec)
         placement = hf_load.choose_placement(spec.device)
-        hf_load.check_memory(folder, config, spec, placement)
+        placement = hf_load.check_memory(folder, config, spec, placement)
+        spread = placement.device == hf_load.SPREAD
         try:
             import torch  # here, so that a broken install is reported like any load failure
             from transformers import AutoTokenizer
@@ -139,7 +145,9 @@ class HFBackend(Backend):
                 report, *args, **kwargs))
             try:
                 loaded = load_causal_lm(folder, dtype=placement.torch_dtype, device=placement.device,
-                                        load_in=spec.load_in, adapter=adapter, allow_pickle=spec.allow_pickle)
+                                        load_in=spec.load_in, adapter=adapter, allow_pickle=spec.allow_pickle,
+                                        max_memory=hf_load.spread_max_memory(hf_load.gpu_free_list()) if spread
+                                        else None)
             finally:
                 hf_logging.set_tqdm_hook(previous)
             model = loaded.model
@@ -150,8 +158,8 @@ class HFBackend(Backend):
         except Exception as exc:
             raise hf_load.load_error(exc, folder, spec) from exc
         self._model, self._tokenizer = model, tokenizer
-        self._device = placement.device
-        self._prefill_chunk = PREFILL_CHUNK_GPU if placement.device.startswith("cuda") else PREFILL_CHUNK_CPU
+        self._device = _input_device(model) if spread else placement.device  # inputs go where the embedding is
+        self._prefill_chunk = PREFILL_CHUNK_GPU if self._device.startswith("cuda") else PREFILL_CHUNK_CPU
         self._context_length = self._find_context_length(config, tokenizer)
         self._eos_ids = self._find_eos_ids(model, tokenizer)
         self._prompt_cache = PromptCache(self._base_model().config)
@@ -159,7 +167,8 @@ class HFBackend(Backend):
         notes = list(placement.notes) + _weight_notes(loaded.loading_info)
         progress("Ready", 1.0)
         return LoadedModel(
-            backend=self.name, path=str(folder), device=placement.device, context_length=self._context_length,
+            backend=self.name, path=str(folder), device=f"{self._device} (spread over GPUs)" if spread
+            else placement.device, context_length=self._context_length,
             quantization={"8bit": "bitsandbytes 8-bit", "4bit": "bitsandbytes 4-bit (nf4)"}.get(spec.load_in)
             or hf_meta.quantization_method(config),
             dtype=placement.dtype_name, adapter=str(adapter) if adapter else None,

@@ -147,20 +147,53 @@ def free_bytes(device: str) -> int | None:
     return free_ram()
 
 
-def check_memory(folder: Path, config: dict[str, Any], spec: LoadSpec, placement: Placement) -> None:
-    """Refuse before loading when the weights clearly cannot fit (kind "too_large")."""
+#: Of each GPU's free memory, what device_map="auto" may fill when a model is spread over several.
+SPREAD_SHARE = 0.9
+SPREAD = "auto"  # Placement.device of a model spread over every GPU by accelerate (device_map="auto")
+
+
+def spreads_over_gpus(need: int, free_per_gpu: list[int], current: int = 0) -> bool:
+    """Whether a model that does not fit the current GPU fits all of them together (several GPUs)."""
+    return (len(free_per_gpu) > 1 and need > free_per_gpu[current]
+            and need <= SPREAD_SHARE * sum(free_per_gpu))
+
+
+def gpu_free_list() -> list[int]:
+    import torch
+
+    try:
+        return [int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a probe failure: behave as one GPU
+        return []
+
+
+def check_memory(folder: Path, config: dict[str, Any], spec: LoadSpec, placement: Placement) -> Placement:
+    """Refuse before loading when the weights clearly cannot fit (kind "too_large"); a model larger
+    than one GPU that fits several is spread over them (device_map="auto"). Returns the placement."""
     try:
         need = estimate_bytes(folder, config, spec.load_in, placement.dtype_name)
     except hf_meta.HFMetaError as exc:  # a weight file whose header cannot be read: damaged or incomplete
         raise InferenceError(f"{folder.name} looks damaged: {exc}", "corrupt") from None
     free = free_bytes(placement.device)
     if need is None or free is None or need <= free:
-        return
+        return placement
+    if placement.device.startswith("cuda"):
+        frees = gpu_free_list()
+        index = int(placement.device.split(":")[1]) if ":" in placement.device else 0
+        if frees and spreads_over_gpus(need, frees, index):
+            note = (f"{folder.name} needs about {format_size(need)}, more than one GPU has free: spread over "
+                    f"{len(frees)} GPUs (accelerate device_map=\"auto\").")
+            return Placement(SPREAD, placement.dtype_name, placement.notes + (note,))
     where = "GPU memory" if placement.device.startswith("cuda") else "RAM"
     hint = OOM_ADVICE if spec.load_in != "4bit" else ("Try a smaller model, or a GGUF quantization with the "
                                                       "llama.cpp backend.")
     raise InferenceError(f"This model needs about {format_size(need)} of {where} but only {format_size(free)} "
                          f"is free. {hint}", "too_large")
+
+
+def spread_max_memory(frees: list[int]) -> dict[int, int]:
+    """device_map="auto"'s per-GPU limit: SPREAD_SHARE of what each GPU has free."""
+    return {i: int(SPREAD_SHARE * f) for i, f in enumerate(frees)}
 
 
 def is_oom(exc: BaseException) -> bool:

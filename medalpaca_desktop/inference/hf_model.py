@@ -86,8 +86,9 @@ def quantization_config(load_in: str | None, compute_dtype: Any) -> Any:
 
 def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | None = "cpu", load_in: str = "none",
                    compute_dtype: Any = None, adapter: str | Path | None = None, allow_pickle: bool = False,
-                   gguf_file: str | None = None) -> HFModel:
-    """Weights of `folder` in `dtype` on `device` (None: wherever transformers puts them), optionally
+                   gguf_file: str | None = None, max_memory: dict[int, int] | None = None) -> HFModel:
+    """Weights of `folder` in `dtype` on `device` (None: wherever transformers puts them; "auto": spread
+    over the GPUs by accelerate within `max_memory`), optionally
     quantized (`load_in` 8bit/4bit, computing in `compute_dtype`, default `dtype`), with a frozen adapter;
     `gguf_file`: a GGUF file in `folder`, de-quantized by transformers.
 
@@ -106,7 +107,11 @@ def load_causal_lm(folder: str | Path, *, dtype: Any = "auto", device: str | Non
     kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quant, "trust_remote_code": False,
                               "use_safetensors": None if allow_pickle else True, "local_files_only": True,
                               "output_loading_info": True}
-    if device is not None:
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+        if max_memory:
+            kwargs["max_memory"] = max_memory
+    elif device is not None:
         kwargs["device_map"] = {"": device}
     if gguf_file is not None:
         kwargs.update(gguf_file=gguf_file, use_safetensors=None)
