@@ -215,7 +215,7 @@ def _text(row: dict[str, Any], key: str, label: str | None = None) -> str:
         raise _Bad(f"{label} is not text (got {type(value).__name__})")
     if not value.strip():
         raise _Bad(f"{label} is empty")
-    return value.strip()
+    return value  # as written: lm-eval's prompts keep a leading space or a trailing newline, and so do we
 
 
 def _options(value: Any, label: str = "'options'") -> dict[str, str]:
@@ -247,11 +247,13 @@ def _options(value: Any, label: str = "'options'") -> dict[str, str]:
             raise _Bad(f"{label}: option {letter} appears twice")
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = str(text)
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             raise _Bad(f"{label}: option {letter} is empty")
-        options[letter] = text.strip()
+        options[letter] = text  # as written (see _text); an empty one is scored as lm-eval scores it
     if len(options) < 2:
         raise _Bad(f"{label} needs at least two options (got {len(options)})")
+    if sum(1 for text in options.values() if text.strip()) < 2:
+        raise _Bad(f"{label} needs at least two options with text")
     return dict(sorted(options.items(), key=lambda kv: LETTERS.index(kv[0])))
 
 

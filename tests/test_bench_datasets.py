@@ -222,7 +222,7 @@ def test_shipped_medqa_samples_agree_across_formats():
     (json.dumps({"question": "Q?", "answer_idx": "A", "meta_info": "step1"}), "'options' is missing"),
     (json.dumps(_medqa_row(answer_idx="E")), "'answer_idx' 'E' is not among the options A-D"),
     (json.dumps(_medqa_row(question="  ")), "'question' is empty"),
-    (json.dumps(_medqa_row(options={"A": "one", "B": ""}, answer_idx="A")), "option B is empty"),
+    (json.dumps(_medqa_row(options={"A": "one", "B": ""}, answer_idx="A")), "at least two options with text"),
     (json.dumps({**_medqa_row(), "answer": "four"}), "disagrees with 'answer'"),
 ])
 def test_medqa_malformed_record_names_file_and_line(tmp_path, line, message):

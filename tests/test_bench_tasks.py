@@ -242,3 +242,26 @@ def test_a_task_without_data_reads_the_download_folder(tmp_path, tiny_gguf, monk
     assert error.kind == "dataset" and "not downloaded yet" in error.message
     write_task_files(get_task("pubmedqa").folder().parent)
     assert run_job(cfg, writer=Recorder()) == 0
+
+
+def test_own_medqa_files_keep_their_whitespace_like_lmeval(tmp_path):
+    """A user's own MedQA JSONL (lm-eval's columns) with the lm-eval preset renders lm-eval's doc_to_text."""
+    pytest.importorskip("lm_eval", reason="lm-eval comes with the test extras (pip install -e .[test])")
+    import importlib.util
+
+    import lm_eval
+
+    from bench.datasets import load_dataset
+
+    path = Path(lm_eval.__file__).parent / "tasks" / "medqa" / "preprocess_medqa.py"
+    spec = importlib.util.spec_from_file_location("lmeval_preprocess_medqa", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    data = tmp_path / "medqa.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in MEDQA_ROWS), encoding="utf-8")
+    questions = load_dataset(data, "medqa").questions
+    for q, row in zip(questions, MEDQA_ROWS, strict=True):
+        prompt = build_prompt(q, "loglikelihood", "lm-eval")
+        assert prompt.text == module.doc_to_text(row)
+        assert list(prompt.continuations.values()) == [" A", " B", " C", " D"]
