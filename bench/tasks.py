@@ -342,6 +342,7 @@ def load_task(spec: TaskSpec, folder: str | Path | None = None, limit: int | Non
         for q in dataset.questions:
             q.meta["task"] = spec.key
         dataset.source = _source(spec, base)
+        dataset.kind = f"task:{spec.key}"
         return dataset
     files = spec.local_files(base)
     questions = [_question(spec, path, index, row) for path, index, row in _rows(files)]
