@@ -66,33 +66,10 @@ def execute(config: Any, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
 
 
 def _launch(config: Any, run_dir: Path, *, resume: bool, jsonl: bool, prog: str) -> ExitCode:
-    """`num_processes` > 1: the same run in N processes through accelerate (bench/shard.py); this
-    process is the one the GUI follows and stops (its pid is in the run's row)."""
-    import os
-    import signal
-    import subprocess
+    """`num_processes` > 1: the same run in N processes through accelerate (bench/shard.py)."""
+    from bench.shard import run_launched
 
-    from bench.shard import launch_command
-    from medalpaca_desktop.core.worker import JOB_PID_ENV
-
-    config_path = run_dir / "config.yaml"
-    config.save(config_path)
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
-    cmd = launch_command(config_path, config.num_processes, resume or (run_dir / "items.jsonl").is_file(), has_gpu)
-    print("launching: " + " ".join(cmd), file=sys.stderr)
-    env = {**os.environ, JOB_PID_ENV: str(os.getpid())}
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:  # forward the stop; each process finishes its question and leaves
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait()
-    code = 128 - code if code < 0 else code
+    code = run_launched(config, run_dir, resume=resume)
     summary_path = run_dir / "summary.json"
     if not jsonl and code in (ExitCode.OK, ExitCode.STOPPED) and summary_path.is_file():
         from bench.run import describe_summary
@@ -182,7 +159,8 @@ def _cmd_compare(args: argparse.Namespace, prog: str) -> ExitCode:
 
 #: `bench suite` flags -> BenchConfig fields every run of the suite shares.
 SUITE_SETTINGS = ("backend", "quantization", "mode", "prompt_style", "rule", "apply_chat_template", "temperature",
-                  "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size", "limit", "n_ctx", "gpu_layers")
+                  "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size", "limit", "n_ctx", "gpu_layers",
+                  "num_processes")
 
 
 def _cmd_suite(args: argparse.Namespace, prog: str) -> ExitCode:
@@ -332,6 +310,7 @@ def _add_suite_parsers(sub: Any) -> None:
     s.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
     s.add_argument("--seed", type=int, help=h("seed"))
     s.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
+    s.add_argument("--num-processes", dest="num_processes", type=int, help=h("num_processes"))
     s.add_argument("--limit", type=int, help=h("limit"))
     s.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))
     s.add_argument("--gpu-layers", dest="gpu_layers", type=int, help=h("gpu_layers"))

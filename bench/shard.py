@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 #: How long rank 0 waits for the other ranks after its own share (they score as many questions).
 WAIT_FOR_RANKS_S = 6 * 3600
@@ -130,3 +131,44 @@ def launch_command(config_path: str | Path, num_processes: int, resume: bool, ha
     if resume:
         cmd.append("--resume")
     return cmd
+
+
+def run_launched(config: Any, run_dir: Path, *, resume: bool, stop: Any = None,
+                 stdout: int | IO[Any] | None = None) -> int:
+    """Run `config` (num_processes > 1) through accelerate and wait; the exit status, 128 + signal when killed.
+
+    This process is the one a GUI follows and stops: its pid goes to the run's row (JOB_PID_ENV). A stop
+    (`stop` set, or Ctrl+C here) is passed on as SIGINT: every rank finishes its question and leaves.
+    `stdout`: where rank 0's events go (default: ours).
+    """
+    import signal
+    import subprocess
+
+    from medalpaca_desktop.core.worker import JOB_PID_ENV
+
+    config_path = run_dir / "config.yaml"
+    config.save(config_path)
+    try:
+        import torch
+
+        has_gpu = bool(torch.cuda.is_available())
+    except ImportError:
+        has_gpu = False
+    cmd = launch_command(config_path, int(config.num_processes),
+                         resume or (run_dir / "items.jsonl").is_file(), has_gpu)
+    print("launching: " + " ".join(cmd), file=sys.stderr)
+    proc = subprocess.Popen(cmd, env={**os.environ, JOB_PID_ENV: str(os.getpid())}, stdout=stdout)
+    asked = False
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if not asked and getattr(stop, "is_set", lambda: False)():
+                    proc.send_signal(signal.SIGINT)
+                    asked = True
+    except KeyboardInterrupt:  # Ctrl+C in a terminal: the same stop
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+    return 128 - code if code < 0 else code

@@ -49,8 +49,18 @@ def run_suite(plan: SuitePlan, *, writer: Any, stop: Any, terminal: Any = None, 
 
             inner.listen(forward)
             try:
-                code = run_job(config, resume=resume or (run_dir / "items.jsonl").is_file(), writer=inner,
-                               stop=stop, terminal=terminal, models=models)
+                if config.num_processes > 1:  # its own processes through accelerate; its events stay in its folder
+                    import subprocess
+
+                    from bench.shard import run_launched
+
+                    inner.close()
+                    models.close()
+                    raw = run_launched(config, run_dir, resume=resume, stop=stop, stdout=subprocess.DEVNULL)
+                    code = ExitCode(raw) if raw in {c.value for c in ExitCode} else ExitCode.FAILED
+                else:
+                    code = run_job(config, resume=resume or (run_dir / "items.jsonl").is_file(), writer=inner,
+                                   stop=stop, terminal=terminal, models=models)
             finally:
                 inner.close()
             codes.append(ExitCode(code))

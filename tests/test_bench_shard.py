@@ -101,3 +101,28 @@ def test_an_interrupted_sharded_run_resumes_from_every_rank_file(tiny_llama_dir,
         assert items[kept["id"]] == kept  # taken from the rank files, not scored again
     assert json.loads((out / "summary.json").read_text())["complete"]
     assert not list(out.glob("items.rank*")) and not list(out.glob(".rank*.done"))
+
+
+@pytest.mark.slow
+def test_a_suite_run_in_two_processes(tiny_llama_dir, tmp_path):
+    from helpers.task_fixtures import MMLU_ROWS, write_task_files
+
+    home = tmp_path / "home"
+    os.environ["MEDALPACA_DESKTOP_HOME"] = str(home)
+    try:
+        from medalpaca_desktop.hub import datasets_dir
+
+        write_task_files(datasets_dir())
+    finally:
+        os.environ.pop("MEDALPACA_DESKTOP_HOME")
+    out = tmp_path / "suite"
+    env = {**os.environ, "MEDALPACA_DESKTOP_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "medalpaca_desktop", "bench", "suite", "--model", str(tiny_llama_dir),
+                           "--label", "tiny", "--tasks", "mmlu_anatomy,medmcqa", "--out", str(out), "--preset",
+                           "lm-eval", "--num-processes", "2"], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((out / "suite_table.json").read_text())
+    assert table["cells"]["tiny"]["mmlu_anatomy"]["n"] == len(MMLU_ROWS["anatomy"])
+    assert table["cells"]["tiny"]["medmcqa"]["complete"]
+    assert not list(out.rglob("items.rank*"))
