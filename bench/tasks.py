@@ -216,7 +216,8 @@ def parse_catalog(text: str) -> Catalog:
         unknown = set(spec.groups) - set(groups)
         if unknown:
             raise TaskError(f"benchmark_tasks.yaml: {spec.key} names unknown group(s) {', '.join(sorted(unknown))}")
-    clash = set(keys) & (set(groups) - {"usmle"})
+    # a group may share its name with a task only when that task is all it holds (usmle)
+    clash = {k for k in set(keys) & set(groups) if [t.key for t in tasks if k in t.groups] != [k]}
     if clash:
         raise TaskError(f"benchmark_tasks.yaml: {', '.join(sorted(clash))} is both a task and a group")
     return Catalog(tasks=tasks, groups=dict(groups))
