@@ -366,12 +366,27 @@ class _Job:
         from bench.scoring import loglikelihood_items
 
         size = self._batch_size()
+        if size > 1:
+            remaining = self._longest_first(remaining, prompt_info)
         for start in range(0, len(remaining), size):
             if self.stop.is_set():
                 return
             chunk = [q for _, q in remaining[start:start + size]]
             for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
                 self._add(item, items, counts, reporter)
+
+    def _longest_first(self, remaining: list[tuple[int, Question]], prompt_info: Any) -> list[tuple[int, Question]]:
+        """The questions by prompt length in tokens, longest first (as lm-eval's Collator orders them):
+        a batch then holds prompts of about one length, so little of it is padding. Items are still
+        recorded by id, and the summary in dataset order."""
+        from bench.prompts import build_prompt
+
+        task = self.config.task_spec()
+        lengths = {}
+        for position, q in remaining:
+            prompt = build_prompt(q, "loglikelihood", self.config.prompt_style, prompt_info, task)
+            lengths[position] = len(self.backend.tokenize(prompt.text, add_special=prompt.add_special))
+        return sorted(remaining, key=lambda pq: (-lengths[pq[0]], pq[0]))
 
     def _batch_size(self) -> int:
         """The config's batch size where the engine batches; one at a time otherwise (as fast, and a stop

@@ -53,7 +53,7 @@ def test_jsonl_prints_only_events(tiny_llama_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = events_of(proc.stdout)
     assert events[0].type == "started" and events[-1].type == "done" and events[-1].ok
-    assert [e.data["id"] for e in events if e.type == "result"] == medqa_ids(4)
+    assert sorted(e.data["id"] for e in events if e.type == "result") == medqa_ids(4)  # longest prompt first
     assert events[-1].data["summary"]["mode"] == "loglikelihood"
     assert (out / "config.yaml").is_file() and yaml.safe_load((out / "config.yaml").read_text())["batch_size"] == 2
 

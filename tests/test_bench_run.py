@@ -73,8 +73,15 @@ def run(cfg: BenchConfig, stop_after: int | None = None, **kw) -> tuple[int, Rec
     return run_job(cfg, writer=rec, stop=stop, **kw), rec
 
 
-def items_of(out: Path) -> list[dict]:
+def items_in_file_order(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+
+
+def items_of(out: Path) -> list[dict]:
+    """items.jsonl in dataset order (the sample questions' ids are their positions); a batched
+    log-likelihood run writes them longest prompt first."""
+    return sorted(items_in_file_order(out), key=lambda it: (not it["id"].isdigit(), int(it["id"]) if it["id"].isdigit()
+                                                           else 0, it["id"]))
 
 
 def medqa_ids(limit: int) -> list[str]:
@@ -229,9 +236,12 @@ def test_loglikelihood_run(backend, tiny_long, tmp_path):
     assert rc == ExitCode.OK, [e.to_dict() for e in rec.of("error")]
     items = items_of(out)
     assert [it["id"] for it in items] == medqa_ids(7)
+    if backend == "hf":  # scored longest prompt first, as lm-eval orders them: a batch holds one length
+        lengths = [len(it["prompt"]) for it in items_in_file_order(out)]
+        assert lengths[0] == max(lengths) and lengths[-1] == min(lengths)
     payloads = [parse_payload(e.data) for e in rec.of("result")]
     assert all(isinstance(p, Item) and p.option_scores is not None and p.generated is None for p in payloads)
-    assert [p.option_scores.scores for p in payloads] == [it["scores"] for it in items]
+    assert [p.option_scores.scores for p in payloads] == [it["scores"] for it in items_in_file_order(out)]
     for it in items:
         assert ITEM_KEYS | {"scores", "scores_norm", "pred_norm", "correct_norm"} <= set(it)
         assert set(it["scores"]) == set(it["options"]) and all(v < 0 for v in it["scores"].values())
@@ -255,9 +265,10 @@ def test_both_backends_give_the_same_loglikelihoods(tiny_long, tmp_path):
         rc, _ = run(config(getattr(tiny_long, backend), tmp_path / backend, mode="loglikelihood",
                            prompt_style="lm-eval", limit=4))
         assert rc == ExitCode.OK
-        per_backend[backend] = items_of(tmp_path / backend)
-    for a, b in zip(per_backend["hf"], per_backend["llamacpp"]):
-        assert a["scores"] == pytest.approx(b["scores"], abs=2e-3)
+        per_backend[backend] = {it["id"]: it for it in items_of(tmp_path / backend)}
+    assert set(per_backend["hf"]) == set(per_backend["llamacpp"])
+    for key, a in per_backend["hf"].items():
+        assert a["scores"] == pytest.approx(per_backend["llamacpp"][key]["scores"], abs=2e-3)
 
 
 def test_chat_template_and_usmle_folder(tiny_long, tmp_path):
@@ -430,11 +441,12 @@ def test_torn_line_and_finished_run(tiny_long, tmp_path):
     assert run(cfg)[0] == ExitCode.OK
     path = out / "items.jsonl"
     lines = path.read_text().splitlines(keepends=True)
+    torn = json.loads(lines[3])["id"]  # the fourth scored
     path.write_text("".join(lines[:3]) + lines[3][:40])  # killed while writing the 4th row
     rc, rec = run(cfg)  # an out folder with items.jsonl resumes by itself
-    assert rc == ExitCode.OK and [e.data["id"] for e in rec.of("result")] == [medqa_ids(4)[3]]
+    assert rc == ExitCode.OK and [e.data["id"] for e in rec.of("result")] == [torn]
     assert path.read_text().splitlines(keepends=True)[:3] == lines[:3]
-    assert [it["id"] for it in items_of(out)] == medqa_ids(4)
+    assert sorted(it["id"] for it in items_of(out)) == sorted(medqa_ids(4))
     # Nothing left: no model is loaded, the summary is rewritten, exit 0.
     rc, rec = run(cfg, resume=True)
     assert rc == ExitCode.OK and rec.of("result") == [] and not any(e.stage == "load" for e in rec.of("progress"))
