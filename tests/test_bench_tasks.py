@@ -224,8 +224,9 @@ def test_a_task_runs_in_loglikelihood_mode_and_records_its_source(key, backend, 
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     first = load_task(spec, folder_of(spec, task_root)).questions[0]
     assert len(items) == min(4, len(ROWS.get(key, items)))
-    assert set(items[0]["scores"]) == set(first.options)
-    assert items[0]["prompt"] == spec.lmeval_text(first)
+    scored = next(it for it in items if it["id"] == first.id)  # batched: scored longest prompt first
+    assert set(scored["scores"]) == set(first.options)
+    assert scored["prompt"] == spec.lmeval_text(first)
     record = json.loads((out / "summary.json").read_text())["record"]
     assert record["task"] == key and record["dataset_kind"] == f"task:{key}" and record["backend"] == backend
     assert record["dataset_source"]["repo_id"] == spec.repo_id
