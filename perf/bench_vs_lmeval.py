@@ -153,6 +153,7 @@ def run_engine(model: Path, backend: str, batch_size: int, limit: int | None, wo
     loaded = max(e["time"] for e in events if e["type"] == "progress" and e.get("stage") == "load")
     results = [e["time"] for e in events if e["type"] == "result" and e["data"].get("kind") == "item"]
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line.strip()]
+    items.sort(key=lambda it: int(it["id"]))  # scored longest prompt first; MedQA sample ids are positions
     summary = json.loads((out / "summary.json").read_text())
     return {"items": items, "summary": summary, "wall_s": wall, "scoring_s": max(results) - loaded,
             "qps": len(items) / (max(results) - loaded)}

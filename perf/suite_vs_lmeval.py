@@ -177,8 +177,17 @@ def run_engine(model: Path, keys: list[str], home: Path, batch_size: int, work: 
                                                                         or "already loaded" in e["message"])]
         results = [e["time"] for e in events if e["type"] == "result" and e["data"].get("kind") == "item"]
         scoring += max(results) - ready[-1]
-        tasks[key] = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
+        items = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
+        order = {str(q.id): i for i, q in enumerate(_questions(key, home))}
+        tasks[key] = sorted(items, key=lambda it: order[str(it["id"])])  # scored longest first: back in file order
     return {"tasks": tasks, "wall_s": wall, "scoring_s": scoring}
+
+
+def _questions(key: str, home: Path) -> list[Any]:
+    os.environ["MEDALPACA_DESKTOP_HOME"] = str(home)
+    from bench.tasks import get_task, load_task
+
+    return list(load_task(get_task(key)).questions)
 
 
 # ------------------------------------------------------------------ the bare limit (this process)
