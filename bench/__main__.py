@@ -1,6 +1,6 @@
 """`python -m bench run CONFIG [--resume]`, `rescore RUN_DIR --rule R`, `compare RUN_A RUN_B [--json]`,
 `suite --model M --tasks multimedqa,usmle --out DIR`, `table DIR`, `suite-compare DIR MODEL_A MODEL_B`,
-`contamination RUN_DIR --against TRAIN_FILE [--meadow KEY] [--ngram 13] [--json]`.
+`contamination RUN_DIR --against TRAIN_FILE [--meadow KEY] [--ngram 13] [--json|--jsonl]`.
 
 The same engine as `medalpaca bench`. With `run`, stdout carries only protocol
 events (JSON lines, also appended to RUN_DIR/events.jsonl) and logs go to
@@ -220,11 +220,58 @@ def _cmd_suite_compare(args: argparse.Namespace, prog: str) -> ExitCode:
     return ExitCode.OK
 
 
+CONTAMINATION_STAGE = "Reading training data"
+
+
+def _check_contamination(args: argparse.Namespace, progress: Any) -> list[Any]:
+    """Every source checked first, then the run (or each run of a suite) against them in one pass."""
+    from bench.contamination import check_run, check_suite, is_suite, resolve_sources
+
+    sources = resolve_sources(args.against, args.meadow)
+    if is_suite(args.run_dir):
+        return check_suite(args.run_dir, sources, args.ngram, progress)
+    return [check_run(args.run_dir, sources, args.ngram, progress)]
+
+
+def _contamination_events(args: argparse.Namespace) -> ExitCode:
+    """--jsonl: progress events, a `result` naming each run's report, `done`; bad input an `error` event
+    and exit code 2; the first stop signal ends the check at once (nothing is written before the end)."""
+    from bench.contamination import REPORT, SUMMARY_CLEAN, ContaminationError
+    from medalpaca_desktop.core.events import Done, Error, Result
+    from medalpaca_desktop.core.progress import ProgressReporter
+    from medalpaca_desktop.core.worker import Worker, run_worker
+
+    def job(worker: Worker) -> ExitCode:
+        reporter = ProgressReporter(CONTAMINATION_STAGE, None, "records", events=worker.writer)
+
+        def progress(done: int, total: int | None) -> None:
+            reporter.total = total
+            reporter.update(done, force=done == total)
+
+        try:
+            reports = _check_contamination(args, progress)
+        except ContaminationError as exc:
+            worker.emit(Error(message=str(exc), kind="bad_input"))
+            worker.emit(Done(ok=False))
+            return ExitCode.BAD_INPUT
+        runs = [{"run_dir": r.run_dir, "report": str(Path(r.run_dir) / REPORT),
+                 "summary_clean": str(Path(r.run_dir) / SUMMARY_CLEAN), "n_questions": r.n_questions,
+                 "overlapping": len(r.overlapping), "accuracy": r.accuracy} for r in reports]
+        worker.emit(Result(data={"kind": "contamination", "runs": runs, "records": reports[0].records,
+                                 "elapsed_s": reports[0].elapsed_s}))
+        worker.emit(Done(ok=True))
+        return ExitCode.OK
+
+    return run_worker(job, name="contamination check", interrupt=True)
+
+
 def _cmd_contamination(args: argparse.Namespace, prog: str) -> ExitCode:
-    from bench.contamination import ContaminationError, check_run, check_suite, describe, is_suite, resolve_sources
+    from bench.contamination import ContaminationError, describe, is_suite
     from medalpaca_desktop.core.progress import ProgressReporter
 
-    reporter = ProgressReporter("Reading training data", None, "records", terminal=sys.stderr, min_interval=0.5)
+    if args.jsonl:
+        return _contamination_events(args)
+    reporter = ProgressReporter(CONTAMINATION_STAGE, None, "records", terminal=sys.stderr, min_interval=0.5)
     shown: list[bool] = []  # a progress line is on the terminal
 
     def progress(done: int, total: int | None) -> None:
@@ -233,11 +280,7 @@ def _cmd_contamination(args: argparse.Namespace, prog: str) -> ExitCode:
         shown[:] = [True]
 
     try:
-        sources = resolve_sources(args.against, args.meadow)
-        if is_suite(args.run_dir):
-            reports = check_suite(args.run_dir, sources, args.ngram, progress)
-        else:
-            reports = [check_run(args.run_dir, sources, args.ngram, progress)]
+        reports = _check_contamination(args, progress)
     except ContaminationError as exc:
         if shown:
             sys.stderr.write("\n")
@@ -278,6 +321,8 @@ def _add_contamination_parser(sub: Any) -> None:
     c.add_argument("--ngram", type=int, default=DEFAULT_NGRAM,
                    help=f"words per n-gram (default {DEFAULT_NGRAM}, as lm-eval)")
     c.add_argument("--json", action="store_true", help="print contamination.json's content")
+    c.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout (the app's "
+                                                         "worker); the reports are written as without it")
     c.set_defaults(func=_cmd_contamination)
 
 

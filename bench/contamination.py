@@ -27,7 +27,8 @@ record. A suite folder is checked in the same single pass for all its runs.
 
 Writes RUN_DIR/contamination.json (the sources with their files' sha256, every overlapping question)
 and RUN_DIR/summary_clean.json (summary.json's shape, bench.results.build_summary over the scored
-questions that do not overlap). Light: the standard library and bench's light modules.
+questions that do not overlap); bench.contamination_report reads them back. Light: the standard library
+and bench's light modules (a run's questions are read through bench.run, imported when a check starts).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
+from bench.contamination_report import DEFAULT_NGRAM, REPORT, SUMMARY_CLEAN, overlap_line
 from bench.questions import Question
 from medalpaca_desktop.core.records import (
     JSON_LINES,
@@ -55,9 +57,6 @@ from medalpaca_desktop.core.records import (
     split_source,
 )
 
-DEFAULT_NGRAM = 13
-REPORT = "contamination.json"
-SUMMARY_CLEAN = "summary_clean.json"
 TRAIN_SPLIT = "train"
 """A saved DatasetDict's split that is trained on (as the trainer reads it)."""
 PROGRESS_EVERY = 2000
@@ -549,7 +548,7 @@ def _percent(score: dict[str, Any]) -> str:
 def describe(report: ContaminationReport, show: int = 20) -> str:
     """"k of n questions overlap your training data", which ones, and the accuracy with and without them."""
     k, n = len(report.overlapping), report.n_questions
-    lines = [f"{k} of {n} questions overlap your training data" + (":" if k else ".")]
+    lines = [overlap_line(k, n) + (":" if k else ".")]
     for o in report.overlapping[:show]:
         how = "exact match" if o["how"] == "exact" else f"{report.ngram}-gram"
         text = o["ngram"] if len(o["ngram"]) <= 100 else o["ngram"][:97] + "..."

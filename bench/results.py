@@ -90,8 +90,9 @@ def read_items(run_dir: str | Path, repair: bool = False, name: str = ITEMS) -> 
     return items
 
 
-def load_run(run_dir: str | Path) -> RunResult:
-    """Read a run directory (finished, stopped or still running)."""
+def load_run(run_dir: str | Path, summary_name: str = SUMMARY) -> RunResult:
+    """Read a run directory (finished, stopped or still running); `summary_name` reads another of its
+    summaries as the summary (summary_clean.json: the scores without the questions found in training data)."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run folder")
@@ -103,7 +104,7 @@ def load_run(run_dir: str | Path) -> RunResult:
     except yaml.YAMLError as exc:
         raise RunError(f"{config_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     summary: dict[str, Any] = {}
-    summary_path = run_dir / SUMMARY
+    summary_path = run_dir / summary_name
     if summary_path.is_file():
         try:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig, ConfigError, label_for
+from bench.results import SUMMARY
 from bench.stats import EXACT_BELOW, bootstrap_average_difference, compare_items, mcnemar, wilson_interval
 
 SUITE_FILE = "suite.json"
@@ -190,8 +191,11 @@ class SuiteTable:
         return "\n".join(lines)
 
 
-def suite_table(out: str | Path) -> SuiteTable:
-    """Read every run of the suite in `out` (runs not started yet are absent from the table)."""
+def suite_table(out: str | Path, summary_name: str = SUMMARY) -> SuiteTable:
+    """Read every run of the suite in `out` (runs not started yet are absent from the table).
+
+    `summary_name`: which of each run's summaries fills the cells (summary_clean.json: the accuracies without
+    the questions found in training data, for the runs that have one)."""
     from bench.results import RunError, load_run
 
     plan = load_plan(out)
@@ -199,7 +203,7 @@ def suite_table(out: str | Path) -> SuiteTable:
     for config in plan.runs():
         run_dir = Path(config.out)
         try:
-            run = load_run(run_dir)
+            run = load_run(run_dir, summary_name)
         except RunError:
             continue
         overall = (run.summary.get("scores") or {}).get("overall")

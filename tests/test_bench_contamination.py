@@ -365,3 +365,36 @@ def test_resolve_sources_reads_folders_and_saved_datasets(tmp_path):
     with pytest.raises(ContaminationError, match="unsupported file type '.pdf'"):
         (tmp_path / "x.pdf").write_bytes(b"%PDF")
         resolve_sources([str(tmp_path / "x.pdf")])
+
+
+def test_jsonl_gives_progress_a_result_and_done_and_bad_input_as_an_error_event(medqa_run, tmp_path):
+    """--jsonl (the app's worker): events on stdout only, the reports written as without it."""
+    from medalpaca_desktop.core.events import Done, Error, Progress, Result, parse_line
+
+    run, items = copy_run(medqa_run, tmp_path)
+    train = write_jsonl(tmp_path / "t.jsonl", [{"instruction": items[3]["question"], "output": "x"}] +
+                        [{"instruction": "q", "output": "a"}] * 4999)
+    proc = medalpaca("bench", "contamination", str(run), "--against", str(train), "--jsonl")
+    assert proc.returncode == 0, proc.stderr
+    events = [parse_line(line) for line in proc.stdout.splitlines()]
+    assert events and None not in events, proc.stdout  # nothing but events on stdout
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[0].current == 0 and progress[-1].current == progress[-1].total == 5000
+    assert all(p.stage == "Reading training data" and p.unit == "records" for p in progress)
+    (result,) = [e for e in events if isinstance(e, Result)]
+    (entry,) = result.data["runs"]
+    assert result.data["kind"] == "contamination" and result.data["records"] == 5000
+    assert (entry["run_dir"], entry["n_questions"], entry["overlapping"]) == (str(run), 6, 1)
+    assert entry["report"] == str(run / "contamination.json") and Path(entry["summary_clean"]).is_file()
+    assert isinstance(events[-1], Done) and events[-1].ok
+    report = json.loads((run / "contamination.json").read_text())
+    assert [o["id"] for o in report["overlapping"]] == [items[3]["id"]]
+    assert entry["accuracy"] == report["accuracy"]
+
+    bad = medalpaca("bench", "contamination", str(run), "--against", str(tmp_path / "gone.jsonl"), "--jsonl")
+    assert bad.returncode == ExitCode.BAD_INPUT
+    events = [parse_line(line) for line in bad.stdout.splitlines()]
+    errors = [e for e in events if isinstance(e, Error)]
+    gone = tmp_path / "gone.jsonl"
+    assert [(e.kind, e.message) for e in errors] == [("bad_input", f"{gone}: no such file or folder")]
+    assert isinstance(events[-1], Done) and not events[-1].ok and "Traceback" not in bad.stderr

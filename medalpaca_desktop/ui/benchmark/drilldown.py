@@ -32,6 +32,7 @@ from medalpaca_desktop.ui.benchmark.items_table import (
     QuestionRow,
     answer_text,
 )
+from medalpaca_desktop.ui.benchmark.overlap_view import how_text
 from medalpaca_desktop.ui.benchmark.palette import step_name
 from medalpaca_desktop.ui.benchmark.runs import BenchRun
 
@@ -182,6 +183,12 @@ def detail_html(row: QuestionRow, run_names: list[str]) -> str:
         mark = " <b>(correct answer)</b>" if letter == row.gold else ""
         parts.append(f"<li><b>{esc(letter)}</b>: {esc(text)}{mark}</li>")
     parts.append("</ul>")
+    for name, overlap in zip(run_names, row.overlaps):
+        if overlap is not None:
+            how = how_text(overlap, int(overlap.get("ngram_size") or 0))
+            parts.append(f"<p style='color:#8a4b00'><b>In your training data</b> ({esc(name)}'s check): {esc(how)} "
+                         f"in {esc(str(overlap.get('record')))}, field {esc(str(overlap.get('field') or 'text'))}; "
+                         f"the matching text (normalised): “{esc(str(overlap.get('ngram') or ''))}”</p>")
     for name, answer in zip(run_names, row.answers):
         parts.append(f"<h4>{esc(name)}: {esc(answer_text(answer) or 'not scored in this run')}</h4>")
         if answer is None:

@@ -23,12 +23,14 @@ FILTERS: dict[str, str] = {
     "wrong": "Wrong answers (in any run)",
     "disagree": "Runs disagree (different answers)",
     "unparseable": "Unparseable answers",
+    "overlap": "In your training data",
 }
 FILTER_TIPS: dict[str, str] = {
     "all": "Every scored question",
     "wrong": "Questions at least one shown run got wrong (unparseable answers count as wrong)",
     "disagree": "Questions where the shown runs gave different answers (needs two runs)",
     "unparseable": "Answers the scoring rule could not read as a letter: counted wrong, listed here",
+    "overlap": "Questions a check against training data found there (Chart tab: Check against training data…)",
 }
 
 FIXED_COLUMNS = ("Step", "ID", "Question", "Options", "Gold")
@@ -44,6 +46,8 @@ class QuestionRow:
     options: dict[str, str]
     gold: str
     answers: list[dict[str, Any] | None] = field(default_factory=list)
+    overlaps: list[dict[str, Any] | None] = field(default_factory=list)
+    """Per run: where its training-data check found the question (None: not found, or not checked)."""
 
     def preds(self) -> list[str | None]:
         return [a.get("pred") or None for a in self.answers if a is not None]
@@ -54,6 +58,9 @@ class QuestionRow:
     def is_unparseable(self) -> bool:
         return any(a is not None and not a.get("pred") for a in self.answers)
 
+    def in_training_data(self) -> bool:
+        return any(o is not None for o in self.overlaps)
+
     def runs_disagree(self) -> bool:
         scored = [a for a in self.answers if a is not None]
         return len(scored) >= 2 and len({a.get("pred") or None for a in scored}) > 1
@@ -63,15 +70,18 @@ def join_runs(runs: list[BenchRun]) -> list[QuestionRow]:
     """Rows in the first run's order; questions only later runs have come after."""
     rows: dict[str, QuestionRow] = {}
     for index, run in enumerate(runs):
+        check = run.check
+        found = {str(o.get("id")): {**o, "ngram_size": check.ngram} for o in check.overlapping} if check else {}
         for item in run.items:
             key = str(item.get("id"))
             row = rows.get(key)
             if row is None:
                 row = QuestionRow(id=key, step=str(item.get("step") or ""), question=str(item.get("question") or ""),
                                   options=dict(item.get("options") or {}), gold=str(item.get("gold") or ""),
-                                  answers=[None] * len(runs))
+                                  answers=[None] * len(runs), overlaps=[None] * len(runs))
                 rows[key] = row
             row.answers[index] = item
+            row.overlaps[index] = found.get(key)
     return list(rows.values())
 
 
@@ -171,7 +181,7 @@ class ItemsTableModel(QAbstractTableModel):
 
 
 class ItemsFilterProxy(QSortFilterProxyModel):
-    """The drill-down's filter (all / wrong / disagree / unparseable) and a text search."""
+    """The drill-down's filter (all / wrong / disagree / unparseable / in training data) and a text search."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -200,6 +210,8 @@ class ItemsFilterProxy(QSortFilterProxyModel):
         if self.mode == "disagree" and not row.runs_disagree():
             return False
         if self.mode == "unparseable" and not row.is_unparseable():
+            return False
+        if self.mode == "overlap" and not row.in_training_data():
             return False
         if self.text:
             haystack = " ".join([row.id, row.question, *row.options.values()]).lower()

@@ -1,7 +1,8 @@
-"""A finished (or partial) eval run as the tab sees it: config, summary, items, record.
+"""A finished (or partial) eval run as the tab sees it: config, summary, items, record, training-data check.
 
-Read from the run directory through the engine's light `bench.results.load_run`;
-when the folder is gone, the database's rows still give the questions and answers.
+Read from the run directory through the engine's light `bench.results.load_run` (and
+`bench.contamination.load_check` for a check made earlier); when the folder is gone, the
+database's rows still give the questions and answers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.contamination_report import StoredCheck, load_check
 from bench.results import load_run
 from bench.stats import score_items
 from medalpaca_desktop.core.store import Store
@@ -29,6 +31,7 @@ class BenchRun:
     db_id: int | None = None
     status: str = "done"  # the database's status, or "running" for the live one
     note: str = ""  # why something is missing (folder deleted ...)
+    check: StoredCheck | None = None  # its questions checked against training data (contamination.json)
 
     @property
     def mode(self) -> str:
@@ -79,7 +82,7 @@ def read_run(run_dir: str | Path, *, label: str | None = None, db_id: int | None
     name = label or summary.get("label") or config.get("label") or Path(config.get("model") or run_dir).name
     return BenchRun(run_dir=str(run_dir), label=str(name), config=config, summary=summary,
                     items=list(result.items or []), record=dict(result.record or summary.get("record") or {}),
-                    db_id=db_id, status=status)
+                    db_id=db_id, status=status, check=load_check(run_dir))
 
 
 def run_from_database(store: Store, row: dict[str, Any]) -> BenchRun:

@@ -5,18 +5,24 @@ question is read), on a worker thread, again each time a run of the suite finish
 cell: accuracy with its 95 % Wilson interval and n, a partial run marked; per model the
 leaderboard's average (the unweighted mean of the tasks) and the pooled accuracy (every
 question as one sample). The table exports as bench.suite writes it (CSV, JSON).
+
+The suite can be checked against training data in one pass (`bench contamination OUT`): the page
+lists the overlapping questions of every run, and once every run is checked, "Without overlapping
+questions" puts each cell's accuracy over the other questions (the runs' summary_clean.json) under it.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -32,9 +38,19 @@ from PySide6.QtWidgets import (
 )
 
 from bench.config import ConfigError
+from bench.contamination_report import SUMMARY_CLEAN, StoredCheck, load_check
 from bench.suite import Cell, SuiteTable, suite_table
 from bench.tasks import TaskError, TaskSpec, get_task
 from medalpaca_desktop.ui.benchmark.bar_chart import BenchBarChart, ChartSeries
+from medalpaca_desktop.ui.benchmark.overlap_view import (
+    CLEAN_TIP,
+    CLEAN_TOGGLE,
+    STALE_NOTE,
+    OverlapEntry,
+    OverlapList,
+    checked_against,
+    overlap_total,
+)
 from medalpaca_desktop.ui.benchmark.palette import percent
 from medalpaca_desktop.ui.benchmark.suite_compare import SuiteCompareView
 from medalpaca_desktop.ui.workers import TaskManager, describe_exception
@@ -93,6 +109,39 @@ def cell_tip(cell: Cell | None) -> str:
     return tip
 
 
+def clean_line(cell: Cell | None) -> str:
+    """The line under a cell with "Without overlapping questions" on: 'without: 44.0 % (n = 130)'."""
+    if cell is None or not cell.n:
+        return "without: –"
+    return f"without: {percent(cell.accuracy)} (n = {cell.n})"
+
+
+@dataclass
+class SuiteChecks:
+    """What training-data checks found in the suite's runs."""
+
+    checks: dict[str, StoredCheck] = field(default_factory=dict)
+    """run folder -> its check, for the runs of the table that were checked."""
+    runs: int = 0
+    """Runs in the table (started and scored)."""
+    clean: SuiteTable | None = None
+    """The table over the questions not in the training data: once every run has an up-to-date check."""
+
+    @property
+    def stale(self) -> int:
+        return sum(1 for c in self.checks.values() if c.stale)
+
+
+def read_suite(out: str | Path) -> tuple[SuiteTable, SuiteChecks]:
+    """The table and its runs' checks (light: the runs' JSON files)."""
+    table = suite_table(out)
+    run_dirs = [c.run_dir for row in table.cells.values() for c in row.values() if c.run_dir]
+    checks = {d: check for d in run_dirs if (check := load_check(d)) is not None}
+    every = bool(run_dirs) and all(d in checks and not checks[d].stale for d in run_dirs)
+    clean = suite_table(out, SUMMARY_CLEAN) if every else None
+    return table, SuiteChecks(checks, len(run_dirs), clean)
+
+
 def _score(cell: Cell) -> dict:
     return {"accuracy": cell.accuracy, "ci_low": cell.ci_low, "ci_high": cell.ci_high, "n": cell.n}
 
@@ -122,12 +171,15 @@ class SuiteView(QWidget):
 
     sig_table_shown = Signal(object)  # SuiteTable, after each (re)read
     sig_exported = Signal(str)
+    sig_check_requested = Signal(str)  # the suite folder
+    sig_question_requested = Signal(str, str)  # run_dir, question id
 
     def __init__(self, tasks: TaskManager | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.tasks = tasks
         self.out: Path | None = None
         self.table: SuiteTable | None = None
+        self.checks = SuiteChecks()
         self._generation = 0
         self.empty_label = QLabel(EMPTY_TEXT)
         self.empty_label.setWordWrap(True)
@@ -155,6 +207,17 @@ class SuiteView(QWidget):
         self.chart = BenchBarChart(title="Accuracy per task with 95 % confidence intervals", with_reference=False,
                                    empty_text="")
         self.compare = SuiteCompareView(tasks)
+        self.check_button = QPushButton("Check against training data…")
+        self.check_button.setToolTip("Which questions of every run of the suite are in the data a model was trained "
+                                     "on (the training data is read once for all runs), and the accuracy without them")
+        self.check_button.clicked.connect(self._on_check_button_clicked)
+        self.overlap_label = QLabel()
+        self.overlap_label.setWordWrap(True)
+        self.overlap_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.clean_check = QCheckBox(CLEAN_TOGGLE)
+        self.clean_check.toggled.connect(self._on_clean_check_toggled)
+        self.overlap_list = OverlapList()
+        self.overlap_list.sig_question_activated.connect(self.sig_question_requested)
 
         self.chart.setMinimumHeight(CHART_HEIGHT)
         tick_font = QFont()
@@ -167,6 +230,12 @@ class SuiteView(QWidget):
         column = QVBoxLayout(page)
         column.addWidget(self.title_label)
         column.addWidget(self.grid)
+        overlap_row = QHBoxLayout()
+        overlap_row.addWidget(self.check_button)
+        overlap_row.addWidget(self.overlap_label, 1)
+        overlap_row.addWidget(self.clean_check)
+        column.addLayout(overlap_row)
+        column.addWidget(self.overlap_list)
         column.addWidget(self.notes_label)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -201,9 +270,9 @@ class SuiteView(QWidget):
         folder = Path(out)
         self.out = folder
 
-        def done(table: SuiteTable) -> None:
+        def done(read: tuple[SuiteTable, SuiteChecks]) -> None:
             if generation == self._generation:
-                self._show(table)
+                self._show(*read)
 
         def failed(exc: BaseException) -> None:
             if generation == self._generation:
@@ -211,11 +280,11 @@ class SuiteView(QWidget):
 
         if self.tasks is None:
             try:
-                done(suite_table(folder))
+                done(read_suite(folder))
             except (ConfigError, OSError, ValueError) as exc:
                 failed(exc)
         else:
-            self.tasks.run_in_background(lambda: suite_table(folder), done, failed)
+            self.tasks.run_in_background(lambda: read_suite(folder), done, failed)
 
     def refresh(self) -> None:
         if self.out is not None:
@@ -223,8 +292,9 @@ class SuiteView(QWidget):
 
     # -- showing --------------------------------------------------------------
 
-    def _show(self, table: SuiteTable | None, problem: str = "") -> None:
+    def _show(self, table: SuiteTable | None, checks: SuiteChecks | None = None, problem: str = "") -> None:
         self.table = table
+        self.checks = checks or SuiteChecks()
         shown = table is not None
         self.empty_label.setText(problem or EMPTY_TEXT)
         self.empty_label.setVisible(not shown)
@@ -237,6 +307,7 @@ class SuiteView(QWidget):
             self.grid.setColumnCount(0)
             self.chart.set_runs([])
             self.compare.set_suite(None, [], {})
+            self.overlap_list.set_entries([])
             self.sig_table_shown.emit(None)
             return
         titles = {task: short_title(task) for task in table.tasks}
@@ -247,6 +318,7 @@ class SuiteView(QWidget):
             f"Suite {self.out.name if self.out else ''}: {models} model{'s' if models != 1 else ''} × {tasks} "
             f"task{'s' if tasks != 1 else ''} · {finished} of {runs} runs finished"
             + (f" · {self.out}" if self.out else ""))
+        self._show_checks(table, titles)
         self._fill_grid(table, titles)
         self.chart.set_groups([*table.tasks, AVERAGE], {**{t: chart_tick(t) for t in table.tasks}, AVERAGE: "Average"})
         self.chart.set_runs(chart_series(table))
@@ -254,7 +326,56 @@ class SuiteView(QWidget):
         self.compare.set_suite(self.out, table.labels, titles)
         self.sig_table_shown.emit(table)
 
+    def _show_checks(self, table: SuiteTable, titles: dict[str, str]) -> None:
+        """The training-data line, the list of overlapping questions, and whether the toggle can be on."""
+        checks = self.checks
+        entries = []
+        for label in table.labels:
+            for task in table.tasks:
+                cell = table.cells.get(label, {}).get(task)
+                check = checks.checks.get(cell.run_dir) if cell is not None else None
+                if check is not None and cell is not None:
+                    entries += [OverlapEntry(f"{label} · {titles[task]}", cell.run_dir, o, check.ngram)
+                                for o in check.overlapping]
+        self.overlap_list.set_entries(entries, show_run=True)
+        self.overlap_list.setVisible(bool(entries))
+        self.check_button.setEnabled(checks.runs > 0)
+        self.overlap_label.setText(self._overlap_text(checks))
+        self.clean_check.setEnabled(checks.clean is not None)
+        self.clean_check.setToolTip(CLEAN_TIP if checks.clean is not None else
+                                    "Shown once every run of the suite has been checked (Check against training "
+                                    "data… checks them all in one pass)")
+
+    @staticmethod
+    def _overlap_text(checks: SuiteChecks) -> str:
+        if not checks.runs:
+            return ""
+        if not checks.checks:
+            return "Not checked against training data yet."
+        first = next(iter(checks.checks.values()))
+        text = (f"{overlap_total(list(checks.checks.values()))} ({len(checks.checks)} of {checks.runs} runs checked "
+                f"against {checked_against(first)})")
+        if checks.stale:
+            text += f"; {checks.stale} run{'s' if checks.stale != 1 else ''}: {STALE_NOTE}"
+        elif len(checks.checks) < checks.runs:
+            text += "; check the suite to see every cell without them"
+        return text + "."
+
+    def showing_clean(self) -> bool:
+        return self.clean_check.isChecked() and self.checks.clean is not None
+
+    @Slot(bool)
+    def _on_clean_check_toggled(self, _on: bool) -> None:
+        if self.table is not None:
+            self._fill_grid(self.table, {task: short_title(task) for task in self.table.tasks})
+
+    @Slot()
+    def _on_check_button_clicked(self) -> None:
+        if self.out is not None:
+            self.sig_check_requested.emit(str(self.out))
+
     def _fill_grid(self, table: SuiteTable, titles: dict[str, str]) -> None:
+        clean = self.checks.clean if self.showing_clean() else None
         headers = [titles[t] for t in table.tasks] + ["Average", "Pooled"]
         self.grid.clear()
         self.grid.setColumnCount(len(headers))
@@ -270,12 +391,21 @@ class SuiteView(QWidget):
             row = table.cells.get(label, {})
             for c, task in enumerate(table.tasks):
                 cell = row.get(task)
-                item = QTableWidgetItem(cell_text(cell))
-                item.setToolTip(cell_tip(cell))
+                text, tip = cell_text(cell), cell_tip(cell)
+                if clean is not None and cell is not None and cell.n:
+                    clean_cell = clean.cells.get(label, {}).get(task)
+                    text += "\n" + clean_line(clean_cell)
+                    tip += "\nWithout the questions found in your training data: " + (
+                        cell_tip(clean_cell).split("\n")[0] if clean_cell else "none left")
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.grid.setItem(r, c, item)
             average = table.average(label)
-            item = QTableWidgetItem(percent(average))
+            text = percent(average)
+            if clean is not None and average is not None:
+                text += f"\nwithout: {percent(clean.average(label))}"
+            item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
             item.setToolTip("The unweighted mean of the tasks' accuracies" if average is not None
                             else "Shown once every task of the suite is scored")
@@ -284,7 +414,10 @@ class SuiteView(QWidget):
             item.setFont(font)
             self.grid.setItem(r, len(table.tasks), item)
             pooled = table.pooled(label)
-            item = QTableWidgetItem(cell_text(pooled))
+            text = cell_text(pooled)
+            if clean is not None and pooled is not None:
+                text += "\n" + clean_line(clean.pooled(label))
+            item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
             item.setToolTip(cell_tip(pooled) if pooled else "Nothing scored yet")
             self.grid.setItem(r, len(table.tasks) + 1, item)

@@ -3,8 +3,11 @@
 Results show the runs ticked in the History (a new batch ticks its own runs as they
 start): the chart with the paper's reference bars, the numbers, every question,
 a paired comparison and each run's reproducibility record; the Suite page shows the
-models x tasks table of the medical suite the last finished run belongs to. When the database
-cannot be opened the tab keeps its runs in an in-memory store for this session and says so once.
+models x tasks table of the medical suite the last finished run belongs to. A shown run, or the
+whole suite, can be checked against training data (`bench contamination` as a worker, from
+contamination_dialog.py); what a check found shows under the numbers and on the Suite page. When
+the database cannot be opened the tab keeps its runs in an in-memory store for this session and
+says so once.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.store import Store, open_store
 from medalpaca_desktop.ui.benchmark.bar_chart import BenchBarChart, ChartSeries
 from medalpaca_desktop.ui.benchmark.compare_view import CompareView
+from medalpaca_desktop.ui.benchmark.contamination_dialog import ContaminationDialog
 from medalpaca_desktop.ui.benchmark.drilldown import DrillDownView
 from medalpaca_desktop.ui.benchmark.history import HistoryPanel
+from medalpaca_desktop.ui.benchmark.overlap_view import OverlapPanel
 from medalpaca_desktop.ui.benchmark.queue_view import QueueView
 from medalpaca_desktop.ui.benchmark.repro_view import ReproView
 from medalpaca_desktop.ui.benchmark.rescore import RescoreBar
@@ -95,6 +100,8 @@ class BenchmarkTab(QWidget):
             self.chart.reference_check.setEnabled(False)
             self.chart.reference_check.setToolTip(f"The paper's scores could not be read: {exc}")
         self.summary_table = SummaryTable()
+        self.overlap_panel = OverlapPanel()
+        self.contamination_dialog: ContaminationDialog | None = None
         self.drilldown = DrillDownView()
         self.compare = CompareView(self.tasks)
         self.repro = ReproView()
@@ -113,6 +120,11 @@ class BenchmarkTab(QWidget):
         self.queue.sig_item_scored.connect(self._on_queue_item_scored)
         self.queue.sig_run_finished.connect(self._on_queue_run_finished)
         self.compare.sig_question_requested.connect(self.open_question)
+        self.overlap_panel.sig_check_requested.connect(self.check_contamination)
+        self.overlap_panel.sig_question_requested.connect(lambda _run_dir, qid: self.open_question(qid))
+        self.overlap_panel.sig_clean_toggled.connect(self.summary_table.set_show_clean)
+        self.suite_view.sig_check_requested.connect(self.check_contamination)
+        self.suite_view.sig_question_requested.connect(self.open_run_question)
         self.rescore_bar.sig_rescored.connect(self._on_rescore_bar_rescored)
         self.rescore_bar.sig_failed.connect(lambda message: self.sig_status_changed.emit(f"Re-score failed: {message}"))
         self.drilldown.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
@@ -142,6 +154,7 @@ class BenchmarkTab(QWidget):
         chart_layout = QVBoxLayout(chart_page)
         chart_layout.addWidget(self.chart, 1)
         chart_layout.addWidget(self.summary_table)
+        chart_layout.addWidget(self.overlap_panel)
         buttons = QHBoxLayout()
         self.export_png_button = QPushButton("Export PNG…")
         self.export_png_button.setToolTip("Save the chart as a PNG image")
@@ -325,6 +338,7 @@ class BenchmarkTab(QWidget):
         self.compare.set_runs(runs, self.names)
         self.repro.set_runs(runs, self.names)
         self.rescore_bar.set_runs(runs, self.names)
+        self.overlap_panel.set_runs(runs, self.names)
         notes = [f"{name}: {run.note}" for run, name in zip(runs, self.names) if run.note]
         if runs:
             text = f"Showing {len(runs)} run{'s' if len(runs) != 1 else ''} (tick runs in the History to change)."
@@ -346,6 +360,53 @@ class BenchmarkTab(QWidget):
         self.drilldown.set_filter("all")
         self.results_tabs.setCurrentIndex(PAGE_QUESTIONS)
         self.drilldown.select_question(question_id)
+
+    @Slot(str, str)
+    def open_run_question(self, run_dir: str, question_id: str) -> None:
+        """Show the run in this folder (alone, unless it is shown already) and open one of its questions."""
+        if run_dir not in {r.run_dir for r in self.shown}:
+            row = self.store.eval_run_by_dir(str(Path(run_dir).resolve())) or self.store.eval_run_by_dir(run_dir)
+            if row is None:
+                self.sig_status_changed.emit(f"{run_dir} is not in the History; open it there to read its questions")
+                return
+            self.show_run_ids([int(row["id"])])
+        self.open_question(question_id)
+
+    # -- training data --------------------------------------------------------
+
+    @Slot(str)
+    def check_contamination(self, target: str) -> ContaminationDialog:
+        """The dialog that checks a run folder (or a suite folder) against training data."""
+        if self.contamination_dialog is not None and self.contamination_dialog.is_running():
+            self.contamination_dialog.raise_()
+            return self.contamination_dialog
+        names = dict(zip((r.run_dir for r in self.shown), self.names))
+        suite = self.suite_view.out is not None and Path(target) == self.suite_view.out
+        name = f"the suite {Path(target).name} (every run)" if suite else names.get(target, Path(target).name)
+        dialog = ContaminationDialog(target, name, self)
+        if self.contamination_dialog is not None:  # the sources picked last time stay picked
+            dialog.add_sources(self.contamination_dialog.sources())
+            dialog.set_meadow_checked(self.contamination_dialog.meadow_keys())
+            dialog.ngram_spin.setValue(self.contamination_dialog.ngram_spin.value())
+            self.contamination_dialog.deleteLater()
+        dialog.sig_checked.connect(self._on_contamination_checked)
+        self.contamination_dialog = dialog
+        dialog.setModal(False)  # a check of a big corpus takes minutes; the window stays usable meanwhile
+        dialog.show()
+        return dialog
+
+    @Slot(str)
+    def _on_contamination_checked(self, target: str) -> None:
+        """Read the runs' new reports: the shown ones again, and the suite page when it was its suite."""
+        folder = Path(target).resolve()
+        inside = {d for r in self._cache.values() if (d := r.run_dir)
+                  and (Path(d).resolve() == folder or folder in Path(d).resolve().parents)}
+        self._cache = {k: v for k, v in self._cache.items() if v.run_dir not in inside}
+        self._show(self.history.checked_rows())
+        out = self.suite_view.out.resolve() if self.suite_view.out is not None else None
+        if out is not None and (folder == out or out in folder.parents):
+            self.suite_view.refresh()
+        self.sig_status_changed.emit(f"Checked {folder.name} against training data")
 
     def _choose_chart_file(self, kind: str) -> None:
         pattern = "PNG images (*.png)" if kind == "png" else "SVG drawings (*.svg)"
@@ -377,5 +438,7 @@ class BenchmarkTab(QWidget):
         self.queue.shutdown()
         if self.rescore_bar.runner.is_running():
             self.rescore_bar.runner.kill_now()
+        if self.contamination_dialog is not None:
+            self.contamination_dialog.shutdown()
         if self._owns_store:
             self.store.close()
