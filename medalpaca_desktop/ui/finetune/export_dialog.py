@@ -153,7 +153,7 @@ class ExportDialog(QDialog):
         self.chat_button = self.buttons.addButton("Chat with it", QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.export_button.clicked.connect(self.start_export)
-        self.stop_button.clicked.connect(self.runner.stop)
+        self.stop_button.clicked.connect(lambda: self.runner.stop())  # not stop(checked=False): a grace of 0
         self.open_button.clicked.connect(self._on_open_button_clicked)
         self.chat_button.clicked.connect(self._on_chat_button_clicked)
         self.close_button.clicked.connect(self.reject)
