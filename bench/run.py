@@ -5,7 +5,9 @@ A batch of questions per forward pass in both modes where the engine batches
 protocol) an answer does not depend on its batch. Each scored question is
 appended to items.jsonl (flushed) and sent as a `result` event before the next
 one starts, so a stopped or crashed run loses nothing and resumes with exactly
-the questions that are not in items.jsonl yet, in dataset order. SIGINT/SIGTERM
+the questions that are not in items.jsonl yet, in dataset order (generate mode
+on a batching backend: in batches of similar prompt lengths, longest first, as
+lm-eval does; the summary and items.csv are in dataset order). SIGINT/SIGTERM
 end the current question or batch (answers already finished are kept, the
 rest are asked again on resume), write a partial summary and exit 130;
 a second signal leaves at once (core.worker.run_worker installs the handlers).
@@ -351,13 +353,15 @@ class _Job:
 
     def _score_generate(self, remaining: list[tuple[int, Question]], prompt_info: Any,
                         items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
-        from bench.scoring import generate_items
+        from bench.scoring import generate_items, longest_first
 
         size = self._batch_size()
+        if size > 1:  # batches of similar lengths pad the least; each batch still answers in dataset order
+            remaining = longest_first(self.backend, remaining, self.config, prompt_info)
         for start in range(0, len(remaining), size):
             if self.stop.is_set():
                 return
-            chunk = remaining[start:start + size]
+            chunk = sorted(remaining[start:start + size], key=lambda entry: entry[0])
             for item in generate_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
                 self._add(item, items, counts, reporter)  # answers a stop cut short are left for the resume
 

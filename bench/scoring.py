@@ -3,6 +3,7 @@
 generate: the prompts are tokenized and answered with the backend's
 `generate_batch` (each sampled with seed + the question's position in the
 dataset, and an answer does not depend on its batch, so resuming changes nothing);
+a batching backend gets its batches longest prompt first (`longest_first`);
 the raw answer is parsed with both rules (bench.answers) and `pred` follows the
 config's rule. A prompt that does not fit the context is an item with `error`
 (counted wrong and unparseable), not a failed run.
@@ -41,6 +42,24 @@ def sampling_for(config: BenchConfig, position: int, stop: list[str]) -> Samplin
         temperature=0.0 if config.greedy else config.temperature, top_p=config.top_p, top_k=config.top_k,
         repeat_penalty=1.0, max_tokens=config.max_new_tokens, seed=(config.seed + position) % (2**31 - 1),
         stop=list(stop))
+
+
+def longest_first(backend: Backend, questions: list[tuple[int, Question]], config: BenchConfig,
+                  prompt_info: Any) -> list[tuple[int, Question]]:
+    """The (position, question) pairs by prompt length in tokens, longest first, ties in dataset order.
+
+    A batch is padded to its longest prompt, so batches of neighbours in length waste the least
+    (lm-eval's generate_until orders its requests the same way): of the positions that batches of 8
+    compute for the 72 sample questions, 14 % are padding in file order, 3 % in this order. The
+    answers do not depend on the batch (see generate_items), only the order in which they arrive.
+    """
+    task = config.task_spec()
+
+    def length(entry: tuple[int, Question]) -> tuple[int, int]:
+        prompt = build_prompt(entry[1], "generate", config.prompt_style, prompt_info, task)
+        return -len(backend.tokenize(prompt.text, add_special=prompt.add_special)), entry[0]
+
+    return sorted(questions, key=length)
 
 
 def generate_items(backend: Backend, questions: list[tuple[int, Question]], config: BenchConfig, prompt_info: Any,

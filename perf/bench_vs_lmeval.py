@@ -135,11 +135,13 @@ def run_lmeval(model: Path, batch_size: int, limit: int | None, work: Path) -> d
 # ------------------------------------------------------------------ engine side (medalpaca bench)
 
 
-def run_engine(model: Path, backend: str, batch_size: int, limit: int | None, work: Path) -> dict[str, Any]:
+def run_engine(model: Path, backend: str, batch_size: int, limit: int | None, work: Path,
+               mode: str = "loglikelihood", style: str = "lm-eval", extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One `medalpaca bench` run on the sample questions; `extra`: more flags (generate mode's)."""
     out = work / f"bench-{backend}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "medalpaca_desktop", "bench", "--model", str(model), "--backend", backend,
-           "--dataset", "medqa", "--data", str(MEDQA), "--mode", "loglikelihood", "--prompt-style", "lm-eval",
-           "--batch-size", str(batch_size), "--out", str(out)]
+           "--dataset", "medqa", "--data", str(MEDQA), "--mode", mode, "--prompt-style", style,
+           "--batch-size", str(batch_size), "--out", str(out), *extra]
     if limit:
         cmd += ["--limit", str(limit)]
     env = dict(os.environ, MEDALPACA_DESKTOP_HOME=str(work / "home"), HF_HUB_OFFLINE="1",

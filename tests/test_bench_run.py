@@ -435,6 +435,35 @@ def test_batched_answers_equal_one_at_a_time_also_after_a_stop_mid_batch(tiny_lo
     assert len(set(outputs(tmp_path / "one").values())) > 1
 
 
+def test_batches_are_formed_longest_prompt_first(tiny_long, tmp_path):
+    """transformers, generate mode: batches of similar prompt lengths, longest first (as lm-eval's generate_until,
+    so a batch pads little), each batch written in dataset order; items.csv keeps dataset order, the answers equal
+    one-at-a-time answers."""
+    from transformers import AutoTokenizer
+
+    from bench.datasets import load_dataset
+    from bench.prompts import build_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_long.hf)
+    qs = load_dataset(MEDQA, limit=7).questions
+    lengths = [len(tok(build_prompt(q, "generate", "lm-eval").text)["input_ids"]) for q in qs]
+    order = sorted(range(7), key=lambda i: (-lengths[i], i))
+    expected = [qs[i].id for start in range(0, 7, 3) for i in sorted(order[start:start + 3])]
+    assert expected != medqa_ids(7)  # the sample's lengths are not in file order, so the order shows the batching
+    kw = dict(prompt_style="lm-eval", greedy=True, max_new_tokens=6, limit=7)
+    rc, rec = run(config(tiny_long.hf, tmp_path / "batched", batch_size=3, **kw))
+    assert rc == ExitCode.OK
+    assert [it["id"] for it in items_of(tmp_path / "batched")] == expected
+    assert [e.data["id"] for e in rec.of("result")] == expected
+    with open(tmp_path / "batched" / "items.csv", newline="", encoding="utf-8") as fh:
+        assert [r["id"] for r in csv.DictReader(fh)] == medqa_ids(7)
+    assert [it["seed"] for it in items_of(tmp_path / "batched")] == [42 + int(i) for i in expected]
+    rc, _ = run(config(tiny_long.hf, tmp_path / "one", batch_size=1, **kw))
+    assert rc == ExitCode.OK and [it["id"] for it in items_of(tmp_path / "one")] == medqa_ids(7)
+    one = {it["id"]: it["output"] for it in items_of(tmp_path / "one")}
+    assert {it["id"]: it["output"] for it in items_of(tmp_path / "batched")} == one
+
+
 def test_torn_line_and_finished_run(tiny_long, tmp_path):
     out = tmp_path / "run"
     cfg = config(tiny_long.hf, out, mode="loglikelihood", prompt_style="lm-eval", limit=4)
