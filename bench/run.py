@@ -5,8 +5,8 @@ A batch of questions per forward pass in both modes where the engine batches
 protocol) an answer does not depend on its batch. Each scored question is
 appended to items.jsonl (flushed) and sent as a `result` event before the next
 one starts, so a stopped or crashed run loses nothing and resumes with exactly
-the questions that are not in items.jsonl yet, in dataset order (generate mode
-on a batching backend: in batches of similar prompt lengths, longest first, as
+the questions that are not in items.jsonl yet, in dataset order (on a batching
+backend, in either mode: in batches of similar prompt lengths, longest first, as
 lm-eval does; the summary and items.csv are in dataset order). SIGINT/SIGTERM
 end the current question or batch (answers already finished are kept, the
 rest are asked again on resume), write a partial summary and exit 130;
@@ -367,30 +367,17 @@ class _Job:
 
     def _score_loglikelihood(self, remaining: list[tuple[int, Question]], prompt_info: Any,
                              items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:
-        from bench.scoring import loglikelihood_items
+        from bench.scoring import loglikelihood_items, longest_first
 
         size = self._batch_size()
-        if size > 1:
-            remaining = self._longest_first(remaining, prompt_info)
+        if size > 1:  # a batch holds prompts of about one length (lm-eval's order), so little is padding
+            remaining = longest_first(self.backend, remaining, self.config, prompt_info, "loglikelihood")
         for start in range(0, len(remaining), size):
             if self.stop.is_set():
                 return
             chunk = [q for _, q in remaining[start:start + size]]
             for item in loglikelihood_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
                 self._add(item, items, counts, reporter)
-
-    def _longest_first(self, remaining: list[tuple[int, Question]], prompt_info: Any) -> list[tuple[int, Question]]:
-        """The questions by prompt length in tokens, longest first (as lm-eval's Collator orders them):
-        a batch then holds prompts of about one length, so little of it is padding. Items are still
-        recorded by id, and the summary in dataset order."""
-        from bench.prompts import build_prompt
-
-        task = self.config.task_spec()
-        lengths = {}
-        for position, q in remaining:
-            prompt = build_prompt(q, "loglikelihood", self.config.prompt_style, prompt_info, task)
-            lengths[position] = len(self.backend.tokenize(prompt.text, add_special=prompt.add_special))
-        return sorted(remaining, key=lambda pq: (-lengths[pq[0]], pq[0]))
 
     def _batch_size(self) -> int:
         """The config's batch size where the engine batches; one at a time otherwise (as fast, and a stop

@@ -45,7 +45,7 @@ def sampling_for(config: BenchConfig, position: int, stop: list[str]) -> Samplin
 
 
 def longest_first(backend: Backend, questions: list[tuple[int, Question]], config: BenchConfig,
-                  prompt_info: Any) -> list[tuple[int, Question]]:
+                  prompt_info: Any, mode: str = "generate") -> list[tuple[int, Question]]:
     """The (position, question) pairs by prompt length in tokens, longest first, ties in dataset order.
 
     A batch is padded to its longest prompt, so batches of neighbours in length waste the least
@@ -56,7 +56,7 @@ def longest_first(backend: Backend, questions: list[tuple[int, Question]], confi
     task = config.task_spec()
 
     def length(entry: tuple[int, Question]) -> tuple[int, int]:
-        prompt = build_prompt(entry[1], "generate", config.prompt_style, prompt_info, task)
+        prompt = build_prompt(entry[1], mode, config.prompt_style, prompt_info, task)
         return -len(backend.tokenize(prompt.text, add_special=prompt.add_special)), entry[0]
 
     return sorted(questions, key=length)

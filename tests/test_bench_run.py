@@ -453,11 +453,11 @@ def test_batches_are_formed_longest_prompt_first(tiny_long, tmp_path):
     kw = dict(prompt_style="lm-eval", greedy=True, max_new_tokens=6, limit=7)
     rc, rec = run(config(tiny_long.hf, tmp_path / "batched", batch_size=3, **kw))
     assert rc == ExitCode.OK
-    assert [it["id"] for it in items_of(tmp_path / "batched")] == expected
+    assert [it["id"] for it in items_in_file_order(tmp_path / "batched")] == expected
     assert [e.data["id"] for e in rec.of("result")] == expected
     with open(tmp_path / "batched" / "items.csv", newline="", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == medqa_ids(7)
-    assert [it["seed"] for it in items_of(tmp_path / "batched")] == [42 + int(i) for i in expected]
+    assert [it["seed"] for it in items_in_file_order(tmp_path / "batched")] == [42 + int(i) for i in expected]
     rc, _ = run(config(tiny_long.hf, tmp_path / "one", batch_size=1, **kw))
     assert rc == ExitCode.OK and [it["id"] for it in items_of(tmp_path / "one")] == medqa_ids(7)
     one = {it["id"]: it["output"] for it in items_of(tmp_path / "one")}
