@@ -323,3 +323,7 @@ def report(engines: list[dict[str, Any]], lmevals: list[dict[str, Any]], keys: l
     print(f"| questions/s while scoring | {qps_e:.2f} | {qps_l:.2f} | {qps_e / qps_l:.2f}x | - |")
     print(f"| whole process, s | {med(engines, 'wall_s'):.1f} | {med(lmevals, 'wall_s'):.1f} | "
           f"{med(lmevals, 'wall_s') / med(engines, 'wall_s'):.2f}x | >= 1.2x |", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
