@@ -157,20 +157,15 @@ def _cmd_compare(args: argparse.Namespace, prog: str) -> ExitCode:
     return ExitCode.OK
 
 
-#: `bench suite` flags -> BenchConfig fields every run of the suite shares.
-SUITE_SETTINGS = ("backend", "quantization", "mode", "prompt_style", "rule", "apply_chat_template", "temperature",
-                  "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size", "limit", "n_ctx", "gpu_layers",
-                  "num_processes")
-
 
 def _cmd_suite(args: argparse.Namespace, prog: str) -> ExitCode:
-    from bench.config import PRESETS, ConfigError
+    from bench.config import PRESETS, SETTING_FLAGS, ConfigError
     from bench.suite import plan_suite, write_table
     from bench.suite_run import run_suite
     from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     settings = dict(PRESETS[args.preset]) if args.preset else {}
-    settings.update({k: getattr(args, k) for k in SUITE_SETTINGS if getattr(args, k) is not None})
+    settings.update({k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None})
     try:
         plan = plan_suite(args.model, args.tasks, args.out, settings, labels=args.label)
     except ConfigError as exc:
@@ -327,9 +322,8 @@ def _add_contamination_parser(sub: Any) -> None:
 
 
 def _add_suite_parsers(sub: Any) -> None:
-    from bench.config import BACKENDS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
+    from bench.config import PRESETS, add_setting_flags
 
-    h = BenchConfig.field_help
     s = sub.add_parser("suite", help="several models x several tasks of the medical suite, one run per pair",
                        description="Score models on the medical benchmark suite (tasks of resources/"
                                    "benchmark_tasks.yaml, or groups: multimedqa, usmle, all). Each model x task is "
@@ -341,24 +335,7 @@ def _add_suite_parsers(sub: Any) -> None:
     s.add_argument("--tasks", required=True, help="comma list of tasks and groups, e.g. multimedqa,usmle")
     s.add_argument("--out", required=True, help="the suite's folder")
     s.add_argument("--preset", choices=tuple(PRESETS), help="start from a protocol (other flags override it)")
-    s.add_argument("--backend", choices=BACKENDS, help=h("backend"))
-    s.add_argument("--quantization", choices=QUANTIZATIONS, help=h("quantization"))
-    s.add_argument("--mode", choices=MODES, help=h("mode"))
-    s.add_argument("--prompt-style", dest="prompt_style", choices=PROMPT_STYLES, help=h("prompt_style"))
-    s.add_argument("--rule", choices=RULES, help=h("rule"))
-    s.add_argument("--apply-chat-template", dest="apply_chat_template", action="store_true", default=None,
-                   help=h("apply_chat_template"))
-    s.add_argument("--temperature", type=float, help=h("temperature"))
-    s.add_argument("--top-p", dest="top_p", type=float, help=h("top_p"))
-    s.add_argument("--top-k", dest="top_k", type=int, help=h("top_k"))
-    s.add_argument("--greedy", action="store_true", default=None, help=h("greedy"))
-    s.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
-    s.add_argument("--seed", type=int, help=h("seed"))
-    s.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
-    s.add_argument("--num-processes", dest="num_processes", type=int, help=h("num_processes"))
-    s.add_argument("--limit", type=int, help=h("limit"))
-    s.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))
-    s.add_argument("--gpu-layers", dest="gpu_layers", type=int, help=h("gpu_layers"))
+    add_setting_flags(s)
     s.add_argument("--resume", action="store_true", help="continue each run where it stopped (automatic when "
                                                            "a run folder has results)")
     s.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")

@@ -274,6 +274,26 @@ CLI_FLAGS: dict[str, str] = {
 }
 
 
+#: The protocol and compute settings one run takes as flags: `medalpaca bench` and `bench suite` alike.
+SETTING_FLAGS: tuple[str, ...] = ("backend", "quantization", "mode", "prompt_style", "rule", "apply_chat_template",
+                                  "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size",
+                                  "num_processes", "limit", "n_ctx", "gpu_layers")
+
+
+def add_setting_flags(parser: Any) -> None:
+    """The SETTING_FLAGS on an argparse parser, built from the fields (help, choices, type); unset = None."""
+    for name in SETTING_FLAGS:
+        f = _fields()[name]
+        kwargs: dict[str, Any] = {"dest": name, "help": f.metadata.get("help", "")}
+        if isinstance(f.default, bool):
+            kwargs.update(action="store_true", default=None)
+        else:
+            kwargs["type"] = type(f.default)
+            if f.metadata.get("choices"):
+                kwargs["choices"] = tuple(f.metadata["choices"])
+        parser.add_argument(CLI_FLAGS[name], **kwargs)
+
+
 def user_command(config: BenchConfig, *, jsonl: bool = False) -> str:
     """The same run as a person types it: `medalpaca bench --model ... --out ...` (copyable)."""
     defaults = BenchConfig()

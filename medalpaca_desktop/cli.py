@@ -228,7 +228,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_bench_parser(sub) -> None:
-    from bench.config import BACKENDS, DATASETS, MODES, PRESETS, PROMPT_STYLES, QUANTIZATIONS, RULES, BenchConfig
+    from bench.config import DATASETS, PRESETS, BenchConfig, add_setting_flags
 
     h = BenchConfig.field_help
     b = sub.add_parser(
@@ -243,8 +243,6 @@ def _add_bench_parser(sub) -> None:
                     "--against TRAIN_FILE` (questions that are in your training data).")
     b.add_argument("--model", required=True, help=h("model"))
     b.add_argument("--adapter", help=h("adapter"))
-    b.add_argument("--backend", choices=BACKENDS, help=h("backend"))
-    b.add_argument("--quantization", choices=QUANTIZATIONS, help=h("quantization"))
     b.add_argument("--task", help=h("task"))
     b.add_argument("--dataset", choices=DATASETS, help=h("dataset"))
     b.add_argument("--data", help=h("data"))
@@ -253,23 +251,8 @@ def _add_bench_parser(sub) -> None:
     b.add_argument("--skip-malformed", action="store_true", default=None, help=h("skip_malformed"))
     b.add_argument("--preset", choices=tuple(PRESETS), help="start from a protocol: medalpaca-paper or lm-eval "
                    "(other flags override it)")
-    b.add_argument("--mode", choices=MODES, help=h("mode"))
-    b.add_argument("--prompt-style", dest="prompt_style", choices=PROMPT_STYLES, help=h("prompt_style"))
-    b.add_argument("--rule", choices=RULES, help=h("rule"))
-    b.add_argument("--apply-chat-template", dest="apply_chat_template", action="store_true", default=None,
-                   help=h("apply_chat_template"))
-    b.add_argument("--temperature", type=float, help=h("temperature"))
-    b.add_argument("--top-p", dest="top_p", type=float, help=h("top_p"))
-    b.add_argument("--top-k", dest="top_k", type=int, help=h("top_k"))
-    b.add_argument("--greedy", action="store_true", default=None, help=h("greedy"))
-    b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=h("max_new_tokens"))
-    b.add_argument("--seed", type=int, help=h("seed"))
-    b.add_argument("--batch-size", dest="batch_size", type=int, help=h("batch_size"))
-    b.add_argument("--num-processes", dest="num_processes", type=int, help=h("num_processes"))
-    b.add_argument("--limit", type=int, help=h("limit"))
+    add_setting_flags(b)  # backend, mode, prompt style, sampling, batch size, processes, limit, context ...
     b.add_argument("--label", help=h("label"))
-    b.add_argument("--n-ctx", dest="n_ctx", type=int, help=h("n_ctx"))
-    b.add_argument("--gpu-layers", dest="gpu_layers", type=int, help=h("gpu_layers"))
     b.add_argument("--out", required=True, help=h("out"))
     b.add_argument("--resume", action="store_true", help="score only the questions not yet in OUT/items.jsonl")
     b.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
