@@ -80,8 +80,9 @@ class BenchConfig:
                        "answers as an uninterrupted one.", minimum=0, maximum=2**31 - 1, group="sampling")
     num_processes: int = _f(1, "Processes that score shares of the questions at once (accelerate launch): one "
                                  "per GPU; on a CPU they split the cores.", minimum=1, maximum=64, group="compute")
-    batch_size: int = _f(8, "Questions per forward pass (transformers; llama.cpp answers and scores one at "
-                            "a time). Lower it if the GPU runs out of memory.", minimum=1, maximum=512, group="compute")
+    batch_size: int = _f(8, "Questions per forward pass (transformers: in generate mode a finished answer's place "
+                            "goes to the next question; llama.cpp answers and scores one at a time). Lower it if "
+                            "the GPU runs out of memory.", minimum=1, maximum=512, group="compute")
     limit: int = _f(0, "Score only the first N questions (0 = all).", minimum=0)
     out: str = _f("", "Run folder: config, events, per-question results and the summary are written here.")
     label: str = _f("", "Display name of the model in tables and charts (default: the model's file name).")

@@ -356,14 +356,12 @@ class _Job:
         from bench.scoring import generate_items, longest_first
 
         size = self._batch_size()
-        if size > 1:  # batches of similar lengths pad the least; each batch still answers in dataset order
+        if size > 1:  # rows of similar lengths enter together and pad the least (lm-eval's order too)
             remaining = longest_first(self.backend, remaining, self.config, prompt_info)
-        for start in range(0, len(remaining), size):
-            if self.stop.is_set():
-                return
-            chunk = sorted(remaining[start:start + size], key=lambda entry: entry[0])
-            for item in generate_items(self.backend, chunk, self.config, prompt_info, self.stop.is_set):
-                self._add(item, items, counts, reporter)  # answers a stop cut short are left for the resume
+        # One call: a finished answer's slot takes the next question; each item is saved as it ends,
+        # and answers a stop cut short are left for the resume.
+        generate_items(self.backend, remaining, self.config, prompt_info, self.stop.is_set,
+                       on_item=lambda item: self._add(item, items, counts, reporter), slots=size)
 
     def _score_loglikelihood(self, remaining: list[tuple[int, Question]], prompt_info: Any,
                              items: list[dict[str, Any]], counts: dict[str, int], reporter: EvalProgress) -> None:

@@ -1,9 +1,10 @@
 """The two scoring modes, each a batch of questions at a time.
 
-generate: the prompts are tokenized and answered with the backend's
+generate: the prompts are tokenized and answered with one call of the backend's
 `generate_batch` (each sampled with seed + the question's position in the
-dataset, and an answer does not depend on its batch, so resuming changes nothing);
-a batching backend gets its batches longest prompt first (`longest_first`);
+dataset, and an answer does not depend on the others computed with it, so
+resuming changes nothing); each item is handed on as its answer is final;
+a batching backend gets the questions longest prompt first (`longest_first`);
 the raw answer is parsed with both rules (bench.answers) and `pred` follows the
 config's rule. A prompt that does not fit the context is an item with `error`
 (counted wrong and unparseable), not a failed run.
@@ -28,7 +29,7 @@ from bench.questions import Question
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 
 if TYPE_CHECKING:  # the GUI reads bench modules and must not import the inference package
-    from medalpaca_desktop.inference.base import Backend
+    from medalpaca_desktop.inference.base import Backend, Generation
 
 
 def base_item(q: Question, prompt: str) -> dict[str, Any]:
@@ -63,17 +64,34 @@ def longest_first(backend: Backend, questions: list[tuple[int, Question]], confi
 
 
 def generate_items(backend: Backend, questions: list[tuple[int, Question]], config: BenchConfig, prompt_info: Any,
-                   should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
-    """The answers to a batch of (position, question), parsed with both rules, in the batch's order.
+                   should_stop: Callable[[], bool] = lambda: False,
+                   on_item: Callable[[dict[str, Any]], None] | None = None,
+                   slots: int | None = None) -> list[dict[str, Any]]:
+    """The answers to (position, question) pairs, parsed with both rules, in the order they became final.
 
-    One `generate_batch` call; a question whose answer a stop cut short is left
-    out (resuming asks it again, so no item is half-answered), and a prompt that
-    does not fit the context is an item with `error` that is never generated.
+    One `generate_batch` call computing at most `slots` questions at once;
+    `on_item(item)` gets each item as soon as its answer is final, so a run
+    saves it before the slower answers end. A question whose answer a stop cut
+    short is left out (resuming asks it again, so no item is half-answered), and
+    a prompt that does not fit the context is an item with `error` that is never
+    generated. `latency_s` is the time since the previous answer was final, so the
+    items' latencies add up to the call's duration. An exception raised by
+    `on_item` stops the generation and is raised here as it is.
     """
-    started = time.perf_counter()
     task = config.task_spec()
-    items: list[dict[str, Any] | None] = []
-    asked: list[tuple[int, Question, list[int], SamplingSettings]] = []
+    items: list[dict[str, Any]] = []
+    asked: list[tuple[Question, dict[str, Any], list[int], SamplingSettings]] = []
+    failure: list[Exception] = []
+    last = [time.perf_counter()]
+
+    def final(item: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        item["latency_s"] = round(now - last[0], 4)
+        last[0] = now
+        items.append(item)
+        if on_item is not None:
+            on_item(item)
+
     for position, q in questions:
         prompt = build_prompt(q, "generate", config.prompt_style, prompt_info, task)
         item = base_item(q, prompt.text)
@@ -82,26 +100,30 @@ def generate_items(backend: Backend, questions: list[tuple[int, Question]], conf
         ids = backend.tokenize(prompt.text, add_special=prompt.add_special)
         if len(ids) >= backend.context_length:
             item["error"] = f"the prompt has {len(ids)} tokens; the model's context holds {backend.context_length}"
-            item["latency_s"] = round(time.perf_counter() - started, 4)
+            final(item)
         else:
-            asked.append((len(items), q, ids, sampling))
-        items.append(item)
-    answers = backend.generate_batch([ids for _, _, ids, _ in asked], [s for _, _, _, s in asked], should_stop)
-    latency = round((time.perf_counter() - started) / max(1, len(asked)), 4)
-    for (index, q, _, _), answer in zip(asked, answers, strict=True):
-        if answer.stats.stop_reason == "stopped":
-            items[index] = None
-            continue
-        answered = items[index]
-        assert answered is not None
-        answered["latency_s"] = latency
-        answered.update(output=answer.text, tokens=answer.stats.completion_tokens,
-                        stop_reason=answer.stats.stop_reason)
-        answered["pred_paper"] = parse_answer(answer.text, q.options, "paper")
-        answered["pred_lenient"] = parse_answer(answer.text, q.options, "lenient")
-        answered["pred"] = answered[f"pred_{config.rule}"]
-        answered["correct"] = answered["pred"] is not None and answered["pred"] == q.gold
-    return [item for item in items if item is not None]
+            asked.append((q, item, ids, sampling))
+
+    def answered(index: int, answer: Generation) -> None:
+        if failure or answer.stats.stop_reason == "stopped":
+            return
+        q, item, _, _ = asked[index]
+        item.update(output=answer.text, tokens=answer.stats.completion_tokens, stop_reason=answer.stats.stop_reason)
+        item["pred_paper"] = parse_answer(answer.text, q.options, "paper")
+        item["pred_lenient"] = parse_answer(answer.text, q.options, "lenient")
+        item["pred"] = item[f"pred_{config.rule}"]
+        item["correct"] = item["pred"] is not None and item["pred"] == q.gold
+        try:
+            final(item)
+        except Exception as exc:  # noqa: BLE001  # raised below, after the backend has ended its rows
+            failure.append(exc)
+
+    if asked:
+        backend.generate_batch([ids for _, _, ids, _ in asked], [s for _, _, _, s in asked],
+                               lambda: bool(failure) or should_stop(), slots=slots, on_answer=answered)
+    if failure:
+        raise failure[0]
+    return items
 
 
 def _argmax(values: dict[str, float]) -> str | None:

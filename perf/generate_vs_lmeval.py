@@ -15,7 +15,8 @@ preprocess_medqa.doc_to_text, and lm-eval's stop strings and token limit are the
 answer agreement (the text up to the stop, exactly and after stripping whitespace; target >= 98 %),
 questions/s while generating (model loaded: the engine from its `Ready` event to its last item, lm-eval
 the time inside `generate_until`; target >= 1.5x lm-eval), each side's whole-process time, and the
-decode steps each side ran (a batch runs until its last row ends). Each side runs in its own process,
+forward passes and row-steps each side computed (an lm-eval batch runs until its last row ends; the
+engine's finished rows leave and the next questions take their slots). Each side runs in its own process,
 runs alternate, medians are reported.
 """
 
@@ -125,17 +126,43 @@ def engine_run(model: Path, style: str, batch_size: int, max_new: int, limit: in
 
     data = run_engine(model, "hf", batch_size, limit, work, mode="generate", style=style,
                       extra=("--greedy", "--max-new-tokens", str(max_new)))
-    # items.jsonl holds the batches one after another; a batch runs until its longest answer and is padded to
-    # its longest prompt
-    tokens = [int(item.get("tokens", 0)) for item in data["items"]]
-    data["steps"] = sum(max(tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size))
+    # Questions enter the slots longest prompt first (bench.scoring.longest_first) and items.jsonl holds them in
+    # the order they ended; the slot schedule is replayed from each answer's token count.
     tokenizer = AutoTokenizer.from_pretrained(model)
-    lengths = [len(tokenizer(item["prompt"])["input_ids"]) for item in data["items"]]
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
-    data["padding"] = 1 - sum(lengths) / sum(len(b) * max(b) for b in batches)
-    order = {q.id: i for i, q in enumerate(load_dataset(MEDQA, "medqa").questions)}
-    data["items"].sort(key=lambda item: order[str(item["id"])])  # dataset order, as lm-eval's doc_id
+    lengths = {str(item["id"]): len(tokenizer(item["prompt"])["input_ids"]) for item in data["items"]}
+    position = {q.id: i for i, q in enumerate(load_dataset(MEDQA, "medqa").questions)}
+    entering = sorted(data["items"], key=lambda item: (-lengths[str(item["id"])], position[str(item["id"])]))
+    data.update(slot_schedule([int(item.get("tokens", 0)) for item in entering],
+                              [lengths[str(item["id"])] for item in entering], batch_size))
+    data["items"].sort(key=lambda item: position[str(item["id"])])  # dataset order, as lm-eval's doc_id
     return data
+
+
+def slot_schedule(tokens: list[int], prompt_lengths: list[int], slots: int) -> dict[str, Any]:
+    """What continuous batching (inference/hf_refill) computes for answers of these lengths, in entry order.
+
+    A forward pass either lets waiting prompts enter the free slots (one left-padded prefill that gives each its
+    first token) or steps every running row by one token. Returns the passes, the row-steps (decode positions
+    computed) and the share of prefill positions that are padding.
+    """
+    waiting, running = list(range(len(tokens))), list[int]()
+    left = [max(1, t) for t in tokens]
+    passes = row_steps = real = padded = 0
+    while waiting or running:
+        passes += 1
+        if len(running) < slots and waiting:
+            group, waiting = waiting[:slots - len(running)], waiting[slots - len(running):]
+            real += sum(prompt_lengths[i] for i in group)
+            padded += len(group) * max(prompt_lengths[i] for i in group)
+            running += group
+            moved = group
+        else:
+            moved = running
+            row_steps += len(running)
+        for i in moved:
+            left[i] -= 1
+        running = [i for i in running if left[i] > 0]
+    return {"passes": passes, "row_steps": row_steps, "padding": 1 - real / max(1, padded)}
 
 
 # ------------------------------------------------------------------ comparison
@@ -219,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios = [e["qps"] / m["qps"] for e, m in zip(engines, lmevals)]
     lm_steps = sum(b["steps"] for b in lmevals[0]["batches"])
+    lm_row_steps = sum(b["steps"] * b["rows"] for b in lmevals[0]["batches"])
     lm_pad = 1 - sum(b["real"] for b in lmevals[0]["batches"]) / sum(b["rows"] * b["width"]
                                                                      for b in lmevals[0]["batches"])
     rows = [
@@ -237,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
          ">= 1.5x"),
         ("whole process, s (engine / lm-eval, medians)", f"{med(engines, 'wall_s'):.1f} / {med(lmevals, 'wall_s'):.1f}",
          f"{med(lmevals, 'wall_s') / med(engines, 'wall_s'):.2f}x", "-"),
-        ("decode steps, all batches (engine / lm-eval)", f"{engines[0]['steps']} / {lm_steps}",
-         f"{lm_steps / max(1, engines[0]['steps']):.2f}x", "-"),
+        ("forward passes after the prompts (engine: prefills of entering rows + decode steps / lm-eval: decode "
+         "steps)", f"{engines[0]['passes']} / {lm_steps}", f"{lm_steps / max(1, engines[0]['passes']):.2f}x", "-"),
+        ("row-steps computed while decoding (engine / lm-eval)", f"{engines[0]['row_steps']} / {lm_row_steps}",
+         f"{lm_row_steps / max(1, engines[0]['row_steps']):.2f}x", "-"),
         ("engine answer tokens (sum); stop reasons", str(agree["engine_tokens"]),
          ", ".join(f"{k} {v}" for k, v in agree["stop_reasons"].items()), "-"),
-        ("prompt padding, share of the batches' prompt positions (engine / lm-eval)",
+        ("prompt padding, share of the prefill positions (engine / lm-eval)",
          f"{100 * engines[0]['padding']:.1f} % / {100 * lm_pad:.1f} %", "", "-"),
     ]
     threads = os.environ.get("OMP_NUM_THREADS", os.cpu_count())
@@ -255,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     for d in agree["differ"][:5]:
         print(f"differs, question {d['id']}: engine {d['engine']!r} / lm-eval {d['lm_eval']!r}")
     if args.json:
+        engine_keys = ("qps", "wall_s", "scoring_s", "passes", "row_steps", "padding")
         args.json.write_text(json.dumps({"rows": rows, "agreement": agree, "engine_runs": [
-            {k: r[k] for k in ("qps", "wall_s", "scoring_s", "steps", "padding")} for r in engines], "lmeval_runs": [
+            {k: r[k] for k in engine_keys} for r in engines], "lmeval_runs": [
             {k: r[k] for k in ("qps", "wall_s", "generate_s", "evaluate_s", "batches")} for r in lmevals]}, indent=2))
     return 0
 

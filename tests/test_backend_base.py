@@ -117,6 +117,90 @@ def test_a_stop_during_a_batch_leaves_the_unfinished_answers_stopped(backends):
     assert full[1].stats.completion_tokens > 0
 
 
+MORE_PROMPTS = BATCH_PROMPTS + ["Chest pain radiating to the left arm suggests", "Why", "A 4-year-old boy with a "
+                                 "barking cough, stridor and a low-grade fever most likely has"]
+
+
+def _slot_schedule(lengths: list[int], slots: int) -> list[int]:
+    """The order in which continuous batching ends rows of these lengths: a pass either lets waiting
+    prompts enter free slots (each takes its first token) or steps every running row by one token."""
+    waiting, running, ended = list(range(len(lengths))), [], []
+    left = list(lengths)
+    while waiting or running:
+        if len(running) < slots and waiting:
+            entering = waiting[:slots - len(running)]
+            waiting = waiting[len(entering):]
+            running += entering
+            moved = entering
+        else:
+            moved = running
+        for i in moved:
+            left[i] -= 1
+        ended += [i for i in running if left[i] <= 0]
+        running = [i for i in running if left[i] > 0]
+    return ended
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+@pytest.mark.parametrize("refill", [True, False])
+def test_fewer_slots_than_prompts_answer_as_alone_and_hand_each_answer_on_once(backends, temperature, refill):
+    """transformers: 2 slots for 7 prompts, a freed slot taking the next prompt (hf_refill), or groups of
+    2 through generate() (hf_batch, for caches that cannot be joined): the same answers either way."""
+    hf = backends["hf"]
+    prompts = [hf.tokenize(p) for p in MORE_PROMPTS]
+    samplings = [SamplingSettings(temperature=temperature, top_p=0.9, max_tokens=m, seed=7 + i,
+                                  repeat_penalty=1.1 if i == 5 else 1.0)
+                 for i, m in enumerate([3, 11, 6, 9, 2, 8, 5])]
+    handed: list[tuple[int, str]] = []
+    hf._refills = refill
+    try:
+        batch = hf.generate_batch(prompts, samplings, lambda: False, slots=2,
+                                  on_answer=lambda i, g: handed.append((i, g.text)))
+    finally:
+        hf._refills = None
+    got = [(g.text, g.stats.completion_tokens, g.stats.stop_reason) for g in batch]
+    assert got == _one_by_one(hf, prompts, samplings)
+    assert sorted(handed) == [(i, g.text) for i, g in enumerate(batch)]  # each answer once, as it ended
+    expected = _slot_schedule([g.stats.completion_tokens for g in batch], 2) if refill else list(range(7))
+    assert [i for i, _ in handed] == expected
+    assert all(g.stats.ttft_s is not None and g.stats.ttft_s >= 0 for g in batch)
+
+
+def test_a_stop_leaves_the_waiting_prompts_unasked(backends):
+    hf = backends["hf"]
+    prompts = [hf.tokenize(p) for p in MORE_PROMPTS]
+    calls = []
+
+    def stop_soon() -> bool:
+        calls.append(1)
+        return len(calls) > 4
+
+    handed: list[int] = []
+    batch = hf.generate_batch(prompts, [SamplingSettings(temperature=0, max_tokens=30)] * len(prompts), stop_soon,
+                              slots=2, on_answer=lambda i, g: handed.append(i))
+    reasons = [g.stats.stop_reason for g in batch]
+    assert reasons[2:] == ["stopped"] * 5 and all(g.stats.completion_tokens == 0 for g in batch[2:])
+    assert set(reasons[:2]) <= {"stopped", "eos"} and sorted(handed) == list(range(7))
+
+
+def test_sliding_window_caches_are_not_joined(tmp_path):
+    """A sliding-window (Mistral) or mixed (Gemma 2) cache keeps generate()'s own batching."""
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig
+
+    from medalpaca_desktop.inference.hf_refill import supports_refill
+
+    class Model:
+        def __init__(self, config) -> None:
+            self.config = config
+
+    small = dict(num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=64)
+    assert supports_refill(Model(LlamaConfig(**small)))
+    assert supports_refill(Model(MistralConfig(sliding_window=None, **small)))
+    assert not supports_refill(Model(MistralConfig(sliding_window=8, **small)))
+    assert not supports_refill(Model(Gemma2Config(**small)))
+
+
 def _quantized_copy(src, dst):
     shutil.copytree(src, dst)
     config = json.loads((dst / "config.json").read_text(encoding="utf-8"))

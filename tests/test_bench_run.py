@@ -187,7 +187,7 @@ def test_generate_run_writes_everything(backend, tiny_long, tmp_path):
     payloads = [parse_payload(r) for r in results]  # the GUI's reading of each item event: items.jsonl less the prompt
     assert all(isinstance(p, Item) and p.generated is not None and not p.extra for p in payloads)
     assert [p.to_data() for p in payloads] == [{"kind": "item", **{k: v for k, v in it.items() if k != "prompt"}}
-                                               for it in items]
+                                               for it in items_in_file_order(out)]  # each as it was written
     for it in items:
         assert ITEM_KEYS | {"pred_paper", "pred_lenient", "seed", "tokens", "stop_reason"} <= set(it)
         assert it["prompt"].startswith("Below is an instruction") and it["prompt"].endswith("### Response:\n")
@@ -222,7 +222,7 @@ def test_generate_run_writes_everything(backend, tiny_long, tmp_path):
         (row,) = store.eval_runs()
         assert (row["status"], row["n_items"], row["scoring"], row["model_label"]) == ("done", 4, "generate", "tiny")
         assert row["run_dir"] == str(out.resolve()) and row["accuracy"] == overall["accuracy"]
-        db_items = store.eval_items(row["id"])
+        db_items = sorted(store.eval_items(row["id"]), key=lambda r: int(r["item_key"]))  # in the order they ended
         assert [r["item_key"] for r in db_items] == medqa_ids(4)
         assert db_items[0]["raw_output"] == items[0]["output"] and db_items[0]["subset"] == "step1"
         assert json.loads(db_items[0]["meta_json"])["options"] == items[0]["options"]
@@ -435,10 +435,10 @@ def test_batched_answers_equal_one_at_a_time_also_after_a_stop_mid_batch(tiny_lo
     assert len(set(outputs(tmp_path / "one").values())) > 1
 
 
-def test_batches_are_formed_longest_prompt_first(tiny_long, tmp_path):
-    """transformers, generate mode: batches of similar prompt lengths, longest first (as lm-eval's generate_until,
-    so a batch pads little), each batch written in dataset order; items.csv keeps dataset order, the answers equal
-    one-at-a-time answers."""
+def test_questions_enter_longest_prompt_first_and_are_saved_as_they_end(tiny_long, tmp_path):
+    """transformers, generate mode: questions enter the slots longest prompt first (as lm-eval's generate_until
+    orders them, so rows entering together pad little) and each item is written as its answer ends;
+    items.csv keeps dataset order and the answers equal one-at-a-time answers."""
     from transformers import AutoTokenizer
 
     from bench.datasets import load_dataset
@@ -447,21 +447,43 @@ def test_batches_are_formed_longest_prompt_first(tiny_long, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_long.hf)
     qs = load_dataset(MEDQA, limit=7).questions
     lengths = [len(tok(build_prompt(q, "generate", "lm-eval").text)["input_ids"]) for q in qs]
-    order = sorted(range(7), key=lambda i: (-lengths[i], i))
-    expected = [qs[i].id for start in range(0, 7, 3) for i in sorted(order[start:start + 3])]
-    assert expected != medqa_ids(7)  # the sample's lengths are not in file order, so the order shows the batching
-    kw = dict(prompt_style="lm-eval", greedy=True, max_new_tokens=6, limit=7)
-    rc, rec = run(config(tiny_long.hf, tmp_path / "batched", batch_size=3, **kw))
+    order = [qs[i].id for i in sorted(range(7), key=lambda i: (-lengths[i], i))]
+    assert order != medqa_ids(7)  # the sample's lengths are not in file order, so the order shows
+    kw = dict(prompt_style="lm-eval", greedy=True, limit=7)
+    rc, rec = run(config(tiny_long.hf, tmp_path / "batched", batch_size=3, max_new_tokens=6, **kw))
     assert rc == ExitCode.OK
-    assert [it["id"] for it in items_in_file_order(tmp_path / "batched")] == expected
-    assert [e.data["id"] for e in rec.of("result")] == expected
+    written = [it["id"] for it in items_in_file_order(tmp_path / "batched")]
+    assert [e.data["id"] for e in rec.of("result")] == written
+    assert all(it["tokens"] == 6 for it in items_in_file_order(tmp_path / "batched"))  # no early end here, so
+    assert written == order  # rows of one length end in the order they entered: the longest prompts first
     with open(tmp_path / "batched" / "items.csv", newline="", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == medqa_ids(7)
-    assert [it["seed"] for it in items_in_file_order(tmp_path / "batched")] == [42 + int(i) for i in expected]
-    rc, _ = run(config(tiny_long.hf, tmp_path / "one", batch_size=1, **kw))
-    assert rc == ExitCode.OK and [it["id"] for it in items_of(tmp_path / "one")] == medqa_ids(7)
+    assert {it["id"]: it["seed"] for it in items_of(tmp_path / "batched")} == {i: 42 + int(i) for i in medqa_ids(7)}
+    rc, _ = run(config(tiny_long.hf, tmp_path / "one", batch_size=1, max_new_tokens=6, **kw))
+    assert rc == ExitCode.OK and [it["id"] for it in items_in_file_order(tmp_path / "one")] == medqa_ids(7)
     one = {it["id"]: it["output"] for it in items_of(tmp_path / "one")}
     assert {it["id"]: it["output"] for it in items_of(tmp_path / "batched")} == one
+
+
+def test_a_failure_saving_an_item_stops_the_generation_with_its_own_message(tiny_long, tmp_path, monkeypatch):
+    """A full disk while an item is written is that error (not 'generation failed'), after the items before it."""
+    from bench import run as bench_run
+
+    real = bench_run.results.item_line
+    written: list[str] = []
+
+    def item_line(item):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(item["id"])
+        return real(item)
+
+    monkeypatch.setattr(bench_run.results, "item_line", item_line)
+    rc, rec = run(config(tiny_long.hf, tmp_path / "run", batch_size=3, max_new_tokens=6, limit=7))
+    assert rc != ExitCode.OK
+    message = rec.of("error")[0].message
+    assert message.startswith("The disk is full") and "every question scored so far is kept" in message
+    assert [it["id"] for it in items_in_file_order(tmp_path / "run")] == written
 
 
 def test_torn_line_and_finished_run(tiny_long, tmp_path):

@@ -84,6 +84,9 @@ class ScoreDetail:
     tokens: int
 
 
+#: Called with (the prompt's index, its answer) as each answer of `generate_batch` is final.
+AnswerCallback = Callable[[int, Generation], None]
+
 #: (context ids, one id list per continuation): a request after encode_pair.
 EncodedRequest = tuple[list[int], list[list[int]]]
 
@@ -166,23 +169,29 @@ class Backend(abc.ABC):
         """Stream the answer to `prompt_ids` through `on_text`; counts, timings and why it ended."""
 
     def generate_batch(self, prompts: list[list[int]], samplings: list[SamplingSettings],
-                       should_stop: StopCheck) -> list[Generation]:
+                       should_stop: StopCheck, slots: int | None = None,
+                       on_answer: AnswerCallback | None = None) -> list[Generation]:
         """Answers to several prompts (a benchmark), each with its own sampling settings and seed.
 
         An answer does not depend on the other prompts of its batch, so a run
         resumed in the middle of a batch answers as an uninterrupted one would
-        (up to floating-point differences between batch shapes). After a stop,
-        the answers not finished have stop_reason "stopped" and should be asked
-        again. This default answers one prompt after another with `generate`.
+        (up to floating-point differences between batch shapes). `slots` caps the
+        prompts computed at once (None: the engine's choice); `on_answer(i, answer)`
+        is called as each answer is final, so a caller can save it before the
+        others end. After a stop, the answers not finished have stop_reason
+        "stopped" and should be asked again. This default answers one prompt
+        after another with `generate`.
         """
         answers: list[Generation] = []
-        for ids, sampling in zip(prompts, samplings, strict=True):
+        for i, (ids, sampling) in enumerate(zip(prompts, samplings, strict=True)):
             if should_stop():
                 answers.append(Generation("", GenerationStats(len(ids), 0, None, None, "stopped")))
-                continue
-            pieces: list[str] = []
-            stats = self.generate(ids, sampling, pieces.append, should_stop)
-            answers.append(Generation("".join(pieces), stats))
+            else:
+                pieces: list[str] = []
+                stats = self.generate(ids, sampling, pieces.append, should_stop)
+                answers.append(Generation("".join(pieces), stats))
+            if on_answer is not None:
+                on_answer(i, answers[-1])
         return answers
 
     @property

@@ -5,7 +5,8 @@ processors, so greedy output equals `model.generate`; sampling draws each row
 from its own seeded generator, see hf_sampling), with a stopping criterion that
 streams text piece by piece and ends the answer right after the token during
 which a stop was requested or a stop string appeared. `generate_batch` answers
-several prompts in one left-padded call (hf_batch). The
+a benchmark's prompts with continuous batching (hf_refill) or, for caches that
+cannot be joined, in left-padded `generate()` calls (hf_batch). The
 conversation's KV cache is kept between calls and cropped to the common prefix
 of the next prompt (hf_cache), and a long uncached prompt is evaluated in
 chunks so that a stop request interrupts prompt evaluation too.
@@ -25,6 +26,7 @@ from medalpaca_desktop.core import hf_meta
 from medalpaca_desktop.core.chat_protocol import LoadSpec, SamplingSettings, StopReason
 from medalpaca_desktop.inference import hf_load
 from medalpaca_desktop.inference.base import (
+    AnswerCallback,
     Backend,
     EncodedRequest,
     Generation,
@@ -36,7 +38,7 @@ from medalpaca_desktop.inference.base import (
     StopCheck,
     TokenCallback,
 )
-from medalpaca_desktop.inference.hf_cache import PromptCache
+from medalpaca_desktop.inference.hf_cache import PromptCache, cache_argument
 from medalpaca_desktop.inference.hf_model import load_causal_lm
 from medalpaca_desktop.inference.hf_score import leading_special_ids, score_continuations, score_requests
 
@@ -112,6 +114,7 @@ class HFBackend(Backend):
         self._eos_ids: set[int] = set()
         self._prompt_cache: PromptCache | None = None
         self._lead_ids: list[int] = []  # what the tokenizer puts before any text (BOS)
+        self._refills: bool | None = None  # hf_refill.supports_refill for the loaded model, asked once
 
     # ------------------------------------------------------------------ load
 
@@ -199,6 +202,7 @@ class HFBackend(Backend):
         if self._model is None:
             return
         self._model = self._tokenizer = self._prompt_cache = None
+        self._refills = None
         gc.collect()
         try:
             import torch
@@ -258,7 +262,7 @@ class HFBackend(Backend):
             with torch.inference_mode():
                 out = self._model.generate(
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                    past_key_values=cache.cache, generation_config=self._generation_config(max_new),
+                    **cache_argument(self._model, cache.cache), generation_config=self._generation_config(max_new),
                     logits_processor=LogitsProcessorList([SeededSampler([sampling], self._device)]),
                     stopping_criteria=StoppingCriteriaList([sink]), return_dict_in_generate=True)
             cache.record(out.sequences[0].tolist())
@@ -307,7 +311,8 @@ class HFBackend(Backend):
             chunk = torch.tensor([prompt_ids[start:stop]], dtype=torch.long, device=self._device)
             began = time.perf_counter()
             with torch.inference_mode():
-                self._model(input_ids=chunk, past_key_values=cache.cache, use_cache=True, logits_to_keep=1)
+                self._model(input_ids=chunk, **cache_argument(self._model, cache.cache), use_cache=True,
+                            logits_to_keep=1)
             self._adapt_chunk(stop - start, time.perf_counter() - began)
             cache.record(prompt_ids)
             start = stop
@@ -344,19 +349,46 @@ class HFBackend(Backend):
         return config
 
     def generate_batch(self, prompts: list[list[int]], samplings: list[SamplingSettings],
-                       should_stop: StopCheck) -> list[Generation]:
-        """All prompts in one left-padded `generate()` call (see hf_batch); the chat's KV cache is left alone."""
+                       should_stop: StopCheck, slots: int | None = None,
+                       on_answer: AnswerCallback | None = None) -> list[Generation]:
+        """The prompts `slots` at a time (all at once when None); the chat's KV cache is left alone.
+
+        Where the model's cache allows (hf_refill.supports_refill) a finished row's
+        slot takes the next prompt at once (hf_refill); otherwise each group of
+        `slots` is one left-padded `generate()` call (hf_batch).
+        """
         self._require()
-        from medalpaca_desktop.inference.hf_batch import generate_rows
+        from medalpaca_desktop.inference import hf_batch, hf_refill
 
         if any(not ids for ids in prompts):
             raise InferenceError("A prompt is empty.", "bad_request")
         if not prompts:
             return []
+        rows = [[int(i) for i in ids] for ids in prompts]
+        width = max(1, slots or len(rows))
         try:
-            return generate_rows(self._model, self._tokenizer, [[int(i) for i in ids] for ids in prompts], samplings,
-                                 self._context_length, self._device, self._eos_ids,
-                                 self._generation_config(max(s.max_tokens for s in samplings)), should_stop)
+            if self._refills is None:
+                self._refills = hf_refill.supports_refill(self._base_model())
+            if self._refills:
+                pad = self._generation_config(1).pad_token_id
+                return hf_refill.generate_refilled(self._model, self._tokenizer, rows, samplings, self._context_length,
+                                                   self._device, self._eos_ids, int(pad), width, should_stop,
+                                                   on_answer)
+            answers: list[Generation] = []
+            for start in range(0, len(rows), width):
+                group, group_samplings = rows[start:start + width], samplings[start:start + width]
+                if should_stop():
+                    done = [Generation("", GenerationStats(len(ids), 0, None, None, "stopped")) for ids in group]
+                else:
+                    config = self._generation_config(max(s.max_tokens for s in group_samplings))
+                    done = hf_batch.generate_rows(self._model, self._tokenizer, group, group_samplings,
+                                                  self._context_length, self._device, self._eos_ids, config,
+                                                  should_stop)
+                for offset, answer in enumerate(done):
+                    if on_answer is not None:
+                        on_answer(start + offset, answer)
+                answers += done
+            return answers
         except InferenceError:
             raise
         except Exception as exc:

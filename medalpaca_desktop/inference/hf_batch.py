@@ -1,5 +1,7 @@
-"""Several answers in one `generate()` call (benchmarks in generate mode).
+"""Several answers in one `generate()` call, and what a row of a batch holds (RowState, feed_row).
 
+Benchmarks in generate mode use it for models whose cache continuous batching
+(hf_refill) cannot join, such as sliding-window caches; hf_refill shares the rows.
 The prompts are left-padded into one batch; every row keeps its own sampling
 settings and seed (hf_sampling), its own length limit and stop strings, and
 ends on its own: `RowSink` marks a row finished at its end-of-sequence token,
@@ -24,7 +26,7 @@ from medalpaca_desktop.inference.hf_stream import IncrementalDecoder, StopString
 
 
 @dataclass
-class _RowState:
+class RowState:
     """What one row has produced so far."""
 
     decoder: IncrementalDecoder
@@ -34,13 +36,14 @@ class _RowState:
     tokens: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     reason: StopReason | None = None  # set once the row is finished
+    first_token_at: float | None = None
     last_token_at: float | None = None
 
 
 class RowSink(StoppingCriteria):
     """Collects each row's text and tells `generate` which rows are finished."""
 
-    def __init__(self, rows: list[_RowState], eos_ids: set[int], should_stop: StopCheck) -> None:
+    def __init__(self, rows: list[RowState], eos_ids: set[int], should_stop: StopCheck) -> None:
         self.rows = rows
         self._eos_ids = eos_ids
         self._should_stop = should_stop
@@ -53,7 +56,7 @@ class RowSink(StoppingCriteria):
         newest = input_ids[:, -1].tolist()
         for row, token in zip(self.rows, newest):
             if row.reason is None:
-                self._take(row, int(token), now)
+                feed_row(row, int(token), now, self._eos_ids)
         if self._should_stop():
             for row in self.rows:
                 if row.reason is None:
@@ -61,25 +64,34 @@ class RowSink(StoppingCriteria):
         done = [row.reason is not None for row in self.rows]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-    def _take(self, row: _RowState, token: int, now: float) -> None:
-        row.tokens.append(token)
-        row.last_token_at = now
-        if token in self._eos_ids:
-            row.reason = "eos"
-            return
-        row.text.append(row.filter.feed(row.decoder.push(token)))
-        if row.filter.hit:
-            row.reason = "stop_string"
-        elif len(row.tokens) >= row.max_new:
-            row.reason = row.limit_reason
-
     def finish(self) -> None:
         """Flush what each row still holds back; a row the library ended itself ran to its length."""
         for row in self.rows:
-            row.text.append(row.filter.feed(row.decoder.flush()))
-            row.text.append(row.filter.flush())
-            if row.reason is None:
-                row.reason = row.limit_reason
+            finish_row(row)
+
+
+def feed_row(row: RowState, token: int, now: float, eos_ids: set[int]) -> None:
+    """One new token of a row: its text, and whether it ends the row (EOS, a stop string, the length)."""
+    row.tokens.append(token)
+    if row.first_token_at is None:
+        row.first_token_at = now
+    row.last_token_at = now
+    if token in eos_ids:
+        row.reason = "eos"
+        return
+    row.text.append(row.filter.feed(row.decoder.push(token)))
+    if row.filter.hit:
+        row.reason = "stop_string"
+    elif len(row.tokens) >= row.max_new:
+        row.reason = row.limit_reason
+
+
+def finish_row(row: RowState) -> None:
+    """Flush the text a row still holds back (a partial character, a possible stop string's start)."""
+    row.text.append(row.filter.feed(row.decoder.flush()))
+    row.text.append(row.filter.flush())
+    if row.reason is None:
+        row.reason = row.limit_reason
 
 
 def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], samplings: list[SamplingSettings],
@@ -88,7 +100,7 @@ def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], sampling
     """Answers to `prompts`, one `generate()` call; prompts that leave no room get "context_full" at once."""
     started = time.perf_counter()
     answers: dict[int, Generation] = {}
-    rows: list[_RowState] = []
+    rows: list[RowState] = []
     live: list[int] = []
     for i, (ids, sampling) in enumerate(zip(prompts, samplings, strict=True)):
         room = context_length - len(ids)
@@ -96,7 +108,7 @@ def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], sampling
             answers[i] = Generation("", GenerationStats(len(ids), 0, None, None, "context_full"))
             continue
         max_new = min(sampling.max_tokens, room)
-        rows.append(_RowState(IncrementalDecoder(tokenizer), StopStringFilter(list(sampling.stop)), max_new,
+        rows.append(RowState(IncrementalDecoder(tokenizer), StopStringFilter(list(sampling.stop)), max_new,
                               "length" if max_new == sampling.max_tokens else "context_full"))
         live.append(i)
     if not live:

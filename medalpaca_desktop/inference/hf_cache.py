@@ -8,7 +8,24 @@ time to first token of turn N does not grow with the history before it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+_CACHE_KEYWORDS: dict[type, str] = {}
+
+
+def _cache_keyword(model_class: type) -> str:
+    if model_class not in _CACHE_KEYWORDS:
+        params = inspect.signature(model_class.forward).parameters  # type: ignore[attr-defined]
+        _CACHE_KEYWORDS[model_class] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KEYWORDS[model_class]
+
+
+def cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """`{name: cache}` for a forward call: transformers renamed `past_key_values` to `cache` (5.2x,
+    the old name warns until 5.40), and the project accepts both sides of the rename."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper passes it on
+    return {_cache_keyword(type(base)): cache}
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:

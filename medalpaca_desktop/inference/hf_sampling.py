@@ -28,7 +28,7 @@ from transformers import (
 from medalpaca_desktop.core.chat_protocol import SamplingSettings
 
 
-class _Row:
+class RowSampler:
     """One row's warpers and generator (no generator: greedy)."""
 
     def __init__(self, sampling: SamplingSettings, device: Any) -> None:
@@ -62,7 +62,7 @@ class SeededSampler(LogitsProcessor):
     """Picks every row's next token with that row's settings; use with `do_sample=False`."""
 
     def __init__(self, samplings: list[SamplingSettings], device: Any) -> None:
-        self._rows = [_Row(s, device) for s in samplings]
+        self._rows = [RowSampler(s, device) for s in samplings]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         chosen = torch.stack([row.choose(input_ids[i:i + 1], scores[i:i + 1]) for i, row in enumerate(self._rows)])

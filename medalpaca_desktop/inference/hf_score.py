@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from medalpaca_desktop.inference.base import EncodedRequest, InferenceError, ScoreDetail
+from medalpaca_desktop.inference.hf_cache import cache_argument
 
 TOKENS_PER_BATCH = 4096  # padded tokens per forward pass on a CPU: bounded memory, still batched
 MAX_TOKENS_PER_BATCH = 1 << 20
@@ -201,15 +202,17 @@ def _score_on_shared_prefix(model: Any, ctx: list[int], conts: list[list[int]], 
     results = [0.0] * len(conts)
     live = [j for j, c in enumerate(conts) if c]
     with torch.inference_mode():
+        from transformers import DynamicCache
+
+        cache: Any = DynamicCache(config=model.config)
         out = model(input_ids=torch.tensor([ctx], dtype=torch.long, device=device), use_cache=True,
-                    logits_to_keep=1)
+                    logits_to_keep=1, **cache_argument(model, cache))
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         for j in live:
             results[j] = float(first[conts[j][0]])
         width = max(len(conts[j]) for j in live) - 1 if live else 0
         if width <= 0:
             return results
-        cache = out.past_key_values
         if not hasattr(cache, "batch_repeat_interleave"):  # a cache type that cannot be copied per row
             for j in live:
                 if len(conts[j]) > 1:
@@ -227,7 +230,7 @@ def _score_on_shared_prefix(model: Any, ctx: list[int], conts: list[list[int]], 
             feed = conts[j][:-1]  # token k of the continuation predicts token k + 1
             input_ids[r, :len(feed)] = torch.tensor(feed, dtype=torch.long)
             mask[r, len(ctx):len(ctx) + len(feed)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), **cache_argument(model, cache),
                        use_cache=True).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for r, j in enumerate(live):
