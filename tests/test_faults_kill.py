@@ -281,12 +281,13 @@ def test_benchmark_killed_at_random_moments_resumes_without_repeats(tiny_long, t
         return len(job.of("result"))
 
     def after_result_then(delay: float) -> Callable[[Job], bool]:
-        """`delay` s after this session's first result: usually in the middle of the next question."""
+        """`delay` s after this session's first result: usually in the middle of the next question; at the
+        latest once one question is left, so a fast machine does not finish the run first."""
         def condition(job: Job) -> bool:
             if not results(job):
                 return False
             t = job.__dict__.setdefault("t_result", time.monotonic())
-            return time.monotonic() - t >= delay
+            return time.monotonic() - t >= delay or results(job) >= n - 1 - job.__dict__.get("resumed_with", 0)
         return condition
 
     k1 = rng.randint(1, 3)
@@ -300,6 +301,7 @@ def test_benchmark_killed_at_random_moments_resumes_without_repeats(tiny_long, t
     for what, condition, tear in points:
         job = start(out, resume=tried > 0)
         before = items_path.read_text().splitlines() if items_path.is_file() else []
+        job.__dict__["resumed_with"] = len(before)
         hit = job.wait_until(condition)
         job.kill()
         tried += 1

@@ -124,3 +124,24 @@ class EventCallback(TrainerCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self._emit(state, Checkpoint(path=str(path), step=state.global_step))
         return control
+
+
+class SaveBest(TrainerCallback):
+    """A new best of `metric_for_best_model` is saved as a checkpoint at once, whatever save_steps says.
+
+    Why: the Trainer only records a best among the steps it saves, so a best found at an evaluation
+    between two saves would be lost; with this the best checkpoint always exists (and rotation keeps it).
+    Runs after the callbacks that add metrics (trainer.bench_in_loop), before the Trainer compares.
+    """
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        name = args.metric_for_best_model
+        if not name or not metrics:
+            return control
+        value = _finite(metrics.get(name if name.startswith("eval_") else f"eval_{name}"))
+        if value is None:
+            return control
+        best = state.best_metric
+        if best is None or (value > best if args.greater_is_better else value < best):
+            control.should_save = True
+        return control

@@ -29,6 +29,7 @@ from medalpaca_desktop.core.typed_config import config_field as _f
 METHODS: tuple[str, ...] = ("full", "lora", "lora-8bit", "qlora")
 TEMPLATES: tuple[str, ...] = ("medalpaca", "chat")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+BEST_BY: tuple[str, ...] = ("auto", "accuracy", "val_loss", "last")
 
 
 @dataclass
@@ -62,6 +63,18 @@ class TrainConfig:
     eval_steps: int = _f(50, "Evaluate validation loss every this many steps.", group="advanced", minimum=1)
     early_stopping_patience: int = _f(0, "Stop after this many evaluations without a better validation loss "
                                          "(0 = off).", group="advanced", minimum=0)
+    bench_task: str = _f("", "Score a benchmark at every evaluation, on the weights being trained: a task of the "
+                             "medical suite (medqa_4options, medmcqa, pubmedqa, mmlu_..., usmle; downloaded in the "
+                             "Benchmark tab) or a questions file (MedQA JSONL, USMLE folder, table); empty = off.",
+                         group="benchmark")
+    bench_questions: int = _f(200, "How many of its questions are scored (a fixed, seeded choice; 0 = all). "
+                                   "Log-likelihood with lm-eval's prompt, as the leaderboards score.",
+                              group="benchmark", minimum=0)
+    best_by: str = _f("auto", "The measure that picks the best checkpoint, which is never rotated away and "
+                              "becomes final/ (what chat, merge and export use): accuracy on the benchmark, "
+                              "validation loss, or the last step. auto: accuracy with a benchmark, else "
+                              "validation loss with a validation split, else the last step. Early stopping "
+                              "follows it too.", group="benchmark", choices=BEST_BY)
     save_steps: int = _f(100, "Save a checkpoint every this many steps.", group="advanced", minimum=1)
     save_total_limit: int = _f(2, "Checkpoints kept (the newest).", group="advanced", minimum=1)
     seed: int = _f(42, "Random seed for shuffling, the split and initialisation.", group="advanced")
@@ -95,6 +108,14 @@ class TrainConfig:
     def field_help(cls, name: str) -> str:
         return str(_fields()[name].metadata.get("help", ""))
 
+    def best_measure(self) -> str:
+        """best_by with auto resolved: "accuracy", "val_loss" or "last"."""
+        if self.best_by != "auto":
+            return self.best_by
+        if self.bench_task:
+            return "accuracy"
+        return "val_loss" if self.val_split > 0 else "last"
+
     @property
     def is_adapter_method(self) -> bool:
         return self.method != "full"
@@ -124,6 +145,13 @@ class TrainConfig:
         if self.micro_batch_size * self.num_processes > self.global_batch_size:
             raise ConfigError(f"global_batch_size: {self.global_batch_size} is smaller than micro_batch_size x "
                               f"num_processes ({self.micro_batch_size * self.num_processes})")
+        if self.bench_task and self.val_split <= 0:
+            raise ConfigError("bench_task: the benchmark is scored at each evaluation, which needs a validation "
+                              "split (val_split > 0)")
+        if self.best_by == "accuracy" and not self.bench_task:
+            raise ConfigError("best_by: accuracy needs a benchmark to score (bench_task)")
+        if self.best_by == "val_loss" and self.val_split <= 0:
+            raise ConfigError("best_by: val_loss needs a validation split (val_split > 0)")
         if self.export_gguf and self.export_gguf not in ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"):
             raise ConfigError(f"export_gguf: {self.export_gguf!r} is not a GGUF type "
                               "(f32, f16, bf16, q8_0, q4_k_m, q5_k_m, q6_k)")

@@ -82,8 +82,18 @@ def _make_trainer_class():
             # the same step saved again (a stop right after a save step) replaces the older copy whole
             replace_folder(Path(staging) / name, Path(real) / name)
             shutil.rmtree(staging, ignore_errors=True)
+            self._point_best_at(Path(real), Path(real) / name)
             rotate_checkpoints(output_dir=real, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+        def _point_best_at(self, real: Path, saved: Path) -> None:
+            """The best checkpoint by its final path: the Trainer looked for it in the staging folder, and the
+            copy of its state in the checkpoint just saved must name it too (a resume checks that it exists)."""
+            best_step = self.state.best_global_step
+            best = real / f"checkpoint-{best_step}" if best_step else None
+            self.state.best_model_checkpoint = str(best) if best is not None and best.is_dir() else None
+            if (saved / "trainer_state.json").is_file():
+                self.state.save_to_json(str(saved / "trainer_state.json"))
 
     return SafeTrainer
 
@@ -159,12 +169,37 @@ def bad_input_kind(exc: BaseException) -> str | None:
         return "unsupported"
     if isinstance(exc, UnsafeCheckpointError):
         return "unsafe_checkpoint"
+    from trainer.bench_in_loop import BenchTaskError
+
+    if isinstance(exc, BenchTaskError):
+        return "bench_task"
     if isinstance(exc, InferenceError) and exc.kind in BAD_INPUT_KINDS:  # the loader's refusals (pickle, remote code)
         return exc.kind
     return None
 
 
 # --------------------------------------------------------------------------- the job
+
+
+def _best_summary(config: TrainConfig, state: Any) -> dict[str, Any]:
+    """The best checkpoint for the done event and the runs list; empty when best_by is the last step."""
+    measure = config.best_measure()
+    if measure == "last" or not state.best_model_checkpoint or state.best_metric is None:
+        return {}
+    return {"best_by": measure, "best_value": float(state.best_metric), "best_step": int(state.best_global_step),
+            "best_checkpoint": str(state.best_model_checkpoint)}
+
+
+def _best_metric(config: TrainConfig) -> str | None:
+    """What the Trainer tracks as the best (and early stopping watches): best_by's metric."""
+    from trainer.bench_in_loop import METRIC
+
+    measure = config.best_measure()
+    if measure == "accuracy":
+        return METRIC
+    if measure == "val_loss" or config.early_stopping_patience:
+        return "eval_loss"
+    return None
 
 
 def _training_args(config: TrainConfig, ckpt_dir: Path, precision: Any, has_val: bool, device: str) -> Any:
@@ -196,8 +231,8 @@ def _training_args(config: TrainConfig, ckpt_dir: Path, precision: Any, has_val:
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        metric_for_best_model="eval_loss" if eval_on and config.early_stopping_patience else None,
-        greater_is_better=False,
+        metric_for_best_model=_best_metric(config) if eval_on else None,
+        greater_is_better=config.best_measure() == "accuracy",
         seed=config.seed,
         data_seed=config.seed,
         report_to="none",
@@ -285,7 +320,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from trainer.callbacks import EventCallback
+    from trainer.callbacks import EventCallback, SaveBest
     from trainer.methods import device_type, load_model
 
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
@@ -296,6 +331,13 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     data = prepare(config, tokenizer)  # bad data raises here, before the model loads
+    bench_questions = None
+    if config.bench_task:  # a task not downloaded is said now, not after the model has loaded
+        from trainer.bench_in_loop import load_bench_questions
+
+        bench_questions = load_bench_questions(config)
+        writer.emit(Log(message=f"Scoring {len(bench_questions[1])} questions of {config.bench_task} at every "
+                                f"evaluation (log-likelihood, lm-eval's prompt)"))
     for note in getattr(data, "notes", None) or []:
         writer.emit(Log(message=str(note)))
     if stop.is_set():
@@ -319,6 +361,14 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     event_cb = EventCallback(writer, stop, stop_on_bad_loss=config.stop_on_bad_loss)
     has_val = data.val is not None and len(data.val) > 0
     cbs = [*extra_callbacks, event_cb]
+    in_loop = None
+    if bench_questions is not None:
+        from trainer.bench_in_loop import InLoopBenchmark
+
+        in_loop = InLoopBenchmark(config, bench_questions[0], bench_questions[1], tokenizer, writer, rank,
+                                  world_size)
+        cbs.append(in_loop)
+    cbs.append(SaveBest())  # after the callbacks that add metrics
     if has_val and config.early_stopping_patience > 0:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     from trainer.data import make_collator
@@ -339,7 +389,11 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     checkpoints = sorted(str(p) for p in ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else []
     summary = {"run_dir": str(run_dir), "checkpoints": checkpoints, "steps": trainer.state.global_step,
                "train_loss": event_cb.last_loss, "val_loss": event_cb.last_eval_loss,
-               "mean_train_loss": float(result.training_loss)}
+               "mean_train_loss": float(result.training_loss), **_best_summary(config, trainer.state)}
+    if in_loop is not None:
+        summary["bench"] = {"task": config.bench_task, "last": in_loop.last, "seconds": round(in_loop.seconds, 3),
+                            "share_of_training": round(in_loop.seconds / max(1e-9, float(
+                                result.metrics.get("train_runtime") or 0.0)), 4)}
     if event_cb.stopped:
         writer.emit(Done(ok=False, stopped=True, data=summary))
         return ExitCode.STOPPED
@@ -347,6 +401,14 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         writer.emit(Error(message=f"Stopped: {event_cb.bad_loss}.", kind="bad_loss"))
         writer.emit(Done(ok=False, data=summary))
         return ExitCode.FAILED
+    best = summary.get("best_checkpoint")
+    if best and summary.get("best_step") != trainer.state.global_step:
+        # final/ (what chat, merge and export use) holds the best weights. The Trainer's own way,
+        # load_best_model_at_end, would demand save_steps be a multiple of eval_steps; SaveBest already
+        # saved the best, so its loader (adapters, sharded and FSDP weights alike) is called directly.
+        writer.emit(Log(message=f"final/ gets the best weights: {Path(best).name} ({summary['best_by']} "
+                                f"{summary['best_value']:.4g})"))
+        trainer._load_best_model()
     model_to_save, full_state = trainer.model, None
     if getattr(trainer, "is_fsdp_enabled", False):
         # Under FSDP gathering the full weights is a collective: every rank takes part, rank 0 writes.

@@ -160,13 +160,7 @@ class HFBackend(Backend):
             model.eval()
         except Exception as exc:
             raise hf_load.load_error(exc, folder, spec) from exc
-        self._model, self._tokenizer = model, tokenizer
-        self._device = _input_device(model) if spread else placement.device  # inputs go where the embedding is
-        self._prefill_chunk = PREFILL_CHUNK_GPU if self._device.startswith("cuda") else PREFILL_CHUNK_CPU
-        self._context_length = self._find_context_length(config, tokenizer)
-        self._eos_ids = self._find_eos_ids(model, tokenizer)
-        self._prompt_cache = PromptCache(self._base_model().config)
-        self._lead_ids = leading_special_ids(tokenizer)
+        self._adopt(model, tokenizer, _input_device(model) if spread else placement.device, config)
         notes = list(placement.notes) + _weight_notes(loaded.loading_info)
         progress("Ready", 1.0)
         return LoadedModel(
@@ -177,6 +171,25 @@ class HFBackend(Backend):
             dtype=placement.dtype_name, adapter=str(adapter) if adapter else None,
             chat_template=getattr(tokenizer, "chat_template", None) or None,
             bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, notes=notes)
+
+    def attach(self, model: Any, tokenizer: Any) -> None:
+        """Score and generate with a model already in memory (the trainer's, mid-training), without a reload.
+
+        The model stays the caller's: `unload` only lets go of it, and its train/eval mode is the caller's too.
+        """
+        self.unload()
+        base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+        self._adopt(model, tokenizer, _input_device(model), base.config.to_dict())
+
+    def _adopt(self, model: Any, tokenizer: Any, device: str, config: dict[str, Any]) -> None:
+        """What the backend keeps of a loaded model; `device` is where its inputs go (the embedding's)."""
+        self._model, self._tokenizer = model, tokenizer
+        self._device = device
+        self._prefill_chunk = PREFILL_CHUNK_GPU if self._device.startswith("cuda") else PREFILL_CHUNK_CPU
+        self._context_length = self._find_context_length(config, tokenizer)
+        self._eos_ids = self._find_eos_ids(model, tokenizer)
+        self._prompt_cache = PromptCache(self._base_model().config)
+        self._lead_ids = leading_special_ids(tokenizer)
 
     def _base_model(self) -> Any:
         """The transformers model under a peft wrapper (or the model itself)."""

@@ -1,0 +1,141 @@
+"""A benchmark scored at every evaluation, on the weights being trained, in the training process.
+
+Why here and not a benchmark job per checkpoint: nothing is reloaded or written,
+so scoring 200 questions costs a few forward passes per question, small enough
+to leave on (axolotl's in-training MMLU is too slow to use, #311). The questions
+are the benchmark's own (bench.run.load_questions: a suite task or a file), a
+fixed seeded choice of `bench_questions` of them, scored as the Benchmark tab's
+log-likelihood mode with lm-eval's prompt (bench.scoring.loglikelihood_items,
+the transformers backend attached to the model in memory). On several processes
+each rank scores its share and the counts are summed over the ranks.
+
+The accuracy goes into the evaluation's metrics as `eval_bench_accuracy` (so
+`metric_for_best_model` can pick the best checkpoint by it) and out as a Metric
+event with its 95 % Wilson interval and the seconds the scoring took
+(trainer.callbacks.SaveBest then keeps a new best as a checkpoint).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from bench.config import BenchConfig
+from bench.questions import Question
+from medalpaca_desktop.core.events import EventWriter, Log, Metric
+from trainer.config import TrainConfig
+
+METRIC = "eval_bench_accuracy"  # what metric_for_best_model names when best_by is accuracy
+BATCH = 8  # questions per forward pass while scoring
+
+
+def bench_config(config: TrainConfig) -> BenchConfig:
+    """The benchmark run the in-loop scoring is: the config's task (or file), log-likelihood, lm-eval's prompt."""
+    from bench.tasks import task_keys
+
+    task = config.bench_task if config.bench_task in task_keys() else ""
+    return BenchConfig(task=task, data="" if task else config.bench_task, mode="loglikelihood",
+                       prompt_style="lm-eval", batch_size=BATCH)
+
+
+def choose_questions(questions: list[Question], count: int, seed: int) -> list[Question]:
+    """`count` of the questions (all when 0 or more than there are), chosen with `seed`, in dataset order."""
+    if count <= 0 or count >= len(questions):
+        return list(questions)
+    picked = sorted(random.Random(seed).sample(range(len(questions)), count))
+    return [questions[i] for i in picked]
+
+
+class BenchTaskError(ValueError):
+    """bench_task names nothing that can be scored (a task not downloaded, a file that is not questions)."""
+
+
+def load_bench_questions(config: TrainConfig) -> tuple[BenchConfig, list[Question]]:
+    """The questions to score, checked before the model loads."""
+    from bench.run import BadInput, load_questions
+
+    bench = bench_config(config)
+    try:
+        dataset = load_questions(bench)
+    except BadInput as exc:
+        raise BenchTaskError(f"bench_task: {exc}") from None
+    return bench, choose_questions(list(dataset.questions), config.bench_questions, config.seed)
+
+
+def _sum_over_ranks(values: list[float], device: Any) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return [float(v) for v in tensor.tolist()]
+
+
+class InLoopBenchmark(TrainerCallback):
+    """Scores the chosen questions after each evaluation; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, bench: BenchConfig, questions: list[Question], tokenizer: Any,
+                 writer: EventWriter, rank: int = 0, world_size: int = 1) -> None:
+        self.bench = bench
+        self.shard = questions[rank::world_size]
+        self.total = len(questions)
+        self.tokenizer = tokenizer
+        self.writer = writer
+        self.label = config.bench_task
+        self.seconds = 0.0  # all scoring so far: the cost the run reports
+        self.last: dict[str, float] | None = None
+
+    def score(self, model: Any) -> tuple[int, int]:
+        """(correct, scored) on this rank's share, with the model in eval mode and gradients off."""
+        import torch
+
+        from bench.scoring import loglikelihood_items
+        from medalpaca_desktop.inference.hf import HFBackend
+
+        if not self.shard:
+            return 0, 0
+        was_training = model.training
+        backend = HFBackend()
+        backend.attach(model, self.tokenizer)
+        model.eval()
+        try:
+            with torch.no_grad():
+                items = []
+                for start in range(0, len(self.shard), BATCH):
+                    items += loglikelihood_items(backend, self.shard[start:start + BATCH], self.bench, None)
+        finally:
+            backend.unload()
+            if was_training:
+                model.train()
+        return sum(1 for item in items if item["correct"]), len(items)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    model: Any = None, **kwargs: Any) -> Any:
+        from bench.stats import wilson_interval
+
+        if model is None:
+            return control
+        began = time.perf_counter()
+        correct, scored = self.score(model)
+        correct_all, scored_all = (int(v) for v in _sum_over_ranks([correct, scored], args.device))
+        seconds = time.perf_counter() - began
+        self.seconds += seconds
+        if not scored_all:
+            return control
+        accuracy = correct_all / scored_all
+        low, high = wilson_interval(correct_all, scored_all)
+        if metrics is not None:
+            metrics[METRIC] = accuracy
+        self.last = {"bench_accuracy": accuracy, "bench_low": low, "bench_high": high, "bench_n": scored_all,
+                     "bench_seconds": seconds}
+        if state.is_world_process_zero:
+            self.writer.emit(Metric(step=state.global_step, values=dict(self.last)))
+            self.writer.emit(Log(message=f"{self.label}: {100 * accuracy:.1f} % of {scored_all} questions "
+                                         f"[{100 * low:.1f}-{100 * high:.1f}] at step {state.global_step} "
+                                         f"({seconds:.1f} s)"))
+        return control
