@@ -63,6 +63,18 @@ def test_scores_at_each_evaluation_keep_the_best_checkpoint_and_put_it_in_final(
     assert best.name == f"checkpoint-{best_step}" and best.is_dir()  # saved at an evaluation, not a save step
     assert done["bench"]["seconds"] > 0 and 0 < done["bench"]["share_of_training"] < 1
 
+    from medalpaca_desktop.core.store import Store
+
+    with Store() as store:  # the runs list marks it
+        row = store.training_run_by_dir(str((tmp_path / "run").resolve()))
+    recorded = json.loads(row["best_json"])
+    assert (recorded["best_step"], recorded["best_checkpoint"]) == (best_step, str(best))
+    assert recorded["bench"]["last"]["bench_n"] == 12
+
+    card = (tmp_path / "run" / "final" / "README.md").read_text(encoding="utf-8")
+    assert "## Benchmark while training" in card and f"| 8 | {100 * accuracies[-1]:.1f} % |" in card
+    assert f"Best checkpoint: step {best_step} (accuracy {100 * max(accuracies):.1f} %)" in card
+
     # final/ holds the best weights (what chat, merge and export use), also when a later step was saved
     final, saved = _adapter(tmp_path / "run" / "final"), _adapter(best)
     assert final.keys() == saved.keys()

@@ -59,6 +59,7 @@ class Recorder(EventWriter):
 
     def emit(self, event) -> None:
         self.events.append(event)
+        super().emit(event)  # the listeners (the run's own runs-list row) follow the run as in a worker
 
     def of(self, kind: str) -> list:
         return [e for e in self.events if e.type == kind]

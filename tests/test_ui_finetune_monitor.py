@@ -110,6 +110,8 @@ def test_a_finished_run_is_redrawn_from_its_events(qtbot, tmp_path):
                                    "train_examples": 10, "val_examples": 2, "resume_from": None}),
         *train_events(range(1, 5), 4),
         Metric(step=2, values={"val_loss": 1.8}), Metric(step=4, values={"val_loss": 1.2}),
+        Metric(step=2, values={"bench_accuracy": 0.25, "bench_low": 0.1, "bench_high": 0.5, "bench_n": 12}),
+        Metric(step=4, values={"bench_accuracy": 0.5, "bench_low": 0.25, "bench_high": 0.75, "bench_n": 12}),
         Checkpoint(path=str(run_dir / "checkpoints" / "checkpoint-4"), step=4),
         Warning(message="the GGUF base was de-quantized"),
         Done(ok=True, data={"steps": 4, "train_loss": 0.75, "final": str(run_dir / "final")}),
@@ -121,6 +123,9 @@ def test_a_finished_run_is_redrawn_from_its_events(qtbot, tmp_path):
     assert monitor.body.isVisibleTo(monitor)
     assert monitor.loss_chart.drawn_points("loss") == [(1.0, 3.0), (2.0, 1.5), (3.0, 1.0), (4.0, 0.75)]
     assert monitor.loss_chart.drawn_points("val_loss") == [(2.0, 1.8), (4.0, 1.2)]
+    assert monitor.bench_chart.drawn_points("bench_accuracy") == [(2.0, 0.25), (4.0, 0.5)]  # with its interval:
+    assert monitor.bench_chart.drawn_points("bench_low") == [(2.0, 0.1), (4.0, 0.25)]
+    assert monitor.bench_chart.drawn_points("bench_high") == [(2.0, 0.5), (4.0, 0.75)]
     assert [x for x, _ in monitor.lr_chart.drawn_points("learning_rate")] == [1.0, 2.0, 3.0, 4.0]
     assert monitor.speed_chart.drawn_points("tokens_per_s")[-1] == (4.0, 104.0)
     assert monitor.memory_chart.drawn_points("gpu_memory_gb") == []
@@ -211,16 +216,20 @@ def test_chat_path_prefers_the_merged_model(tmp_path):
 
 def test_runs_table_model_columns(qtbot, tmp_path):
     model = RunsTableModel()
-    rows = [make_row(tmp_path / "a", "done", id=2),
+    best = {"best_by": "accuracy", "best_value": 0.415, "best_step": 40,
+            "best_checkpoint": str(tmp_path / "a" / "checkpoints" / "checkpoint-40")}
+    rows = [make_row(tmp_path / "a", "done", id=2, best_json=json.dumps(best)),
             make_row(tmp_path / "b", "failed", id=1, final_loss=None, error="training data: x.jsonl line 3: bad",
                      data_json=json.dumps(["/d/one.jsonl", "/d/two.csv"])),
             make_row(tmp_path / "c", "running", id=3, finished_at=None, started_at=time.time() - 75)]
     model.set_rows(rows)
-    assert model.columnCount() == len(COLUMNS) == 7 and model.rowCount() == 3
-    text = [[model.data(model.index(r, c)) for c in range(7)] for r in range(3)]
-    assert text[0] == ["a", "done", "lora", "SmolLM2-135M-Instruct-Q4_1", "sample.jsonl", "0.7500", "1m 20s"]
-    assert text[1][1] == "failed" and text[1][4] == "one.jsonl + 1 more" and text[1][5] == ""
-    assert text[2][6].startswith("1m 1")  # a running run's duration counts on
+    assert model.columnCount() == len(COLUMNS) == 8 and model.rowCount() == 3
+    text = [[model.data(model.index(r, c)) for c in range(8)] for r in range(3)]
+    assert text[0] == ["a", "done", "lora", "SmolLM2-135M-Instruct-Q4_1", "sample.jsonl", "0.7500",
+                       "step 40 · acc 41.5 %", "1m 20s"]
+    assert text[1][1] == "failed" and text[1][4] == "one.jsonl + 1 more" and text[1][5] == "" and text[1][6] == ""
+    assert text[2][7].startswith("1m 1")  # a running run's duration counts on
+    assert "checkpoint-40" in model.data(model.index(0, 6), Qt.ItemDataRole.ToolTipRole)
     assert model.data(model.index(1, 1), Qt.ItemDataRole.ToolTipRole) == "training data: x.jsonl line 3: bad"
     assert model.data(model.index(1, 4), Qt.ItemDataRole.ToolTipRole) == "/d/one.jsonl\n/d/two.csv"
     assert model.row_of(3) == 2 and model.row_at(5) is None

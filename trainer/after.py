@@ -159,7 +159,8 @@ def _card_metrics(run_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
     return {"final_train_loss": metrics.get("train_loss"), "final_val_loss": metrics.get("val_loss"),
             "steps": metrics.get("steps"), "duration_s": metrics.get("duration_s"),
-            "curve": curve_summary(_loss_points(run_dir, metrics))}
+            "curve": curve_summary(_loss_points(run_dir, metrics)), "bench": metrics.get("bench"),
+            "best": {k: metrics[k] for k in ("best_by", "best_value", "best_step") if k in metrics}}
 
 
 # --------------------------------------------------------------------------- merge

@@ -89,6 +89,7 @@ class InLoopBenchmark(TrainerCallback):
         self.label = config.bench_task
         self.seconds = 0.0  # all scoring so far: the cost the run reports
         self.last: dict[str, float] | None = None
+        self.history: list[dict[str, float]] = []  # one row per evaluation: the curve the model card lists
 
     def score(self, model: Any) -> tuple[int, int]:
         """(correct, scored) on this rank's share, with the model in eval mode and gradients off."""
@@ -133,6 +134,7 @@ class InLoopBenchmark(TrainerCallback):
             metrics[METRIC] = accuracy
         self.last = {"bench_accuracy": accuracy, "bench_low": low, "bench_high": high, "bench_n": scored_all,
                      "bench_seconds": seconds}
+        self.history.append({"step": state.global_step, **self.last})
         if state.is_world_process_zero:
             self.writer.emit(Metric(step=state.global_step, values=dict(self.last)))
             self.writer.emit(Log(message=f"{self.label}: {100 * accuracy:.1f} % of {scored_all} questions "

@@ -178,6 +178,7 @@ def render_model_card(config: TrainConfig, data_summary: Mapping[str, Any], metr
                   "|---|" + "---|" * len(curve),
                   "| Loss | " + " | ".join(_fmt(v) for v in curve.values()) + " |"]
     lines.append("")
+    lines += _in_loop_lines(metrics)
 
     lines += ["## Intended use and limitations", "",
               "- **Not a medical device.** For research and education only; never use it to diagnose, treat or "
@@ -192,6 +193,28 @@ def render_model_card(config: TrainConfig, data_summary: Mapping[str, Any], metr
         lines.append(f"- {WIKIDOC_NOTE}")
     lines += ["", BENCHMARK_HEADING, "", NO_RESULTS, ""]
     return "\n".join(lines)
+
+
+def _in_loop_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The benchmark scored at each evaluation (trainer/bench_in_loop.py) and the checkpoint kept."""
+    lines: list[str] = []
+    bench = metrics.get("bench") or {}
+    curve = [row for row in bench.get("curve") or [] if isinstance(row, Mapping)]
+    if curve:
+        n = int(curve[-1].get("bench_n") or 0)
+        lines += ["## Benchmark while training", "",
+                  f"{n} questions of `{bench.get('task')}` scored at every evaluation on the weights being "
+                  "trained (log-likelihood, lm-eval's prompt; accuracy with its 95 % Wilson interval):", "",
+                  "| Step | Accuracy | 95 % interval |", "|---|---|---|"]
+        lines += [f"| {int(row['step'])} | {100 * row['bench_accuracy']:.1f} % | "
+                  f"{100 * row['bench_low']:.1f}-{100 * row['bench_high']:.1f} % |" for row in curve]
+        lines.append("")
+    best = metrics.get("best") or {}
+    if best.get("best_step") is not None and isinstance(best.get("best_value"), (int, float)):
+        value = (f"accuracy {100 * best['best_value']:.1f} %" if best.get("best_by") == "accuracy"
+                 else f"validation loss {best['best_value']:.4f}")
+        lines += [f"Best checkpoint: step {best['best_step']} ({value}); these are its weights.", ""]
+    return lines
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -391,7 +391,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
                "train_loss": event_cb.last_loss, "val_loss": event_cb.last_eval_loss,
                "mean_train_loss": float(result.training_loss), **_best_summary(config, trainer.state)}
     if in_loop is not None:
-        summary["bench"] = {"task": config.bench_task, "last": in_loop.last, "seconds": round(in_loop.seconds, 3),
+        summary["bench"] = {"task": config.bench_task, "last": in_loop.last, "curve": in_loop.history,
+                            "seconds": round(in_loop.seconds, 3),
                             "share_of_training": round(in_loop.seconds / max(1e-9, float(
                                 result.metrics.get("train_runtime") or 0.0)), 4)}
     if event_cb.stopped:

@@ -7,6 +7,7 @@ the last training loss and the last error message are what the runs list shows.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from medalpaca_desktop.core.events import Done, Error, Event, EventWriter, Metric
@@ -24,6 +25,7 @@ class TrainingRow:
         self.row = RunRow("training", writer.emit)
         self.final_loss: float | None = None
         self.error: str | None = None
+        self.best: dict[str, object] = {}
         writer.listen(self._follow)
 
     def open(self) -> None:
@@ -35,12 +37,19 @@ class TrainingRow:
     def _follow(self, event: Event) -> None:
         if isinstance(event, Metric) and isinstance(event.values.get("loss"), (int, float)):
             self.final_loss = float(event.values["loss"])
-        elif isinstance(event, Done) and isinstance(event.data.get("train_loss"), (int, float)):
-            self.final_loss = float(event.data["train_loss"])
+        elif isinstance(event, Done):
+            if isinstance(event.data.get("train_loss"), (int, float)):
+                self.final_loss = float(event.data["train_loss"])
+            self.best = {k: event.data[k] for k in ("best_by", "best_value", "best_step", "best_checkpoint")
+                         if k in event.data}
+            if isinstance(event.data.get("bench"), dict):
+                self.best["bench"] = event.data["bench"]
         elif isinstance(event, Error):
             self.error = event.message
 
     def finish(self, code: ExitCode) -> None:
         status = status_of(code)
-        self.row.finish(status, final_loss=self.final_loss, error=self.error if code != ExitCode.OK else None)
+        extra = {"best_json": json.dumps(self.best)} if self.best else {}
+        self.row.finish(status, final_loss=self.final_loss, error=self.error if code != ExitCode.OK else None,
+                        **extra)
         self.row.close()

@@ -147,6 +147,10 @@ MIGRATIONS: list[str] = [
     UPDATE eval_runs SET status = 'crashed', error = substr(error, 10)
         WHERE status = 'failed' AND error LIKE 'crashed: %';
     """,
+    # 3: the best checkpoint of a fine-tune (best_by, its value and step, the in-loop benchmark's last score).
+    """
+    ALTER TABLE training_runs ADD COLUMN best_json TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -357,7 +361,8 @@ class Store:
                 (name, run_dir, method, base_model, json.dumps(data or []), _json(config), time.time()))
             return int(cur.lastrowid or 0)
 
-    _TRAINING_FIELDS = frozenset({"status", "started_at", "finished_at", "final_loss", "error", "pid", "name"})
+    _TRAINING_FIELDS = frozenset({"status", "started_at", "finished_at", "final_loss", "error", "pid", "name",
+                                  "best_json"})
 
     def update_training_run(self, run_id: int, **fields: Any) -> None:
         self._update("training_runs", self._TRAINING_FIELDS, run_id, fields)

@@ -150,12 +150,19 @@ class RunMonitor(QWidget):
         self.speed_chart.add_series("tokens_per_s", "tokens/s", "#ff7f0e")
         self.memory_chart = LineChart("GPU memory", "GB", empty_text="No GPU memory reported yet.")
         self.memory_chart.add_series("gpu_memory_gb", "peak allocated", "#9467bd")
-        self.charts = (self.loss_chart, self.lr_chart, self.speed_chart, self.memory_chart)
+        self.bench_chart = LineChart("Benchmark accuracy", "accuracy", empty_text=(
+            "No benchmark scored while training. Name one under Settings > Advanced > Bench task "
+            "to score it at every evaluation."))
+        self.bench_chart.add_band("bench_low", "bench_high", "95 % interval", "#8c564b")
+        self.bench_chart.add_series("bench_accuracy", "accuracy", "#8c564b", symbol="o")
+        self.charts = (self.loss_chart, self.bench_chart, self.lr_chart, self.speed_chart, self.memory_chart)
         grid_widget = QWidget()
         grid = QGridLayout(grid_widget)
         grid.setContentsMargins(0, 0, 0, 0)
-        for i, chart in enumerate(self.charts):
-            grid.addWidget(chart, i // 2, i % 2)
+        grid.addWidget(self.loss_chart, 0, 0, 1, 3)  # the two that say whether the model learns, side by side
+        grid.addWidget(self.bench_chart, 0, 3, 1, 3)
+        for i, chart in enumerate((self.lr_chart, self.speed_chart, self.memory_chart)):
+            grid.addWidget(chart, 1, 2 * i, 1, 2)
 
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -374,6 +381,9 @@ class RunMonitor(QWidget):
                     self.loss_chart.append(key, step, event.values[key])
             if "learning_rate" in event.values:
                 self.lr_chart.append("learning_rate", step, event.values["learning_rate"])
+            for key in ("bench_accuracy", "bench_low", "bench_high"):
+                if key in event.values:
+                    self.bench_chart.append(key, step, event.values[key])
         elif isinstance(event, Progress):
             self._apply_progress(event, live)
         elif isinstance(event, Started):

@@ -46,7 +46,8 @@ QUICK_TRIAL_TEXT = ("Quick trial: the MedAlpaca LoRA recipe cut to 30 steps of 8
                     "rate, to see a run through on a CPU in minutes.")
 LABELS = {"lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
           "lora_target_modules": "LoRA target layers", "lr_scheduler": "LR schedule", "export_gguf": "Export GGUF",
-          "max_steps": "Max steps (0 = by epochs)"}
+          "max_steps": "Max steps (0 = by epochs)", "bench_task": "Benchmark while training",
+          "bench_questions": "Benchmark questions", "best_by": "Best checkpoint by"}
 
 
 def label_for(name: str) -> str:

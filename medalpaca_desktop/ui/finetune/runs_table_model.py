@@ -16,8 +16,8 @@ from medalpaca_desktop.ui.finetune.runs import model_label
 
 _NO_PARENT = QModelIndex()  # Qt's default argument, built once (an invalid index holds no state)
 
-COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Final loss", "Duration")
-COL_RUN, COL_STATUS, COL_METHOD, COL_MODEL, COL_DATA, COL_LOSS, COL_DURATION = range(len(COLUMNS))
+COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Final loss", "Best checkpoint", "Duration")
+COL_RUN, COL_STATUS, COL_METHOD, COL_MODEL, COL_DATA, COL_LOSS, COL_BEST, COL_DURATION = range(len(COLUMNS))
 
 STATUS_TEXT = {RunStatus.CREATED: "not started", RunStatus.RUNNING: "running", RunStatus.STOPPED: "stopped",
                RunStatus.FAILED: "failed", RunStatus.CRASHED: "crashed", RunStatus.DONE: "done"}
@@ -25,6 +25,25 @@ STATUS_COLOR = {RunStatus.RUNNING: "#1565c0", RunStatus.STOPPED: "#9a6700", RunS
                 RunStatus.CRASHED: "#b71c1c", RunStatus.DONE: "#2e7d32"}
 
 _Index = QModelIndex | QPersistentModelIndex
+
+
+def best_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The run's best checkpoint as the trainer recorded it (best_json); {} when none was picked."""
+    try:
+        best = json.loads(row.get("best_json") or "{}")
+    except ValueError:
+        return {}
+    return best if isinstance(best, dict) else {}
+
+
+def best_label(row: dict[str, Any]) -> str:
+    """"step 40 · acc 41.5 %" or "step 40 · val loss 1.234": the checkpoint final/ holds."""
+    best = best_of(row)
+    value, step = best.get("best_value"), best.get("best_step")
+    if not isinstance(value, (int, float)) or step is None:
+        return ""
+    measure = f"acc {100 * value:.1f} %" if best.get("best_by") == "accuracy" else f"val loss {value:.4f}"
+    return f"step {step} · {measure}"
 
 
 def data_label(row: dict[str, Any]) -> str:
@@ -119,6 +138,8 @@ class RunsTableModel(QAbstractTableModel):
         if col == COL_LOSS:
             loss = row.get("final_loss")
             return f"{loss:.4f}" if isinstance(loss, (int, float)) else ""
+        if col == COL_BEST:
+            return best_label(row)
         if col == COL_DURATION:
             seconds = run_duration(row)
             return format_duration(seconds) if seconds is not None else ""
@@ -136,6 +157,11 @@ class RunsTableModel(QAbstractTableModel):
                 return ""
         if col == COL_RUN:
             return str(row.get("run_dir") or "")
+        if col == COL_BEST:
+            best = best_of(row)
+            if not best.get("best_checkpoint"):
+                return "No best checkpoint picked (best_by: the last step), or the run has not finished"
+            return (f"{best['best_checkpoint']}\nfinal/ holds these weights: chat, merge and export use them")
         if col == COL_DURATION:
             return "Time of the latest start (a resumed run counts from its resume)"
         return ""

@@ -28,6 +28,7 @@ class _Series:
     name: str
     item: pg.PlotDataItem
     in_legend: bool = False
+    legend: bool = True  # False: a band's edge, named by the band's legend entry
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
 
@@ -79,6 +80,19 @@ class LineChart(QWidget):
         item = pg.PlotDataItem([], [], pen=pen, symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=color)
         self.plot.addItem(item)
         self._series[key] = _Series(name, item)
+
+    def add_band(self, low: str, high: str, name: str, color: str) -> None:
+        """Declare two series drawn as a shaded band between them (a confidence interval)."""
+        edge = pg.mkPen(color, width=1, style=Qt.PenStyle.DotLine)
+        items = []
+        for key in (low, high):
+            item = pg.PlotDataItem([], [], pen=edge)
+            self.plot.addItem(item)
+            self._series[key] = _Series(name, item, legend=key == low)
+            items.append(item)
+        fill = pg.FillBetweenItem(items[0], items[1], brush=pg.mkBrush(pg.mkColor(color).lighter(170)))
+        fill.setZValue(-10)
+        self.plot.addItem(fill)
 
     def series_keys(self) -> list[str]:
         return list(self._series)
@@ -157,7 +171,7 @@ class LineChart(QWidget):
         for key in self._dirty:
             series = self._series[key]
             series.item.setData(series.xs, series.ys)
-            if bool(series.xs) != series.in_legend:  # the legend names only series with points
+            if series.legend and bool(series.xs) != series.in_legend:  # only series with points are named
                 if series.xs:
                     self.legend.addItem(series.item, series.name)
                 else:
