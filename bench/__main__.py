@@ -20,7 +20,7 @@ from typing import Any
 
 from medalpaca_desktop.core.jobs import ExitCode
 
-ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare", "contamination")
+ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare", "contamination", "verify")
 
 
 def _fail(prog: str, message: str, code: ExitCode = ExitCode.BAD_INPUT) -> ExitCode:
@@ -377,7 +377,45 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     compare.set_defaults(func=_cmd_compare)
     _add_suite_parsers(sub)
     _add_contamination_parser(sub)
+    v = sub.add_parser("verify", help="is a model as good as another (a quantization as its original)? the same "
+                                      "N questions on both, paired",
+                       description="Score the first N questions of a task (or a questions file) on both models, "
+                                   "log-likelihood with lm-eval's prompt, as two runs in OUT/reference and "
+                                   "OUT/candidate, and compare them: both accuracies, the paired difference with "
+                                   "its 95 % interval and McNemar's p; a warning when the candidate is "
+                                   "significantly worse.")
+    v.add_argument("--reference", required=True, help="the original: a Hugging Face model folder or a .gguf file")
+    v.add_argument("--adapter", help="a LoRA adapter on the reference (transformers)")
+    v.add_argument("--candidate", required=True, help="the model checked against it (a merge, a GGUF export)")
+    v.add_argument("--questions", required=True, metavar="TASK[:N]", help="a suite task or questions file, and "
+                                                                          "how many (default 200)")
+    v.add_argument("--out", required=True, help="the folder both runs are written to (resumed when it has them)")
+    v.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    v.set_defaults(func=_cmd_verify)
     return parser
+
+
+def _cmd_verify(args: argparse.Namespace, prog: str) -> ExitCode:
+    from bench.config import ConfigError
+    from bench.run import BadInput
+    from bench.verify import parse_verify, verify
+    from medalpaca_desktop.core.worker import TerminalWriter, run_worker
+
+    result: dict[str, Any] = {}
+
+    def job(worker: Any) -> ExitCode:
+        try:
+            task, n = parse_verify(args.questions)
+            result.update(verify(args.reference, args.candidate, task, n, args.out, reference_adapter=args.adapter,
+                                 writer=None, stop=worker.stop))
+        except (ConfigError, BadInput, RuntimeError) as exc:
+            return _fail(prog, str(exc))
+        return ExitCode.OK
+
+    code = run_worker(job, name="verify", writer=TerminalWriter(prog))
+    if code == ExitCode.OK and result:
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else result["verdict"])
+    return code
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench", events: bool = True) -> ExitCode:

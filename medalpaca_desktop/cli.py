@@ -129,6 +129,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quant=args.quant,
         adapter=Path(args.adapter) if args.adapter else None,
         overwrite=args.force,
+        verify=args.verify or "",
     )
     return run_export_cli(config, jsonl=args.jsonl)
 
@@ -240,7 +241,8 @@ def _add_bench_parser(sub) -> None:
                     "`medalpaca bench compare RUN_A RUN_B [--json]`, `medalpaca bench suite --model M --tasks "
                     "multimedqa,usmle --out DIR` (the medical suite), `medalpaca bench table DIR`, "
                     "`medalpaca bench suite-compare DIR MODEL_A MODEL_B`, `medalpaca bench contamination RUN_DIR "
-                    "--against TRAIN_FILE` (questions that are in your training data).")
+                    "--against TRAIN_FILE` (questions that are in your training data), `medalpaca bench verify "
+                    "--reference A --candidate B --questions TASK[:N] --out DIR` (is B as good as A?).")
     b.add_argument("--model", required=True, help=h("model"))
     b.add_argument("--adapter", help=h("adapter"))
     b.add_argument("--task", help=h("task"))
@@ -259,7 +261,6 @@ def _add_bench_parser(sub) -> None:
     b.set_defaults(func=_cmd_bench)
 
 
-BENCH_ACTIONS = ("run", "rescore", "compare", "suite", "table", "suite-compare", "contamination")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="the .gguf file to write")
     exp.add_argument("--quant", default="f16", choices=EXPORT_QUANTS, help="weight type of the file (default f16)")
     exp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    exp.add_argument("--verify", metavar="TASK[:N]",
+                     help="after writing, score N questions (default 200) of TASK (a suite task such as "
+                          "medqa_4options, or a questions file) on the original and on the file, and warn when "
+                          "the file is significantly worse (McNemar p < 0.05)")
     exp.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
     exp.set_defaults(func=_cmd_export)
 
@@ -322,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] != ["download"]:
         stay_offline()  # only `medalpaca download` may reach the network
+    from bench.__main__ import ACTIONS as BENCH_ACTIONS
+
     if len(args_list) >= 2 and args_list[0] == "bench" and args_list[1] in BENCH_ACTIONS:
         from bench.__main__ import main as bench_main
 

@@ -34,11 +34,9 @@ BATCH = 8  # questions per forward pass while scoring
 
 def bench_config(config: TrainConfig) -> BenchConfig:
     """The benchmark run the in-loop scoring is: the config's task (or file), log-likelihood, lm-eval's prompt."""
-    from bench.tasks import task_keys
+    from bench.verify import check_config
 
-    task = config.bench_task if config.bench_task in task_keys() else ""
-    return BenchConfig(task=task, data="" if task else config.bench_task, mode="loglikelihood",
-                       prompt_style="lm-eval", batch_size=BATCH)
+    return check_config(config.bench_task, batch_size=BATCH)
 
 
 def choose_questions(questions: list[Question], count: int, seed: int) -> list[Question]:

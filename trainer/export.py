@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Result, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import ProgressReporter, format_duration
@@ -63,6 +63,10 @@ class ExportConfig:
     adapter: Path | None = field(default=None, metadata={
         "help": "LoRA adapter folder from a fine-tune; it is merged into the model before writing."})
     overwrite: bool = field(default=False, metadata={"help": "Replace the output file if it already exists."})
+    verify: str = field(default="", metadata={
+        "help": "After writing, score the same questions on the original and on the file (TASK[:N]: a suite "
+                "task such as medqa_4options:200, or a questions file) and warn when the file is significantly "
+                "worse; empty = no check."})
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -376,6 +380,30 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
 # --------------------------------------------------------------------------- CLI
 
 
+def _verify_export(config: ExportConfig, path: Path, worker: Any, events: Any) -> dict[str, Any] | None:
+    """bench.verify on the original (with its adapter) and the file just written; a failure of the check is an
+    error event (kind "verify") and the file stays."""
+    from bench.run import BadInput
+    from bench.verify import parse_verify, verify
+    from medalpaca_desktop.core.typed_config import ConfigError
+
+    try:
+        task, n = parse_verify(config.verify)
+        result = verify(str(config.model), str(path), task, n, path.parent / f"{path.name}.verify",
+                        reference_adapter=str(config.adapter) if config.adapter else None, writer=events,
+                        stop=worker.stop, resume=False)
+    except (BadInput, ConfigError, RuntimeError) as exc:
+        worker.emit(Error(message=f"The export was written, but it could not be checked: {exc}", kind="verify"))
+        return None
+    if result["significantly_worse"]:
+        worker.emit(Warning(message=result["verdict"], extra={"kind": "export_worse"}))
+    if events is None:
+        print(result["verdict"])
+    elif not result["significantly_worse"]:
+        events.emit(Log(message=result["verdict"]))
+    return result
+
+
 def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
     """`medalpaca export`: JSON-line events on stdout (jsonl) or a progress line on stderr.
 
@@ -403,12 +431,17 @@ def run_export_cli(config: ExportConfig, jsonl: bool) -> ExitCode:
             raise
         seconds = time.monotonic() - started
         size = path.stat().st_size
-        data = {"path": str(path), "size_bytes": size, "quant": config.quant, "seconds": round(seconds, 2)}
+        data: dict[str, Any] = {"path": str(path), "size_bytes": size, "quant": config.quant,
+                                "seconds": round(seconds, 2)}
+        if events is None:
+            print(f"Wrote {path} ({format_size(size)}, {config.quant}) in {format_duration(seconds)}")
+        if config.verify:
+            checked = _verify_export(config, path, worker, events)
+            if checked is not None:
+                data["verify"] = checked
         if events is not None:
             events.emit(Result(data=data))
             events.emit(Done(ok=True, data=data))
-        else:
-            print(f"Wrote {path} ({format_size(size)}, {config.quant}) in {format_duration(seconds)}")
         return ExitCode.OK
 
     return run_worker(job, name="export", writer=None if jsonl else TerminalWriter("medalpaca"), interrupt=True)

@@ -393,6 +393,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
     if in_loop is not None:
         summary["bench"] = {"task": config.bench_task, "last": in_loop.last, "curve": in_loop.history,
                             "seconds": round(in_loop.seconds, 3),
+                            "train_runtime_s": float(result.metrics.get("train_runtime") or 0.0),
                             "share_of_training": round(in_loop.seconds / max(1e-9, float(
                                 result.metrics.get("train_runtime") or 0.0)), 4)}
     if event_cb.stopped:
