@@ -281,12 +281,17 @@ def test_export_dialog_refuses_bad_files_then_exports(qtbot, tmp_path, tiny_lora
 
     out = run_dir / "run-f16.gguf"
     dialog.out_edit.setText(str(out))
+    assert dialog.check_box.isChecked() and dialog.check_edit.text() == "medqa_4options:200"  # on by default
+    sample = Path(__file__).resolve().parents[1] / "resources" / "sample_questions" / "medqa_sample.jsonl"
+    dialog.check_edit.setText(f"{sample}:4")
     with qtbot.waitSignal(dialog.sig_exported, timeout=120_000) as blocker:
         assert dialog.start_export()
         assert not dialog.export_button.isEnabled() and dialog.stop_button.isEnabled()
     assert blocker.args == [str(out)] and out.is_file() and out.read_bytes()[:4] == b"GGUF"
     assert "Wrote" in dialog.status_label.text() and dialog.progress.value() == dialog.progress.maximum()
     assert dialog.chat_button.isEnabled() and dialog.open_button.isEnabled()
+    assert dialog.verify_label.isVisibleTo(dialog) and dialog.verify_label.text().startswith("On 4 questions: ")
+    assert dialog.verify is not None and dialog.verify["n_shared"] == 4
     with qtbot.waitSignal(dialog.sig_chat_requested) as chat:
         qtbot.mouseClick(dialog.chat_button, Qt.MouseButton.LeftButton)
     assert chat.args == [str(out)]

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medalpaca_desktop.core.events import Done, Event, Progress, Result
+from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
@@ -38,6 +38,10 @@ from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 # trainer.export.EXPORT_QUANTS (that module reaches torch, which the GUI never imports; a test keeps them equal)
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 QUANT_DEFAULT = "q8_0"
+CHECK_QUESTIONS = 200
+CHECK_HELP = ("After writing, score the same questions on the original and on the file (log-likelihood, lm-eval's "
+              "prompt) and compare them: both accuracies, the paired difference and McNemar's p. TASK[:N]: a "
+              "task of the medical suite (downloaded in the Benchmark tab) or a questions file.")
 QUANT_HELP = ("Weight type: f32 (exact), f16/bf16 (half size, near exact), q8_0 (quarter size, near f16 quality), "
               "q6_k / q5_k_m / q4_k_m (smaller and faster, some quality loss).")
 
@@ -79,14 +83,28 @@ def export_source(run_dir: str | Path) -> ExportSource:
     raise ExportSourceError(f"{run_dir} has no final model yet: only a finished run can be exported.")
 
 
-def export_command(source: ExportSource, out: Path, quant: str, overwrite: bool) -> list[str]:
+def export_command(source: ExportSource, out: Path, quant: str, overwrite: bool, verify: str = "") -> list[str]:
     cmd = [sys.executable, "-m", "medalpaca_desktop", "export", "--model", str(source.model), "--out", str(out),
            "--quant", quant, "--jsonl"]
     if source.adapter is not None:
         cmd += ["--adapter", str(source.adapter)]
     if overwrite:
         cmd.append("--force")
+    if verify:
+        cmd += ["--verify", verify]
     return cmd
+
+
+def default_check(run_dir: Path) -> str:
+    """What the check scores by default: the run's own in-loop benchmark (its config's bench_task), else MedQA."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    task = config.get("bench_task") if isinstance(config, dict) else None
+    return f"{task}:{CHECK_QUESTIONS}" if task else f"medqa_4options:{CHECK_QUESTIONS}"
 
 
 class ExportDialog(QDialog):
@@ -125,12 +143,27 @@ class ExportDialog(QDialog):
         out_row.addWidget(browse)
         self.overwrite_check = QCheckBox("Replace the file if it exists")
         self.overwrite_check.setToolTip("Replace the output file if it already exists.")
+        self.check_box = QCheckBox("Check it against the original on")
+        self.check_box.setToolTip(CHECK_HELP)
+        self.check_edit = QLineEdit(default_check(self.run_dir))
+        self.check_edit.setToolTip(CHECK_HELP)
+        self.check_box.toggled.connect(self.check_edit.setEnabled)
+        self.check_box.setChecked(True)
+        check_row = QHBoxLayout()
+        check_row.addWidget(self.check_box)
+        check_row.addWidget(self.check_edit, 1)
+        self.verify_label = QLabel()
+        self.verify_label.setWordWrap(True)
+        self.verify_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.verify_label.hide()
+        self.verify: dict | None = None
 
         form = QFormLayout()
         form.addRow("Exports", self.source_label)
         form.addRow("Type", self.quant_combo)
         form.addRow("File", out_row)
         form.addRow("", self.overwrite_check)
+        form.addRow("Check", check_row)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -168,6 +201,7 @@ class ExportDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.verify_label)
         layout.addWidget(self.log)
         layout.addWidget(self.buttons)
 
@@ -215,7 +249,11 @@ class ExportDialog(QDialog):
         self.stop_button.setEnabled(True)
         self.open_button.setEnabled(False)
         self.chat_button.setEnabled(False)
-        cmd = export_command(self.source, out, self.quant_combo.currentText(), self.overwrite_check.isChecked())
+        check = self.check_edit.text().strip() if self.check_box.isChecked() else ""
+        self.verify = None
+        self.verify_label.hide()
+        cmd = export_command(self.source, out, self.quant_combo.currentText(), self.overwrite_check.isChecked(),
+                             check)
         self.runner.start(cmd[0], cmd[1:])
         return True
 
@@ -237,6 +275,9 @@ class ExportDialog(QDialog):
             self.status_label.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
         elif isinstance(event, Result) and event.data.get("path"):
             self.result_path = Path(event.data["path"])
+            self.verify = event.data.get("verify")
+        elif isinstance(event, Error) and event.kind == "verify":
+            self._show_verify(event.message, worse=True)
         elif isinstance(event, Done) and event.ok and event.data.get("path"):
             self.result_path = Path(event.data["path"])
 
@@ -253,6 +294,8 @@ class ExportDialog(QDialog):
             self.progress.setValue(1000)
             self.progress.setFormat("100%")
             self.status_label.setText(f"<b>Wrote</b> {self.result_path}")
+            if self.verify:
+                self._show_verify(str(self.verify.get("verdict", "")), bool(self.verify.get("significantly_worse")))
             self.open_button.setEnabled(True)
             self.chat_button.setEnabled(True)
             self.sig_exported.emit(str(self.result_path))
@@ -262,6 +305,12 @@ class ExportDialog(QDialog):
         else:
             self.progress.setValue(0)
             self.status_label.setText(f"<b>Export failed:</b> {outcome.describe()}")
+
+    def _show_verify(self, text: str, worse: bool) -> None:
+        """The check's verdict under the status: red when the file is significantly worse or was not checked."""
+        self.verify_label.setText(text)
+        self.verify_label.setStyleSheet("color: #a00000; font-weight: bold;" if worse else "color: #1e4620;")
+        self.verify_label.show()
 
     @Slot()
     def _on_open_button_clicked(self) -> None:
