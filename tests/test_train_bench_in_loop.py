@@ -134,3 +134,15 @@ def test_two_processes_score_one_share_each(tiny_llama_dir, tmp_path):
     events = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
     scores = [e.values for e in events if e.type == "metric" and "bench_accuracy" in e.values]
     assert len(scores) == 1 and scores[0]["bench_n"] == 9  # 5 + 4 questions, summed over the ranks
+
+
+def test_an_export_after_training_is_checked_on_the_runs_benchmark(tiny_llama_dir, tmp_path):
+    cfg = make_config(tiny_llama_dir, tmp_path / "run", write_records(tmp_path), max_steps=2, eval_steps=2,
+                      val_split=0.2, bench_task=str(MEDQA), bench_questions=6, export_gguf="f32")
+    rc, rec = run(cfg)
+    assert rc == 0, [e.message for e in rec.of("error")]
+    checked = rec.events[-1].data["gguf_verify"]
+    assert checked["n_shared"] == 6 and not checked["significantly_worse"]
+    assert checked["acc_a"] == checked["acc_b"]  # an f32 export of the merged weights scores as they do
+    assert any(e.message.endswith(checked["verdict"]) for e in rec.of("log"))
+    assert (tmp_path / "run" / "run-f32.gguf.verify" / "candidate" / "summary.json").is_file()

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medalpaca_desktop.core.events import Error, EventWriter, Metric, Progress, Result, read_events_file
+from medalpaca_desktop.core.events import Error, EventWriter, Log, Metric, Progress, Result, Warning, read_events_file
 from trainer.config import TrainConfig
 from trainer.export import TEMPLATE_FILE  # the exporter reads it into the GGUF's medalpaca.* keys
 from trainer.model_files import resolve_base_model, verify_saved
@@ -292,6 +292,29 @@ def _fail(writer: EventWriter, errors: list[str], step: str, exc: BaseException,
     writer.emit(Error(message=msg, kind=kind, detail=traceback.format_exc()[-4000:]))
 
 
+def _verify_after(config: TrainConfig, reference: str, adapter: Path | None, candidate: Path, writer: EventWriter,
+                  errors: list[str]) -> dict[str, Any] | None:
+    """The run's own benchmark (bench_task, bench_questions) on the trained model and on the merge or export
+    (bench.verify); a warning when the result is significantly worse, an after-error when it cannot be checked."""
+    from bench.verify import DEFAULT_QUESTIONS, verify
+
+    writer.emit(Progress(stage="Checking the export", message=f"{config.bench_task} on the original and on "
+                                                              f"{candidate.name}"))
+    try:
+        result = verify(reference, str(candidate), config.bench_task, config.bench_questions or DEFAULT_QUESTIONS,
+                        candidate.parent / f"{candidate.name}.verify", reference_adapter=str(adapter) if adapter
+                        else None, writer=writer, resume=False)
+    except Exception as exc:  # noqa: BLE001
+        _fail(writer, errors, "Checking the export", exc)
+        return None
+    if result["significantly_worse"]:
+        writer.emit(Warning(message=f"{candidate.name}: {result['verdict']}", extra={"kind": "export_worse"}))
+    else:
+        writer.emit(Log(message=f"{candidate.name}: {result['verdict']}"))
+    return {k: result[k] for k in ("n_shared", "acc_a", "acc_b", "diff", "diff_ci", "p_value",
+                                   "significantly_worse", "verdict", "out")}
+
+
 def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str | Path, prepared_data: Any,
                        metrics: Mapping[str, Any], writer: EventWriter, *, base_dir: str | None = None
                        ) -> dict[str, Any]:
@@ -342,6 +365,9 @@ def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str 
             if config.merge_adapter:
                 out["merged"] = str(merged_dir)
                 write_model_card(merged_dir, config, summary, card_metrics, template, eos)
+                if config.bench_task:
+                    out["merged_verify"] = _verify_after(config, _base_dir(config, base_dir, writer), final_dir,
+                                                         merged_dir, writer, errors)
         except Exception as exc:  # noqa: BLE001
             _fail(writer, errors, "Merging the adapter", exc, run_dir)
             merged_dir = None
@@ -374,8 +400,10 @@ def run_after_training(config: TrainConfig, run_dir: str | Path, final_dir: str 
                 except Exception as exc:  # noqa: BLE001
                     _fail(writer, errors, "Checking GGUF", exc)
                 out["gguf_note"] = _chat_list_note(gguf)
+                if config.bench_task:
+                    out["gguf_verify"] = _verify_after(config, str(merged_dir), None, gguf, writer, errors)
                 writer.emit(Result(data={"gguf": str(gguf), "check": out.get("gguf_check"),
-                                         "note": out["gguf_note"]}))
+                                         "verify": out.get("gguf_verify"), "note": out["gguf_note"]}))
     finally:
         if temp_merged is not None:
             shutil.rmtree(temp_merged, ignore_errors=True)
