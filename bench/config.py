@@ -84,6 +84,9 @@ class BenchConfig:
                             "goes to the next question; llama.cpp answers and scores one at a time). Lower it if "
                             "the GPU runs out of memory.", minimum=1, maximum=512, group="compute")
     limit: int = _f(0, "Score only the first N questions (0 = all).", minimum=0)
+    sample: int = _f(0, "Score a random choice of N questions, drawn with the seed (the same N every time; "
+                        "0 = no choice). The fine-tune's in-loop benchmark and the export check choose so.",
+                     minimum=0)
     out: str = _f("", "Run folder: config, events, per-question results and the summary are written here.")
     label: str = _f("", "Display name of the model in tables and charts (default: the model's file name).")
     n_ctx: int = _f(4096, "Context window in tokens (llama.cpp; capped at what the model was trained for).",
@@ -270,7 +273,7 @@ CLI_FLAGS: dict[str, str] = {
     "prompt_style": "--prompt-style", "rule": "--rule", "apply_chat_template": "--apply-chat-template",
     "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "greedy": "--greedy",
     "max_new_tokens": "--max-new-tokens", "seed": "--seed", "batch_size": "--batch-size",
-    "num_processes": "--num-processes", "limit": "--limit",
+    "num_processes": "--num-processes", "limit": "--limit", "sample": "--sample",
     "label": "--label", "n_ctx": "--n-ctx", "gpu_layers": "--gpu-layers", "out": "--out",
 }
 
@@ -278,7 +281,7 @@ CLI_FLAGS: dict[str, str] = {
 #: The protocol and compute settings one run takes as flags: `medalpaca bench` and `bench suite` alike.
 SETTING_FLAGS: tuple[str, ...] = ("backend", "quantization", "mode", "prompt_style", "rule", "apply_chat_template",
                                   "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed", "batch_size",
-                                  "num_processes", "limit", "n_ctx", "gpu_layers")
+                                  "num_processes", "limit", "sample", "n_ctx", "gpu_layers")
 
 
 def add_setting_flags(parser: Any) -> None:

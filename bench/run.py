@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import threading
 import traceback
 from pathlib import Path
@@ -39,7 +40,8 @@ from medalpaca_desktop.core.worker import describe_exception
 
 #: Fields whose change makes saved items incomparable: a resumed run must keep them.
 RESULT_FIELDS = ("model", "adapter", "quantization", "task", "dataset", "data", "mapping", "mode", "prompt_style",
-                 "apply_chat_template", "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed")
+                 "apply_chat_template", "temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed",
+                 "sample")
 
 
 class BadInput(Exception):
@@ -101,6 +103,14 @@ class ModelCache:
         self.key, self.backend, self.loaded = None, None, None
 
 
+def choose_questions(questions: list[Question], count: int, seed: int) -> list[Question]:
+    """`count` of the questions (all when 0 or more than there are), drawn with `seed`, in dataset order."""
+    if count <= 0 or count >= len(questions):
+        return list(questions)
+    picked = sorted(random.Random(seed).sample(range(len(questions)), count))
+    return [questions[i] for i in picked]
+
+
 def load_questions(config: BenchConfig) -> Any:
     """The run's questions (a bench.datasets.LoadedDataset): its suite task's or its data file's, checked;
     BadInput (one sentence) when they cannot be scored. The benchmark and the contamination check read them so."""
@@ -116,6 +126,9 @@ def load_questions(config: BenchConfig) -> Any:
                                    skip_malformed=config.skip_malformed, limit=config.limit or None)
     except (DatasetError, TaskError) as exc:
         raise BadInput(str(exc), "dataset") from None
+    if config.sample:
+        dataset = dataclasses.replace(dataset, questions=choose_questions(dataset.questions, config.sample,
+                                                                          config.seed))
     ids = [q.id for q in dataset.questions]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

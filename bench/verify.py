@@ -2,7 +2,7 @@
 
 Why: a merge or a GGUF quantization can cost accuracy that nothing else shows
 (Unsloth users find fine-tunes "much worse after GGUF export", #976). Both models
-score the same questions (the first N of a suite task or a questions file), in
+score the same questions (N of a suite task or a questions file, drawn with a seed), in
 log-likelihood mode with lm-eval's prompt, as two ordinary benchmark runs (so they
 are resumable and appear in the Benchmark tab's History), and `bench.stats`
 compares them: both accuracies, the paired difference with its bootstrap interval,
@@ -71,8 +71,9 @@ def verdict(comparison: dict[str, Any], reference: str, candidate: str) -> tuple
     low, high = comparison["diff_ci"]
     worse = diff < 0 and comparison["p_value"] < SIGNIFICANT_P
     text = (f"On {comparison['n_shared']} questions: {reference} {100 * comparison['acc_a']:.1f} %, "
-            f"{candidate} {100 * comparison['acc_b']:.1f} % (difference {100 * diff:+.1f} points, 95 % interval "
-            f"{-100 * high:+.1f} to {-100 * low:+.1f}; McNemar p = {comparison['p_value']:.3g}). ")
+            f"{candidate} {100 * comparison['acc_b']:.1f} % (difference {100 * diff + 0.0:+.1f} points, 95 % "
+            f"interval {-100 * high + 0.0:+.1f} to {-100 * low + 0.0:+.1f}; McNemar p = "
+            f"{comparison['p_value']:.3g}). ")
     if worse:
         text += f"{candidate} is significantly worse: use a larger type (q8_0, f16) or check the export."
     else:
@@ -82,8 +83,9 @@ def verdict(comparison: dict[str, Any], reference: str, candidate: str) -> tuple
 
 def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str | Path, *,
            reference_adapter: str | None = None, writer: EventWriter | None = None,
-           stop: threading.Event | None = None, resume: bool = True) -> dict[str, Any]:
-    """Score the first `n` questions on both models (runs in out/reference and out/candidate) and compare.
+           stop: threading.Event | None = None, resume: bool = True, seed: int = 42) -> dict[str, Any]:
+    """Score `n` questions drawn with `seed` (as the in-loop benchmark draws them) on both models (runs in
+    out/reference and out/candidate) and compare.
 
     Raises bench.run.BadInput for questions or a model that cannot be used, RuntimeError when a run
     did not finish (stopped or failed; its events.jsonl says why).
@@ -94,8 +96,9 @@ def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str |
     out = Path(out).expanduser()
     stop = stop or threading.Event()
     runs = (("reference", reference, reference_adapter or ""), ("candidate", candidate, ""))
-    configs = [(name, model, check_config(task_or_file, model=model, adapter=adapter, limit=n, out=str(out / name),
-                                          label=f"{Path(model).name} ({name})")) for name, model, adapter in runs]
+    configs = [(name, model, check_config(task_or_file, model=model, adapter=adapter, sample=n, seed=seed,
+                                          out=str(out / name), label=f"{Path(model).name} ({name})"))
+               for name, model, adapter in runs]
     load_questions(configs[0][2])  # questions that cannot be read are said before any model loads
     for name, model, config in configs:
         config.validate(check_paths=False)

@@ -552,3 +552,25 @@ def test_adapter_changes_the_scores_and_is_recorded(tiny_llama_dir, tiny_lora_di
     assert runs["base"][0]["record"]["adapter"] is None
     assert runs["lora"][0]["record"]["adapter"] == str(tiny_lora_dir.resolve())
     assert runs["base"][1][0]["scores"] != pytest.approx(runs["lora"][1][0]["scores"], abs=1e-4)
+
+
+def test_a_seeded_choice_of_questions_is_the_same_every_time(tiny_long, tmp_path):
+    """sample: N questions drawn with the seed (the in-loop benchmark and the export check choose so)."""
+    from bench.run import choose_questions
+
+    kw = dict(mode="loglikelihood", prompt_style="lm-eval", limit=0, sample=6)
+    rc, _ = run(config(tiny_long.hf, tmp_path / "a", **kw))
+    assert rc == ExitCode.OK
+    ids = [it["id"] for it in items_of(tmp_path / "a")]
+    assert len(ids) == 6 and ids != medqa_ids(6)
+    assert ids == [q.id for q in choose_questions(_questions(), 6, 42)]
+    rc, _ = run(config(tiny_long.hf, tmp_path / "b", **kw))
+    assert [it["id"] for it in items_of(tmp_path / "b")] == ids
+    rc, _ = run(config(tiny_long.hf, tmp_path / "c", seed=7, **kw))
+    assert [it["id"] for it in items_of(tmp_path / "c")] != ids
+
+
+def _questions():
+    from bench.datasets import load_dataset
+
+    return load_dataset(MEDQA).questions

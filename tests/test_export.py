@@ -365,7 +365,7 @@ def test_overwrite_replaces_existing(tmp_path, tiny_llama_dir):
 
 def test_config_fields_have_help():
     help_text = ExportConfig.field_help()
-    assert set(help_text) == {"model", "out", "quant", "adapter", "overwrite"}
+    assert set(help_text) == {"model", "out", "quant", "adapter", "overwrite", "verify"}
     assert all(help_text.values())
 
 

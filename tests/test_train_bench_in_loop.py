@@ -145,4 +145,9 @@ def test_an_export_after_training_is_checked_on_the_runs_benchmark(tiny_llama_di
     assert checked["n_shared"] == 6 and not checked["significantly_worse"]
     assert checked["acc_a"] == checked["acc_b"]  # an f32 export of the merged weights scores as they do
     assert any(e.message.endswith(checked["verdict"]) for e in rec.of("log"))
-    assert (tmp_path / "run" / "run-f32.gguf.verify" / "candidate" / "summary.json").is_file()
+    from trainer.bench_in_loop import load_bench_questions
+
+    chosen = sorted(q.id for q in load_bench_questions(cfg)[1])
+    for name in ("reference", "candidate"):  # the export is checked on the questions scored while training
+        lines = (tmp_path / "run" / "run-f32.gguf.verify" / name / "items.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)["id"] for line in lines) == chosen

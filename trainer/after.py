@@ -303,7 +303,7 @@ def _verify_after(config: TrainConfig, reference: str, adapter: Path | None, can
     try:
         result = verify(reference, str(candidate), config.bench_task, config.bench_questions or DEFAULT_QUESTIONS,
                         candidate.parent / f"{candidate.name}.verify", reference_adapter=str(adapter) if adapter
-                        else None, writer=writer, resume=False)
+                        else None, writer=writer, resume=False, seed=config.seed)
     except Exception as exc:  # noqa: BLE001
         _fail(writer, errors, "Checking the export", exc)
         return None

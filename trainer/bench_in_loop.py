@@ -4,7 +4,7 @@ Why here and not a benchmark job per checkpoint: nothing is reloaded or written,
 so scoring 200 questions costs a few forward passes per question, small enough
 to leave on (axolotl's in-training MMLU is too slow to use, #311). The questions
 are the benchmark's own (bench.run.load_questions: a suite task or a file), a
-fixed seeded choice of `bench_questions` of them, scored as the Benchmark tab's
+fixed choice of `bench_questions` of them drawn with the run's seed (BenchConfig.sample), scored as the Benchmark tab's
 log-likelihood mode with lm-eval's prompt (bench.scoring.loglikelihood_items,
 the transformers backend attached to the model in memory). On several processes
 each rank scores its share and the counts are summed over the ranks.
@@ -17,7 +17,6 @@ event with its 95 % Wilson interval and the seconds the scoring took
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -33,18 +32,11 @@ BATCH = 8  # questions per forward pass while scoring
 
 
 def bench_config(config: TrainConfig) -> BenchConfig:
-    """The benchmark run the in-loop scoring is: the config's task (or file), log-likelihood, lm-eval's prompt."""
+    """The benchmark run the in-loop scoring is: the config's task (or file), log-likelihood, lm-eval's prompt,
+    `bench_questions` of its questions drawn with the run's seed (the export check draws the same)."""
     from bench.verify import check_config
 
-    return check_config(config.bench_task, batch_size=BATCH)
-
-
-def choose_questions(questions: list[Question], count: int, seed: int) -> list[Question]:
-    """`count` of the questions (all when 0 or more than there are), chosen with `seed`, in dataset order."""
-    if count <= 0 or count >= len(questions):
-        return list(questions)
-    picked = sorted(random.Random(seed).sample(range(len(questions)), count))
-    return [questions[i] for i in picked]
+    return check_config(config.bench_task, batch_size=BATCH, sample=config.bench_questions, seed=config.seed)
 
 
 class BenchTaskError(ValueError):
@@ -60,7 +52,7 @@ def load_bench_questions(config: TrainConfig) -> tuple[BenchConfig, list[Questio
         dataset = load_questions(bench)
     except BadInput as exc:
         raise BenchTaskError(f"bench_task: {exc}") from None
-    return bench, choose_questions(list(dataset.questions), config.bench_questions, config.seed)
+    return bench, list(dataset.questions)
 
 
 def _sum_over_ranks(values: list[float], device: Any) -> list[float]:
