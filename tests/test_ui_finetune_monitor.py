@@ -123,9 +123,9 @@ def test_a_finished_run_is_redrawn_from_its_events(qtbot, tmp_path):
     assert monitor.body.isVisibleTo(monitor)
     assert monitor.loss_chart.drawn_points("loss") == [(1.0, 3.0), (2.0, 1.5), (3.0, 1.0), (4.0, 0.75)]
     assert monitor.loss_chart.drawn_points("val_loss") == [(2.0, 1.8), (4.0, 1.2)]
-    assert monitor.bench_chart.drawn_points("bench_accuracy") == [(2.0, 0.25), (4.0, 0.5)]  # with its interval:
-    assert monitor.bench_chart.drawn_points("bench_low") == [(2.0, 0.1), (4.0, 0.25)]
-    assert monitor.bench_chart.drawn_points("bench_high") == [(2.0, 0.5), (4.0, 0.75)]
+    assert monitor.bench_chart.drawn_points("bench_accuracy") == [(2.0, 25.0), (4.0, 50.0)]  # with its interval:
+    assert monitor.bench_chart.drawn_points("bench_low") == [(2.0, 10.0), (4.0, 25.0)]
+    assert monitor.bench_chart.drawn_points("bench_high") == [(2.0, 50.0), (4.0, 75.0)]
     assert [x for x, _ in monitor.lr_chart.drawn_points("learning_rate")] == [1.0, 2.0, 3.0, 4.0]
     assert monitor.speed_chart.drawn_points("tokens_per_s")[-1] == (4.0, 104.0)
     assert monitor.memory_chart.drawn_points("gpu_memory_gb") == []

@@ -150,11 +150,12 @@ class RunMonitor(QWidget):
         self.speed_chart.add_series("tokens_per_s", "tokens/s", "#ff7f0e")
         self.memory_chart = LineChart("GPU memory", "GB", empty_text="No GPU memory reported yet.")
         self.memory_chart.add_series("gpu_memory_gb", "peak allocated", "#9467bd")
-        self.bench_chart = LineChart("Benchmark accuracy", "accuracy", empty_text=(
+        self.bench_chart = LineChart("Benchmark accuracy", "accuracy, %", empty_text=(
             "No benchmark scored while training. Name one under Settings > Advanced > Bench task "
             "to score it at every evaluation."))
         self.bench_chart.add_band("bench_low", "bench_high", "95 % interval", "#8c564b")
         self.bench_chart.add_series("bench_accuracy", "accuracy", "#8c564b", symbol="o")
+        self.bench_chart.plot.getAxis("left").enableAutoSIPrefix(False)  # percent, not "x0.001"
         self.charts = (self.loss_chart, self.bench_chart, self.lr_chart, self.speed_chart, self.memory_chart)
         grid_widget = QWidget()
         grid = QGridLayout(grid_widget)
@@ -382,8 +383,9 @@ class RunMonitor(QWidget):
             if "learning_rate" in event.values:
                 self.lr_chart.append("learning_rate", step, event.values["learning_rate"])
             for key in ("bench_accuracy", "bench_low", "bench_high"):
-                if key in event.values:
-                    self.bench_chart.append(key, step, event.values[key])
+                value = event.values.get(key)
+                if isinstance(value, (int, float)):
+                    self.bench_chart.append(key, step, 100 * value)  # drawn in percent
         elif isinstance(event, Progress):
             self._apply_progress(event, live)
         elif isinstance(event, Started):

@@ -90,7 +90,9 @@ class LineChart(QWidget):
             self.plot.addItem(item)
             self._series[key] = _Series(name, item, legend=key == low)
             items.append(item)
-        fill = pg.FillBetweenItem(items[0], items[1], brush=pg.mkBrush(pg.mkColor(color).lighter(170)))
+        shade = pg.mkColor(color)
+        shade.setAlpha(50)
+        fill = pg.FillBetweenItem(items[0], items[1], brush=pg.mkBrush(shade))
         fill.setZValue(-10)
         self.plot.addItem(fill)
 
