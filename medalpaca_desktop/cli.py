@@ -120,6 +120,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from trainer.convert import run_convert_cli
+
+    return run_convert_cli(args.model_dir, args.out, jsonl=args.jsonl)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from trainer.export import ExportConfig, run_export_cli
 
@@ -287,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "the file is significantly worse (McNemar p < 0.05)")
     exp.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
     exp.set_defaults(func=_cmd_export)
+
+    conv = sub.add_parser("convert", help="write a safetensors copy of a model that ships pickle weights (.bin)",
+                          description="Read each pytorch_model*.bin shard with torch.load(weights_only=True) (only "
+                                      "tensors, no code from the file runs; anything else is refused) and write "
+                                      "the weights as safetensors into OUT (default: MODEL_DIR-safetensors) beside "
+                                      "copies of the config and tokenizer files.")
+    conv.add_argument("model_dir", help="the Hugging Face model folder with pytorch_model*.bin")
+    conv.add_argument("--out", help="the folder to write (default: MODEL_DIR-safetensors)")
+    conv.add_argument("--jsonl", action="store_true", help="print progress as JSON-line events on stdout")
+    conv.set_defaults(func=_cmd_convert)
 
     models = sub.add_parser("models", help="list and inspect local models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

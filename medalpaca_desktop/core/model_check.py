@@ -70,7 +70,8 @@ def pickle_refusal(folder: Path) -> ModelCheckError:
     """The one refusal of pickle weights (the chat, training, benchmarks and export all say it so)."""
     return ModelCheckError(
         f"{folder.name} stores its weights as pickle (.bin/.pt/.pth), which can run code when loaded. "
-        "Allow pickle weights for this model only if you trust its source, or use a safetensors copy.",
+        "Convert it to safetensors with `medalpaca convert FOLDER` (only tensors are read, no code runs), or "
+        "allow pickle weights for this model only if you trust its source.",
         "pickle_refused")
 
 
