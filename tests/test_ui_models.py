@@ -238,3 +238,36 @@ def test_details_banners_say_each_thing_once():
                     note="Architecture 'gpt2' is outside the LLaMA family the app's engines handle.")
     assert model_banners(odd) == [("warning", odd.note.replace("'", "&#x27;"))]
     assert ("Supported", "no: outside the LLaMA family") in model_rows(odd)
+
+
+def test_convert_a_pickle_model_to_safetensors_from_the_tab(qtbot, make_manager, tmp_path, tiny_llama_dir,
+                                                             monkeypatch):
+    from test_convert import _pickle_copy
+
+    shown: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a, **k: shown.append(text))
+    folder = tmp_path / "models"
+    folder.mkdir()
+    old = _pickle_copy(tiny_llama_dir, folder / "medalpaca-old", shards=2)
+    write_pickle_hf_dir(folder / "fake-pickle")
+    save_settings(AppSettings(model_folders=[str(folder)]))
+    manager = make_manager()
+    refresh(qtbot, manager)
+    assert manager.select_model(str(folder / "fake-pickle")) and manager.convert_button.isEnabled()
+    with qtbot.waitSignal(manager.converter.sig_finished, timeout=120_000):
+        assert manager.convert_selected()
+    assert len(shown) == 1 and "Not converted" in shown[0] and "cannot be read as tensors only" in shown[0]
+    assert not (folder / "fake-pickle-safetensors").exists()
+
+    assert manager.select_model(str(old)) and manager.convert_button.isEnabled()
+    with qtbot.waitSignal(manager.converter.sig_finished, timeout=120_000):
+        assert manager.convert_selected()
+        assert not manager.convert_button.isEnabled()  # one conversion at a time
+    new = str(folder / "medalpaca-old-safetensors")
+    qtbot.waitUntil(lambda: getattr(manager.selected_model(), "path", None) == new, timeout=DISCOVERY_MS)
+    info = manager.selected_model()  # the new copy, selected after the refresh
+    assert not info.pickle_weights
+    assert info.loadable_by_default and not manager.convert_button.isEnabled()
+    assert not manager.select_model(str(tmp_path / "nowhere"))
+    manager.table_view.clearSelection()
+    assert not manager.convert_selected()

@@ -71,8 +71,10 @@ def _load_shard(path: Path) -> dict[str, Any]:
                 raise
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ConvertError(f"{path.name} needs more than tensors to unpickle (it would run code from the file), "
-                           f"so it is not converted: {str(exc).splitlines()[0][:200]}", "pickle_refused") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("Unsupported")), lines[-1] if lines else "")[:160]
+        raise ConvertError(f"{path.name} cannot be read as tensors only ({detail}): it needs code from the file "
+                           "to load, or it is damaged, so it is not converted.", "pickle_refused") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise ConvertError(f"{path.name} is not a readable PyTorch weight file ({exc}).", "corrupt") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

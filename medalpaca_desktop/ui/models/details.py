@@ -106,8 +106,9 @@ def model_banners(info: ModelInfo) -> list[tuple[str, str]]:
                                 "Its answers are not medical advice."))
     if info.pickle_weights:
         banners.append(("warning", "<b>Pickle weights: not loaded by default.</b> Files in .bin/.pt/.pth "
-                                   "format can run code when loaded. Allow them in Settings only for files "
-                                   "from a source you trust."))
+                                   "format can run code when loaded. <b>Convert to safetensors</b> (above) "
+                                   "writes a copy that loads like any model, reading only the tensors; or "
+                                   "allow pickle in Settings, only for files from a source you trust."))
     note = info.note.replace(PICKLE_NOTE, "").strip() if info.pickle_weights else info.note
     if note and not info.is_demo:
         banners.append(("info" if info.supported else "warning", html.escape(note)))

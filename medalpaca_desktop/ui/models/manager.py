@@ -8,6 +8,7 @@ another runs wins: older results are dropped.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QFileSystemWatcher, QItemSelection, QSortFilterProxyModel, Qt, QTimer, Signal, Slot
@@ -32,12 +33,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.core.events import Event, Progress, Result
 from medalpaca_desktop.core.model_info import DiscoveryProblem, ModelInfo
 from medalpaca_desktop.core.models import SKIP_DIRS, USER_FOLDER_DEPTH, discover_models, inspect_model
 from medalpaca_desktop.core.settings import AppSettings
 from medalpaca_desktop.hub import downloads_dir
 from medalpaca_desktop.ui.empty_state import EmptyState
 from medalpaca_desktop.ui.icons import app_icon
+from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 from medalpaca_desktop.ui.models.details import ModelDetailsPane
 from medalpaca_desktop.ui.models.download_dialog import DownloadDialog
 from medalpaca_desktop.ui.models.table_model import SORT_ROLE, ModelTableModel
@@ -78,6 +81,11 @@ def watch_targets(folders: list[Path], depth: int = USER_FOLDER_DEPTH, limit: in
             continue
         stack.extend((Path(p), level + 1) for p in reversed(subdirs))
     return found
+
+
+def convertible(info: ModelInfo | None) -> bool:
+    """A Hugging Face folder whose weights are pickle only: what `medalpaca convert` takes."""
+    return info is not None and info.pickle_weights and Path(info.path).is_dir()
 
 
 def _plural(count: int, word: str) -> str:
@@ -183,11 +191,21 @@ class ModelManager(QWidget):
         self.download_button = QPushButton("Download…")
         self.download_button.setToolTip("Download a model from the Hugging Face hub (the app's only online step)")
         self.download_button.clicked.connect(lambda: self.open_download_dialog())
+        self.convert_button = QPushButton("Convert to safetensors")
+        self.convert_button.setToolTip("Write a safetensors copy of a model that ships pickle weights (.bin): only "
+                                       "tensors are read, no code from the file runs (medalpaca convert)")
+        self.convert_button.clicked.connect(self.convert_selected)
+        self.convert_button.setEnabled(False)
+        self.converter = PipeJob(self)
+        self.converter.sig_event_received.connect(self._on_converter_event_received)
+        self.converter.sig_finished.connect(self._on_converter_finished)
+        self._converted: str | None = None
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip(f"Search all model folders again ({QKeySequence('F5').toString()})")
         self.refresh_button.clicked.connect(self.refresh)
         self._header = QHBoxLayout()
         self._header.addLayout(texts, 1)
+        self._header.addWidget(self.convert_button, 0, Qt.AlignmentFlag.AlignBottom)
         self._header.addWidget(self.download_button, 0, Qt.AlignmentFlag.AlignBottom)
         self._header.addWidget(self.inspect_button, 0, Qt.AlignmentFlag.AlignBottom)
         self._header.addWidget(self.refresh_button, 0, Qt.AlignmentFlag.AlignBottom)
@@ -364,7 +382,41 @@ class ModelManager(QWidget):
 
     @Slot(QItemSelection, QItemSelection)
     def _on_table_selection_changed(self, selected: QItemSelection, deselected: QItemSelection) -> None:
-        self.details.show_model(self.selected_model())
+        info = self.selected_model()
+        self.details.show_model(info)
+        self.convert_button.setEnabled(convertible(info) and not self.converter.is_running())
+
+    # -- converting pickle weights -------------------------------------------------
+
+    def convert_selected(self) -> bool:
+        """Start `medalpaca convert` on the selected pickle model; False when there is nothing to convert."""
+        info = self.selected_model()
+        if not convertible(info) or self.converter.is_running():
+            return False
+        assert info is not None
+        self.convert_button.setEnabled(False)
+        self._converted = None
+        self.sig_status_changed.emit(f"Converting {info.name} to safetensors…")
+        self.converter.start(sys.executable, ["-m", "medalpaca_desktop", "convert", info.path, "--jsonl"])
+        return True
+
+    @Slot(object)
+    def _on_converter_event_received(self, event: Event) -> None:
+        if isinstance(event, Progress) and event.total:
+            self.sig_status_changed.emit(f"Converting to safetensors: shard {int(event.current)}/{int(event.total)}")
+        elif isinstance(event, Result) and event.data.get("path"):
+            self._converted = str(event.data["path"])
+
+    @Slot(object)
+    def _on_converter_finished(self, outcome: JobOutcome) -> None:
+        if outcome.ok and self._converted:
+            self.sig_status_changed.emit(f"Wrote {self._converted}: it loads like any model.")
+            self._select_after_refresh = self._converted
+            self.refresh()
+        else:
+            self.sig_status_changed.emit("Not converted.")
+            QMessageBox.warning(self, "Convert to safetensors", f"Not converted: {outcome.describe()}")
+        self.convert_button.setEnabled(convertible(self.selected_model()))
 
     # -- folders ------------------------------------------------------------------
 
