@@ -209,7 +209,7 @@ class Store:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                          timeout=BUSY_TIMEOUT_S)
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal()
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
@@ -220,6 +220,22 @@ class Store:
                 f"The database {self.path} cannot be opened ({exc}). Move it aside to start a new one; "
                 "the old file is left untouched."
             ) from exc
+
+    def _set_wal(self) -> None:
+        """WAL mode, waiting out another process that is creating or migrating the file right now.
+
+        Why a loop: switching the journal mode needs the file to itself, and SQLite answers
+        "database is locked" at once there instead of calling the busy handler.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- plumbing ---------------------------------------------------------
     def close(self) -> None:
