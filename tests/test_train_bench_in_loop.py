@@ -151,3 +151,19 @@ def test_an_export_after_training_is_checked_on_the_runs_benchmark(tiny_llama_di
     for name in ("reference", "candidate"):  # the export is checked on the questions scored while training
         lines = (tmp_path / "run" / "run-f32.gguf.verify" / name / "items.jsonl").read_text().splitlines()
         assert sorted(json.loads(line)["id"] for line in lines) == chosen
+
+
+def test_ranks_share_the_questions_except_under_fsdp(tiny_llama_dir, tmp_path, monkeypatch):
+    """DDP ranks score shares (summed); FSDP ranks all score every question, since each forward is a collective."""
+    from medalpaca_desktop.core.events import EventWriter
+    from trainer.bench_in_loop import InLoopBenchmark, load_bench_questions
+
+    cfg = make_config(tiny_llama_dir, tmp_path / "run", tmp_path / "d.jsonl", val_split=0.2, bench_task=str(MEDQA),
+                      bench_questions=9)
+    bench, questions = load_bench_questions(cfg)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    shares = [InLoopBenchmark(cfg, bench, questions, None, EventWriter(None), r, 2).shard for r in (0, 1)]
+    assert [len(s) for s in shares] == [5, 4] and {q.id for s in shares for q in s} == {q.id for q in questions}
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    lockstep = InLoopBenchmark(cfg, bench, questions, None, EventWriter(None), 1, 2)
+    assert lockstep.lockstep and lockstep.shard == questions

@@ -17,6 +17,7 @@ event with its 95 % Wilson interval and the seconds the scoring took
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -72,7 +73,10 @@ class InLoopBenchmark(TrainerCallback):
     def __init__(self, config: TrainConfig, bench: BenchConfig, questions: list[Question], tokenizer: Any,
                  writer: EventWriter, rank: int = 0, world_size: int = 1) -> None:
         self.bench = bench
-        self.shard = questions[rank::world_size]
+        # Under FSDP a forward pass is a collective: every rank scores every question, in step with the others
+        # (the counts are then the same everywhere and not summed); otherwise each rank scores its share.
+        self.lockstep = world_size > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+        self.shard = list(questions) if self.lockstep else questions[rank::world_size]
         self.total = len(questions)
         self.tokenizer = tokenizer
         self.writer = writer
@@ -113,7 +117,10 @@ class InLoopBenchmark(TrainerCallback):
             return control
         began = time.perf_counter()
         correct, scored = self.score(model)
-        correct_all, scored_all = (int(v) for v in _sum_over_ranks([correct, scored], args.device))
+        if self.lockstep:
+            correct_all, scored_all = correct, scored
+        else:
+            correct_all, scored_all = (int(v) for v in _sum_over_ranks([correct, scored], args.device))
         seconds = time.perf_counter() - began
         self.seconds += seconds
         if not scored_all:
