@@ -96,17 +96,22 @@ def test_a_batch_answers_each_prompt_as_if_it_were_alone(backends, name, tempera
     assert [(g.text, g.stats.completion_tokens) for g in shuffled] == [got[i][:2] for i in order]
 
 
+def _stop_after(polls: int):
+    """A stop check that says stop from its (polls + 1)-th call on."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > polls
+
+    return should_stop
+
+
 def test_a_stop_during_a_batch_leaves_the_unfinished_answers_stopped(backends):
     hf = backends["hf"]
     prompts = [hf.tokenize(p) for p in BATCH_PROMPTS]
-    calls = []
-
-    def stop_after_three_tokens() -> bool:
-        calls.append(1)
-        return len(calls) > 3
-
     batch = hf.generate_batch(prompts, [SamplingSettings(temperature=0, max_tokens=40)] * len(prompts),
-                              stop_after_three_tokens)
+                              _stop_after(3))
     assert all(g.stats.stop_reason in ("stopped", "eos") for g in batch)
     assert any(g.stats.stop_reason == "stopped" for g in batch)
     assert all(g.stats.completion_tokens <= 4 for g in batch)
@@ -169,15 +174,9 @@ def test_fewer_slots_than_prompts_answer_as_alone_and_hand_each_answer_on_once(b
 def test_a_stop_leaves_the_waiting_prompts_unasked(backends):
     hf = backends["hf"]
     prompts = [hf.tokenize(p) for p in MORE_PROMPTS]
-    calls = []
-
-    def stop_soon() -> bool:
-        calls.append(1)
-        return len(calls) > 4
-
     handed: list[int] = []
-    batch = hf.generate_batch(prompts, [SamplingSettings(temperature=0, max_tokens=30)] * len(prompts), stop_soon,
-                              slots=2, on_answer=lambda i, g: handed.append(i))
+    batch = hf.generate_batch(prompts, [SamplingSettings(temperature=0, max_tokens=30)] * len(prompts),
+                              _stop_after(4), slots=2, on_answer=lambda i, g: handed.append(i))
     reasons = [g.stats.stop_reason for g in batch]
     assert reasons[2:] == ["stopped"] * 5 and all(g.stats.completion_tokens == 0 for g in batch[2:])
     assert set(reasons[:2]) <= {"stopped", "eos"} and sorted(handed) == list(range(7))

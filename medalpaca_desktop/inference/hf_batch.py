@@ -40,6 +40,35 @@ class RowState:
     last_token_at: float | None = None
 
 
+def new_row(tokenizer: Any, sampling: SamplingSettings, room: int) -> RowState:
+    """A row for a prompt that leaves `room` tokens of context (> 0): its limit is the smaller of the two."""
+    max_new = min(sampling.max_tokens, room)
+    return RowState(IncrementalDecoder(tokenizer), StopStringFilter(list(sampling.stop)), max_new,
+                    "length" if max_new == sampling.max_tokens else "context_full")
+
+
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of the prompts right-aligned in one batch, padded on the left."""
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, ids in enumerate(prompts):
+        input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        mask[r, width - len(ids):] = 1
+    return input_ids, mask
+
+
+def row_answer(row: RowState, prompt_tokens: int, asked_at: float) -> Generation:
+    """A finished row (after finish_row) as the answer `generate_batch` returns; ttft counts from `asked_at`."""
+    n = len(row.tokens)
+    first, last = row.first_token_at, row.last_token_at
+    rate = (n - 1) / (last - first) if first and last and last > first and n > 1 else None
+    reason: StopReason = row.reason or row.limit_reason
+    return Generation("".join(row.text), GenerationStats(
+        prompt_tokens=prompt_tokens, completion_tokens=n, ttft_s=(first - asked_at) if first else None,
+        tokens_per_s=rate, stop_reason=reason))
+
+
 class RowSink(StoppingCriteria):
     """Collects each row's text and tells `generate` which rows are finished."""
 
@@ -47,12 +76,9 @@ class RowSink(StoppingCriteria):
         self.rows = rows
         self._eos_ids = eos_ids
         self._should_stop = should_stop
-        self.first_token_at: float | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         now = time.perf_counter()
-        if self.first_token_at is None:
-            self.first_token_at = now
         newest = input_ids[:, -1].tolist()
         for row, token in zip(self.rows, newest):
             if row.reason is None:
@@ -107,20 +133,11 @@ def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], sampling
         if room <= 0:
             answers[i] = Generation("", GenerationStats(len(ids), 0, None, None, "context_full"))
             continue
-        max_new = min(sampling.max_tokens, room)
-        rows.append(RowState(IncrementalDecoder(tokenizer), StopStringFilter(list(sampling.stop)), max_new,
-                              "length" if max_new == sampling.max_tokens else "context_full"))
+        rows.append(new_row(tokenizer, sampling, room))
         live.append(i)
     if not live:
         return [answers[i] for i in range(len(prompts))]
-    pad = generation_config.pad_token_id
-    width = max(len(prompts[i]) for i in live)
-    input_ids = torch.full((len(live), width), int(pad), dtype=torch.long)
-    attention = torch.zeros((len(live), width), dtype=torch.long)
-    for r, i in enumerate(live):
-        ids = prompts[i]
-        input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        attention[r, width - len(ids):] = 1
+    input_ids, attention = left_padded([prompts[i] for i in live], generation_config.pad_token_id)
     config = generation_config
     config.max_new_tokens = max(row.max_new for row in rows)
     sink = RowSink(rows, eos_ids, should_stop)
@@ -130,13 +147,6 @@ def generate_rows(model: Any, tokenizer: Any, prompts: list[list[int]], sampling
                        logits_processor=LogitsProcessorList([SeededSampler([samplings[i] for i in live], device)]),
                        stopping_criteria=StoppingCriteriaList([sink]))
     sink.finish()
-    first = sink.first_token_at
     for row, i in zip(rows, live):
-        n = len(row.tokens)
-        last = row.last_token_at
-        rate = (n - 1) / (last - first) if first and last and last > first and n > 1 else None
-        reason: StopReason = row.reason or row.limit_reason
-        answers[i] = Generation("".join(row.text), GenerationStats(
-            prompt_tokens=len(prompts[i]), completion_tokens=n, ttft_s=(first - started) if first else None,
-            tokens_per_s=rate, stop_reason=reason))
+        answers[i] = row_answer(row, len(prompts[i]), started)
     return [answers[i] for i in range(len(prompts))]

@@ -34,12 +34,11 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from medalpaca_desktop.core.chat_protocol import SamplingSettings, StopReason
+from medalpaca_desktop.core.chat_protocol import SamplingSettings
 from medalpaca_desktop.inference.base import AnswerCallback, Generation, GenerationStats, StopCheck
-from medalpaca_desktop.inference.hf_batch import RowState, feed_row, finish_row
+from medalpaca_desktop.inference.hf_batch import RowState, feed_row, finish_row, left_padded, new_row, row_answer
 from medalpaca_desktop.inference.hf_cache import cache_argument
 from medalpaca_desktop.inference.hf_sampling import RowSampler
-from medalpaca_desktop.inference.hf_stream import IncrementalDecoder, StopStringFilter
 
 
 def supports_refill(model: Any) -> bool:
@@ -169,12 +168,7 @@ class Refiller:
                context_length: int) -> None:
         """Evaluate the entering prompts together and take each one's first token."""
         now = time.perf_counter()
-        width = max(len(prompts[i]) for i in indices)
-        input_ids = torch.full((len(indices), width), int(self.pad_id), dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        for r, i in enumerate(indices):
-            input_ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-            mask[r, width - len(prompts[i]):] = 1
+        input_ids, mask = left_padded([prompts[i] for i in indices], self.pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
@@ -182,11 +176,8 @@ class Refiller:
                          use_cache=True, logits_to_keep=1)
         self.batch.join(cache, mask.to(self.device))
         for i in indices:
-            sampling = samplings[i]
-            max_new = min(sampling.max_tokens, context_length - len(prompts[i]))
-            state = RowState(IncrementalDecoder(self.tokenizer), StopStringFilter(list(sampling.stop)), max_new,
-                              "length" if max_new == sampling.max_tokens else "context_full")
-            self.slots.append(_Slot(i, state, RowSampler(sampling, self.device), list(prompts[i]),
+            state = new_row(self.tokenizer, samplings[i], context_length - len(prompts[i]))
+            self.slots.append(_Slot(i, state, RowSampler(samplings[i], self.device), list(prompts[i]),
                                     len(prompts[i]) - 1, now))
         self._take(out.logits[:, -1, :], self.slots[-len(indices):])
 
@@ -215,10 +206,6 @@ class Refiller:
             slot.history.append(int(token))
             slot.position += 1
             feed_row(slot.state, int(token), now, self.eos_ids)
-        if self.should_stop():
-            for slot in self.slots:
-                if slot.state.reason is None:
-                    slot.state.reason = "stopped"
 
     # ------------------------------------------------------------------ answers
 
@@ -235,17 +222,8 @@ class Refiller:
         self.batch.keep(keep)
 
     def _generation(self, slot: _Slot) -> Generation:
-        state = slot.state
-        finish_row(state)
-        n = len(state.tokens)
-        prompt_tokens = len(slot.history) - n
-        first_at = state.first_token_at
-        last = state.last_token_at
-        rate = (n - 1) / (last - first_at) if first_at and last and last > first_at and n > 1 else None
-        reason: StopReason = state.reason or state.limit_reason
-        return Generation("".join(state.text), GenerationStats(
-            prompt_tokens=prompt_tokens, completion_tokens=n,
-            ttft_s=(first_at - slot.entered_at) if first_at else None, tokens_per_s=rate, stop_reason=reason))
+        finish_row(slot.state)
+        return row_answer(slot.state, len(slot.history) - len(slot.state.tokens), slot.entered_at)
 
     def _answer(self, index: int, generation: Generation) -> None:
         self.answers[index] = generation
