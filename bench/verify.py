@@ -87,6 +87,7 @@ def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str |
     """Score `n` questions drawn with `seed` (as the in-loop benchmark draws them) on both models (runs in
     out/reference and out/candidate) and compare.
 
+    The verdict goes to `writer` (a Warning when the candidate is significantly worse, else a Log).
     Raises bench.run.BadInput for questions or a model that cannot be used, RuntimeError when a run
     did not finish (stopped or failed; its events.jsonl says why).
     """
@@ -115,4 +116,7 @@ def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str |
             raise RuntimeError(f"the {name} ({model}) was not scored: {why}")
     comparison = compare_runs(out / "reference", out / "candidate")
     worse, text = verdict(comparison, "the original", "the export")
+    if writer is not None:  # a warning the GUI and the runs' logs show when the candidate is worse
+        writer.emit(Warning(message=f"{Path(candidate).name}: {text}", extra={"kind": "export_worse"}) if worse
+                    else Log(message=f"{Path(candidate).name}: {text}"))
     return {**comparison, "significantly_worse": worse, "verdict": text, "out": str(out)}

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medalpaca_desktop.core.events import Error, EventWriter, Log, Metric, Progress, Result, Warning, read_events_file
+from medalpaca_desktop.core.events import Error, EventWriter, Metric, Progress, Result, read_events_file
 from trainer.config import TrainConfig
 from trainer.export import TEMPLATE_FILE  # the exporter reads it into the GGUF's medalpaca.* keys
 from trainer.model_files import resolve_base_model, verify_saved
@@ -307,10 +307,6 @@ def _verify_after(config: TrainConfig, reference: str, adapter: Path | None, can
     except Exception as exc:  # noqa: BLE001
         _fail(writer, errors, "Checking the export", exc)
         return None
-    if result["significantly_worse"]:
-        writer.emit(Warning(message=f"{candidate.name}: {result['verdict']}", extra={"kind": "export_worse"}))
-    else:
-        writer.emit(Log(message=f"{candidate.name}: {result['verdict']}"))
     return {k: result[k] for k in ("n_shared", "acc_a", "acc_b", "diff", "diff_ci", "p_value",
                                    "significantly_worse", "verdict", "out")}
 

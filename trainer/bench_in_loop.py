@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from bench.config import BenchConfig
 from bench.questions import Question
 from medalpaca_desktop.core.events import EventWriter, Log, Metric
-from trainer.config import TrainConfig
+from trainer.config import BenchTaskError, TrainConfig
 
 METRIC = "eval_bench_accuracy"  # what metric_for_best_model names when best_by is accuracy
 BATCH = 8  # questions per forward pass while scoring
@@ -38,10 +38,6 @@ def bench_config(config: TrainConfig) -> BenchConfig:
     from bench.verify import check_config
 
     return check_config(config.bench_task, batch_size=BATCH, sample=config.bench_questions, seed=config.seed)
-
-
-class BenchTaskError(ValueError):
-    """bench_task names nothing that can be scored (a task not downloaded, a file that is not questions)."""
 
 
 def load_bench_questions(config: TrainConfig) -> tuple[BenchConfig, list[Question]]:
@@ -84,6 +80,8 @@ class InLoopBenchmark(TrainerCallback):
         self.seconds = 0.0  # all scoring so far: the cost the run reports
         self.last: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []  # one row per evaluation: the curve the model card lists
+        self._backend: Any = None  # the transformers backend, attached once to the model being trained
+        self._attached: Any = None
 
     def score(self, model: Any) -> tuple[int, int]:
         """(correct, scored) on this rank's share, with the model in eval mode and gradients off."""
@@ -94,17 +92,18 @@ class InLoopBenchmark(TrainerCallback):
 
         if not self.shard:
             return 0, 0
+        if self._attached is not model:  # once: no unload between evaluations (its gc and cache flush cost)
+            self._backend = HFBackend()
+            self._backend.attach(model, self.tokenizer)
+            self._attached = model
         was_training = model.training
-        backend = HFBackend()
-        backend.attach(model, self.tokenizer)
         model.eval()
         try:
             with torch.no_grad():
                 items = []
                 for start in range(0, len(self.shard), BATCH):
-                    items += loglikelihood_items(backend, self.shard[start:start + BATCH], self.bench, None)
+                    items += loglikelihood_items(self._backend, self.shard[start:start + BATCH], self.bench, None)
         finally:
-            backend.unload()
             if was_training:
                 model.train()
         return sum(1 for item in items if item["correct"]), len(items)

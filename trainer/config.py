@@ -32,6 +32,10 @@ PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 BEST_BY: tuple[str, ...] = ("auto", "accuracy", "val_loss", "last")
 
 
+class BenchTaskError(ValueError):
+    """bench_task names nothing that can be scored (a task not downloaded, a file that is not questions)."""
+
+
 @dataclass
 class TrainConfig:
     """A fine-tuning job. Defaults follow the MedAlpaca repository's train.py (kbressem/medAlpaca) and the paper."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from medalpaca_desktop.core.disk_full import DISK_FULL_KIND, disk_full_message, is_disk_full
-from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progress, Result, Started, Warning
+from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Result, Started, Warning
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import ProgressReporter, format_duration
@@ -395,12 +395,10 @@ def _verify_export(config: ExportConfig, path: Path, worker: Any, events: Any) -
     except (BadInput, ConfigError, RuntimeError) as exc:
         worker.emit(Error(message=f"The export was written, but it could not be checked: {exc}", kind="verify"))
         return None
-    if result["significantly_worse"]:
-        worker.emit(Warning(message=result["verdict"], extra={"kind": "export_worse"}))
-    if events is None:
+    if events is None:  # at a terminal: the verdict, and a warning line when the file is worse
         print(result["verdict"])
-    elif not result["significantly_worse"]:
-        events.emit(Log(message=result["verdict"]))
+        if result["significantly_worse"]:
+            worker.emit(Warning(message=result["verdict"], extra={"kind": "export_worse"}))
     return result
 
 

@@ -25,7 +25,7 @@ from medalpaca_desktop.core.events import Done, Error, EventWriter, Log, Progres
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
 from medalpaca_desktop.inference.base import BAD_INPUT_KINDS, InferenceError
-from trainer.config import TrainConfig
+from trainer.config import BenchTaskError, TrainConfig
 from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verify_saved
 
 CHECKPOINTS = "checkpoints"
@@ -169,8 +169,6 @@ def bad_input_kind(exc: BaseException) -> str | None:
         return "unsupported"
     if isinstance(exc, UnsafeCheckpointError):
         return "unsafe_checkpoint"
-    from trainer.bench_in_loop import BenchTaskError
-
     if isinstance(exc, BenchTaskError):
         return "bench_task"
     if isinstance(exc, InferenceError) and exc.kind in BAD_INPUT_KINDS:  # the loader's refusals (pickle, remote code)
@@ -391,11 +389,10 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
                "train_loss": event_cb.last_loss, "val_loss": event_cb.last_eval_loss,
                "mean_train_loss": float(result.training_loss), **_best_summary(config, trainer.state)}
     if in_loop is not None:
+        runtime = float(result.metrics.get("train_runtime") or 0.0)
         summary["bench"] = {"task": config.bench_task, "last": in_loop.last, "curve": in_loop.history,
-                            "seconds": round(in_loop.seconds, 3),
-                            "train_runtime_s": float(result.metrics.get("train_runtime") or 0.0),
-                            "share_of_training": round(in_loop.seconds / max(1e-9, float(
-                                result.metrics.get("train_runtime") or 0.0)), 4)}
+                            "seconds": round(in_loop.seconds, 3), "train_runtime_s": runtime,
+                            "share_of_training": round(in_loop.seconds / max(1e-9, runtime), 4)}
     if event_cb.stopped:
         writer.emit(Done(ok=False, stopped=True, data=summary))
         return ExitCode.STOPPED
