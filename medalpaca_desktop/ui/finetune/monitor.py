@@ -151,8 +151,8 @@ class RunMonitor(QWidget):
         self.memory_chart = LineChart("GPU memory", "GB", empty_text="No GPU memory reported yet.")
         self.memory_chart.add_series("gpu_memory_gb", "peak allocated", "#9467bd")
         self.bench_chart = LineChart("Benchmark accuracy", "accuracy, %", empty_text=(
-            "No benchmark scored while training. Name one under Settings > Advanced > Bench task "
-            "to score it at every evaluation."))
+            "No benchmark scored while training. Name one under Settings > Advanced > "
+            "Benchmark while training to score it at every evaluation."))
         self.bench_chart.add_band("bench_low", "bench_high", "95 % interval", "#8c564b")
         self.bench_chart.add_series("bench_accuracy", "accuracy", "#8c564b", symbol="o")
         self.bench_chart.plot.getAxis("left").enableAutoSIPrefix(False)  # percent, not "x0.001"
