@@ -380,8 +380,8 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="is a model as good as another (a quantization as its original)? the same "
                                       "N questions on both, paired",
                        description="Score N questions of a task (or a questions file), drawn with the seed, on "
-                                   "both models, log-likelihood with lm-eval's prompt, as two runs in OUT/reference and "
-                                   "OUT/candidate, and compare them: both accuracies, the paired difference with "
+                                   "both models, log-likelihood with lm-eval's prompt, as two runs in "
+                                   "OUT/reference and OUT/candidate, and compare them: both accuracies, the paired difference with "
                                    "its 95 % interval and McNemar's p; a warning when the candidate is "
                                    "significantly worse.")
     v.add_argument("--reference", required=True, help="the original: a Hugging Face model folder or a .gguf file")
