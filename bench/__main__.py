@@ -381,9 +381,9 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                                       "N questions on both, paired",
                        description="Score N questions of a task (or a questions file), drawn with the seed, on "
                                    "both models, log-likelihood with lm-eval's prompt, as two runs in "
-                                   "OUT/reference and OUT/candidate, and compare them: both accuracies, the paired difference with "
-                                   "its 95 % interval and McNemar's p; a warning when the candidate is "
-                                   "significantly worse.")
+                                   "OUT/reference and OUT/candidate, and compare them: both accuracies, the "
+                                   "paired difference with its 95 % interval and McNemar's p; a warning when the "
+                                   "candidate is significantly worse.")
     v.add_argument("--reference", required=True, help="the original: a Hugging Face model folder or a .gguf file")
     v.add_argument("--adapter", help="a LoRA adapter on the reference (transformers)")
     v.add_argument("--candidate", required=True, help="the model checked against it (a merge, a GGUF export)")
