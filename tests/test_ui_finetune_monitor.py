@@ -317,3 +317,13 @@ def test_the_legend_names_only_series_with_points(qtbot):
     assert [label.text for _, label in chart.legend.items] == ["training", "validation"]
     chart.clear()
     assert chart.legend.items == []
+
+
+def test_the_export_check_defaults_to_the_runs_own_benchmark(tmp_path):
+    from medalpaca_desktop.ui.finetune.export_dialog import default_check
+
+    assert default_check(tmp_path) == "medqa_4options:200"
+    (tmp_path / "config.yaml").write_text("bench_task: /q/exam.jsonl\nbench_questions: 40\n")
+    assert default_check(tmp_path) == "/q/exam.jsonl:40"  # the questions scored while training
+    (tmp_path / "config.yaml").write_text("bench_task: medmcqa\nbench_questions: 0\n")
+    assert default_check(tmp_path) == "medmcqa:200"

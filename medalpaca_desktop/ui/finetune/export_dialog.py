@@ -96,15 +96,19 @@ def export_command(source: ExportSource, out: Path, quant: str, overwrite: bool,
 
 
 def default_check(run_dir: Path) -> str:
-    """What the check scores by default: the run's own in-loop benchmark (its config's bench_task), else MedQA."""
+    """What the check scores by default: the run's own in-loop benchmark (its bench_task and bench_questions, so
+    the same questions as while training), else 200 MedQA questions."""
     import yaml
 
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         config = {}
-    task = config.get("bench_task") if isinstance(config, dict) else None
-    return f"{task}:{CHECK_QUESTIONS}" if task else f"medqa_4options:{CHECK_QUESTIONS}"
+    config = config if isinstance(config, dict) else {}
+    task, count = config.get("bench_task"), config.get("bench_questions")
+    if not task:
+        return f"medqa_4options:{CHECK_QUESTIONS}"
+    return f"{task}:{count if isinstance(count, int) and count > 0 else CHECK_QUESTIONS}"
 
 
 class ExportDialog(QDialog):
