@@ -55,7 +55,7 @@ def test_export_with_verify_scores_both_and_keeps_the_runs(tmp_path, tiny_llama_
     assert checked["acc_a"] == checked["acc_b"]  # an f32 file scores as its original
     assert "No significant difference" in checked["verdict"]
     stages = {e.stage for e in events if e.type == "progress"}
-    assert {"verify-reference", "verify-candidate"} <= stages  # progress of both runs, under their own names
+    assert {"Checking: scoring the original", "Checking: scoring the export"} <= stages  # both runs, named
     folder = tmp_path / "tiny.gguf.verify"
     for name in ("reference", "candidate"):
         summary = json.loads((folder / name / "summary.json").read_text())
