@@ -66,35 +66,76 @@ def corpus_lines() -> list[str]:
 # --------------------------------------------------------------------------- tokenizers
 
 
-def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480) -> Path:
-    """Train a byte-level BPE tokenizer and save it as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+#: Split regexes of released tokenizers (tokenizer.json "pre_tokenizer"), as their hub files spell them.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+#: BPE tokenizer styles: (pre-tokenizer regex or None for SmolLM's digits + GPT-2, specials, bos, eos, pad).
+BPE_STYLES: dict[str, tuple[str | None, list[str], str | None, str, str]] = {
+    "smollm": (None, BPE_SPECIAL_TOKENS, "<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+    "llama3": (LLAMA3_SPLIT, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                              "<|eot_id|>", "<|im_start|>", "<|im_end|>"],
+               "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"),
+    "qwen2": (QWEN2_SPLIT, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>"),
+}
+
+
+def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480, style: str = "smollm") -> Path:
+    """Train a byte-level BPE tokenizer and save it as a PreTrainedTokenizerFast.
+
+    `style` picks the pre-tokenizer and special tokens of a released family:
+    "smollm" (digits one by one + GPT-2 regex), "llama3" (Llama 3's split regex,
+    a BOS added to every prompt) or "qwen2" (Qwen2/2.5/3: no BOS).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    regex, specials, bos, eos, pad = BPE_STYLES[style]
     tok = Tokenizer(models.BPE())
-    # Digits split one by one, then the GPT-2 regex: llama.cpp's "smollm" pre-tokenizer.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    if regex is None:
+        # Digits split one by one, then the GPT-2 regex: llama.cpp's "smollm" pre-tokenizer.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=BPE_SPECIAL_TOKENS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    if style == "llama3":  # Llama 3 puts <|begin_of_text|> before every prompt
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                          special_tokens=[(bos, bos_id)]),
+        ])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
 
+    extra = {"bos_token": bos} if bos is not None else {}
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
+        eos_token=eos,
+        unk_token=None if style != "smollm" else "<|endoftext|>",
+        pad_token=pad,
         clean_up_tokenization_spaces=False,
         model_max_length=2048,
+        **extra,
     )
     hf_tok.chat_template = CHATML_TEMPLATE
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,11 +143,13 @@ def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480) -> Path:
     return out_dir
 
 
-def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500) -> Path:
+def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500, style: str = "llama") -> Path:
     """Train a SentencePiece BPE model with byte fallback and save it as a LlamaTokenizer.
 
     Normalisation is off (identity, no whitespace squeezing) like LLaMA's own
-    model, so the text a user types is the text the model sees.
+    model, so the text a user types is the text the model sees. `style="gemma"`
+    is Gemma's layout instead: no "▁" before the text, <pad> <eos> <bos> <unk>
+    as ids 0-3, and the turn markers as pieces of the model, saved as a GemmaTokenizer.
     """
     import io
 
@@ -115,6 +158,8 @@ def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500) -> Path:
     from transformers.tokenization_utils_base import generate_merges
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if style == "gemma":
+        return _build_gemma_tokenizer(out_dir, vocab_size)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus_lines()),
@@ -149,11 +194,19 @@ def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500) -> Path:
         unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         add_bos_token=True, add_eos_token=False, model_max_length=2048,
     )
-    hf_tok.add_special_tokens({"additional_special_tokens": [
-        AddedToken("<|im_start|>", special=True, normalized=False),
-        AddedToken("<|im_end|>", special=True, normalized=False),
-    ]})
-    hf_tok.chat_template = CHATML_TEMPLATE
+    if style == "phi3":  # Phi-3's markers; llama.cpp strips the space after them, as their rstrip says
+        hf_tok.add_special_tokens({"additional_special_tokens": [
+            AddedToken("<|endoftext|>", special=True, normalized=False),
+            *[AddedToken(t, special=True, normalized=False, rstrip=True)
+              for t in ("<|user|>", "<|assistant|>", "<|end|>")],
+        ]})
+        hf_tok.chat_template = PHI3_TEMPLATE
+    else:
+        hf_tok.add_special_tokens({"additional_special_tokens": [
+            AddedToken("<|im_start|>", special=True, normalized=False),
+            AddedToken("<|im_end|>", special=True, normalized=False),
+        ]})
+        hf_tok.chat_template = CHATML_TEMPLATE
     hf_tok.save_pretrained(out_dir)
     # transformers does not persist `legacy`; without it a reload falls back to
     # prepend_scheme "first" (no "▁" after special tokens), unlike llama.cpp.
@@ -161,6 +214,48 @@ def build_sentencepiece_tokenizer(out_dir: Path, vocab_size: int = 500) -> Path:
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["legacy"] = True
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "tokenizer.model").write_bytes(model_bytes)
+    return out_dir
+
+
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n'"
+    " + message['content'] + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def _build_gemma_tokenizer(out_dir: Path, vocab_size: int) -> Path:
+    import io
+
+    import sentencepiece as spm
+    from transformers import GemmaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus_lines()), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, character_coverage=0.98, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        hard_vocab_limit=False, num_threads=1, minloglevel=2,
+    )
+    model_bytes = buf.getvalue()
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    merges = generate_merges(vocab, None)
+    hf_tok = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=False,
+                            model_max_length=2048)
+    hf_tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    hf_tok.chat_template = GEMMA_TEMPLATE
+    hf_tok.save_pretrained(out_dir)
     (out_dir / "tokenizer.model").write_bytes(model_bytes)
     return out_dir
 
@@ -207,6 +302,83 @@ def build_tiny_llama(out_dir: Path, tokenizer: str = "bpe", spec: TinyLlamaSpec 
         for _name, param in model.named_parameters():
             if param.ndim == 1:  # RMSNorm weights: near 1, not exactly, so a wrong mapping shows
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(spec.init_std * torch.randn(param.shape, generator=gen))
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+#: Architecture families of the whole loop: (transformers config class, tokenizer, config overrides).
+#: Each mirrors what its released checkpoints do that an exporter or trainer can get wrong: Llama 3's
+#: tokenizer and frequency-dependent RoPE scaling, Qwen2's q/k/v biases, Qwen3's q/k norms and wider
+#: heads, Gemma's (1 + w) norms, tied embeddings, soft-capping and sliding windows, Phi-3's fused
+#: qkv and gate_up projections with a vocabulary padded past the tokenizer.
+FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "llama": ("LlamaConfig", "bpe", {}),
+    "llama2": ("LlamaConfig", "sentencepiece", {}),
+    "llama3": ("LlamaConfig", "bpe:llama3", {"rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+    "mistral": ("MistralConfig", "sentencepiece", {"head_dim": None, "sliding_window": None}),
+    "qwen2": ("Qwen2Config", "bpe:qwen2", {"tie_word_embeddings": True}),
+    "qwen3": ("Qwen3Config", "bpe:qwen2", {"head_dim": 32}),
+    "gemma2": ("Gemma2Config", "sentencepiece:gemma", {
+        "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 128, "hidden_activation": "gelu_pytorch_tanh",
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "tie_word_embeddings": True}),
+    "gemma3": ("Gemma3TextConfig", "sentencepiece:gemma", {
+        "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 128, "tie_word_embeddings": True}),
+    "phi3": ("Phi3Config", "sentencepiece:phi3", {"original_max_position_embeddings": 256, "pad_vocab": 8}),
+}
+
+
+def build_tiny_model(out_dir: Path, family: str, spec: TinyLlamaSpec | None = None) -> Path:
+    """Tokenizer plus a random (seeded) model of one FAMILIES entry, saved as safetensors."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = spec or TinyLlamaSpec()
+    config_name, tokenizer, overrides = FAMILIES[family]
+    out_dir = Path(out_dir)
+    kind, _, style = tokenizer.partition(":")
+    if kind == "bpe":
+        build_bpe_tokenizer(out_dir, style=style or "smollm")
+    else:
+        build_sentencepiece_tokenizer(out_dir, style=style or "llama")
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    overrides = dict(overrides)
+    pad_vocab = int(overrides.pop("pad_vocab", 0))
+    fields: dict[str, Any] = {
+        "vocab_size": len(tok) + pad_vocab,
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rms_norm_eps": spec.rms_norm_eps,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "initializer_range": spec.init_std,
+    }
+    if "rope_parameters" not in overrides and config_name != "Gemma3TextConfig":
+        fields["rope_theta"] = spec.rope_theta
+    fields.update(overrides)
+    fields.update(spec.extra)
+    config = getattr(transformers, config_name)(**fields)
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(spec.seed)
+        for name, param in model.named_parameters():
+            if param.ndim == 1 and not name.endswith(".bias"):  # norms: near 1 (Gemma: near 0, it adds 1)
+                offset = 0.0 if config_name.startswith("Gemma") else 1.0
+                param.copy_(offset + 0.1 * torch.randn(param.shape, generator=gen))
+            elif param.ndim == 1:
+                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(spec.init_std * torch.randn(param.shape, generator=gen))
     model.eval()

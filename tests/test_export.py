@@ -37,6 +37,8 @@ TEXTS = [
     "Ελληνικά, русский, हिन्दी, العربية",
     "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
     "text before<|im_end|>text after <|im_start|> spaced",
+    "<|user|>\nWhat is 2+2? <|end|>\n<|assistant|> four<|endoftext|>",
+    "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
     "  leading spaces",
     " ",
 ]
@@ -145,10 +147,18 @@ def _sp_legacy_ids(tok, sp, text: str) -> tuple[list[int], bool]:
     """
     import re
 
-    specials = sorted({t.content for t in tok.added_tokens_decoder.values() if t.special}, key=len, reverse=True)
+    added = {t.content: t for t in tok.added_tokens_decoder.values() if t.special}
+    specials = sorted(added, key=len, reverse=True)
+    parts = [p for p in re.split("(" + "|".join(map(re.escape, specials)) + ")", text) if p]
+    # an added token's rstrip / lstrip swallows the whitespace beside it (Phi-3's markers)
+    for i, part in enumerate(parts):
+        if part in added and added[part].rstrip and i + 1 < len(parts) and parts[i + 1] not in added:
+            parts[i + 1] = parts[i + 1].lstrip()
+        if part in added and added[part].lstrip and i > 0 and parts[i - 1] not in added:
+            parts[i - 1] = parts[i - 1].rstrip()
     ids: list[int] = []
     ws_start = False
-    for piece in re.split("(" + "|".join(map(re.escape, specials)) + ")", text):
+    for piece in parts:
         if not piece:
             continue
         if piece in specials:
@@ -480,39 +490,6 @@ def test_demo_export_logits(demo_hf_dir, demo_gguf, demo_exports, record_propert
     _, agree_shipped = fidelity(gguf_logits(demo_gguf, ids), ref)
     report(record_property, "demo shipped Q4_1 (same weights)", None, agree_shipped, len(ids))
     assert_q8_agreement(got8, ref, agree8)
-
-
-# --------------------------------------------------------------------------- other architectures
-
-
-@pytest.mark.parametrize("arch", ["MistralForCausalLM", "Qwen2ForCausalLM"])
-def test_other_llama_family_architectures(arch, tiny_llama_dir, tmp_path, record_property):
-    import shutil
-
-    import torch
-    import transformers
-
-    model_dir = tmp_path / arch
-    model_dir.mkdir()
-    for f in tiny_llama_dir.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template")):
-            shutil.copy(f, model_dir / f.name)
-    base_cfg = json.loads((tiny_llama_dir / "config.json").read_text())
-    config_cls = transformers.MistralConfig if arch.startswith("Mistral") else transformers.Qwen2Config
-    config = config_cls(vocab_size=base_cfg["vocab_size"], hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                        rms_norm_eps=1e-5, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = getattr(transformers, arch)(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.08 * torch.randn_like(p) + (1.0 if p.ndim == 1 and p.shape[0] == 64 else 0.0))
-    model.save_pretrained(model_dir)
-    out = export(model_dir, tmp_path / "m.gguf", "f32")
-    ids = prompt_ids(model_dir)
-    rel, agree = fidelity(gguf_logits(out, ids), hf_logits(model_dir, ids))
-    report(record_property, f"tiny {arch} f32", rel, agree, len(ids))
-    assert rel < 1e-3 and agree == 1.0
 
 
 # --------------------------------------------------------------------------- q8_0 weights

@@ -90,7 +90,8 @@ class Vocab:
             # Measured add_bos/add_eos win over tokenizer_config guesses.
             if self.add_bos is not None:
                 self.special.add_special_token["bos"] = self.add_bos
-            if self.add_eos is not None:
+            # absent means no EOS to llama.cpp; written when the reference writes it (see build_bpe_vocab)
+            if self.add_eos is not None and (self.add_eos or "eos" in self.special.add_special_token):
                 self.special.add_special_token["eos"] = self.add_eos
             self.special.add_to_gguf(writer, quiet=True)
 
@@ -193,6 +194,11 @@ def build_bpe_vocab(model_dir: Path, vocab_size: int, tokenizer: Any) -> Vocab:
             tokens.append(f"[PAD{i}]")
             toktypes.append(gguf.TokenType.UNUSED)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
+    post = tj.get("post_processor") or {}
+    if any(p.get("type") == "ByteLevel" for p in post.get("processors", [post])):
+        # newer gguf-py (the converter's) reads a ByteLevel post-processor as "adds neither"
+        special.add_special_token.setdefault("bos", False)
+        special.add_special_token.setdefault("eos", False)
     if not special.merges:
         raise VocabError("the BPE tokenizer has no merges; llama.cpp cannot use it")
     add_bos, add_eos = _measure_add_special(tokenizer)
@@ -211,7 +217,20 @@ def _spm_add_space_prefix(model_dir: Path) -> bool:
     return '"Prepend"' in text
 
 
-def build_spm_vocab(model_dir: Path, vocab_size: int, tokenizer: Any) -> Vocab:
+def _looks_special(text: str) -> bool:
+    """Added tokens the reference treats as control tokens even when not marked special."""
+    return text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (text.startswith("<|") and text.endswith("|>")) or (
+        text.startswith("<｜") and text.endswith("｜>"))
+
+
+def build_spm_vocab(model_dir: Path, vocab_size: int, tokenizer: Any, flavour: str = "default",
+                    add_space_prefix: bool | None = None) -> Vocab:
+    """Pieces, scores and types as the reference's _create_vocab_sentencepiece writes them.
+
+    The added tokens come from the files (added_tokens.json, tokenizer_config.json's
+    added_tokens_decoder; for Phi-3 also tokenizer.json's added_tokens), each marked
+    control or user-defined with score -1000, including those that are also pieces.
+    """
     from sentencepiece import SentencePieceProcessor
 
     sp = SentencePieceProcessor()
@@ -235,26 +254,55 @@ def build_spm_vocab(model_dir: Path, vocab_size: int, tokenizer: Any) -> Vocab:
             toktypes[i] = gguf.TokenType.BYTE
         else:
             toktypes[i] = gguf.TokenType.NORMAL
-    for tok_id, tok in tokenizer.added_tokens_decoder.items():
+
+    def place(tok_id: int, text: str, control: bool) -> None:
         if tok_id >= vocab_size:
-            raise VocabError(f"added token {tok.content!r} has id {tok_id} beyond vocab_size {vocab_size}")
-        if tok_id < n_sp:
-            continue  # <unk>, <s>, </s> are already SentencePiece pieces
-        tokens[tok_id] = tok.content.encode("utf-8")
+            raise VocabError(f"added token {text!r} has id {tok_id} beyond vocab_size {vocab_size}")
+        tokens[tok_id] = text.encode("utf-8")
         scores[tok_id] = -1000.0
-        toktypes[tok_id] = _added_token_type(tok)
+        toktypes[tok_id] = gguf.TokenType.CONTROL if control else gguf.TokenType.USER_DEFINED
+
+    for text, tok_id in (_read_json(model_dir / "added_tokens.json") or {}).items():
+        place(int(tok_id), text, control=False)
+    decoder = (_read_json(model_dir / "tokenizer_config.json") or {}).get("added_tokens_decoder") or {}
+    for tok_id, data in decoder.items():
+        text = data["content"]
+        if flavour == "phi3":
+            place(int(tok_id), text, control=bool(data.get("special")))
+        elif data.get("special") or _looks_special(text):
+            place(int(tok_id), text, control=True)
+        else:
+            place(int(tok_id), text.replace("\u2581", " "), control=False)  # user-defined spaces pre-normalized
+    if flavour == "phi3":
+        for data in (_read_json(model_dir / "tokenizer.json") or {}).get("added_tokens", []):
+            place(int(data["id"]), data["content"], control=bool(data.get("special")))
+    known = {int(i) for i in decoder}
+    # transformers 5 keeps added tokens only in tokenizer.json; the reference (reading tokenizer_config.json)
+    # then leaves them as [PAD] and llama.cpp cannot tokenize the chat markers, so they are added from there
+    for tok_id, tok in tokenizer.added_tokens_decoder.items():
+        if tok_id in known or (tok_id < n_sp and (sp.IsControl(tok_id) or sp.IsUnknown(tok_id))):
+            continue  # <unk> <s> </s> stay as SentencePiece marks them
+        place(tok_id, tok.content, control=bool(tok.special))
     special = gguf.SpecialVocab(model_dir, n_vocab=vocab_size)
     add_bos, add_eos = _measure_add_special(tokenizer)
+    if add_space_prefix is None:
+        add_space_prefix = _spm_add_space_prefix(model_dir)
+        if flavour == "phi3" and add_space_prefix:
+            add_space_prefix = None  # llama.cpp's default; the reference writes no key for Phi-3
     return Vocab("llama", "default", tokens, toktypes, scores=scores, special=special,
-                 add_bos=add_bos, add_eos=add_eos, add_space_prefix=_spm_add_space_prefix(model_dir))
+                 add_bos=add_bos, add_eos=add_eos, add_space_prefix=add_space_prefix)
 
 
-def build_vocab(model_dir: Path, vocab_size: int) -> Vocab:
-    """Read the tokenizer of an HF directory and decide how llama.cpp must tokenize."""
+def build_vocab(model_dir: Path, vocab_size: int, flavour: str = "default",
+                add_space_prefix: bool | None = None) -> Vocab:
+    """Read the tokenizer of an HF directory and decide how llama.cpp must tokenize.
+
+    `flavour` and `add_space_prefix` come from the architecture (ArchSpec.vocab / add_space_prefix).
+    """
     from transformers import AutoTokenizer
 
     kind = tokenizer_kind(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     if kind == "bpe":
         return build_bpe_vocab(model_dir, vocab_size, tokenizer)
-    return build_spm_vocab(model_dir, vocab_size, tokenizer)
+    return build_spm_vocab(model_dir, vocab_size, tokenizer, flavour, add_space_prefix)

@@ -1,4 +1,4 @@
-"""Export a Hugging Face LLaMA-family model (optionally with a LoRA adapter) to GGUF.
+"""Export a Hugging Face model (LLaMA, Mistral, Qwen2/3, Gemma 2/3, Phi-3; optionally with a LoRA adapter) to GGUF.
 
 The product of a fine-tune is an HF directory or a LoRA adapter; the chat tab and
 other desktop apps run GGUF through llama.cpp. This module writes that file with
@@ -33,7 +33,9 @@ from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.progress import ProgressReporter, format_duration
 
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+#: The HF architectures the exporter writes (trainer/_gguf_tensors.py ARCHITECTURES, kept in step by a test).
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                           "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM")
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +316,7 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
     if config.adapter is not None and any((Path(config.adapter) / f).is_file() for f in tokenizer_files):
         tok_dir = Path(config.adapter)  # a fine-tune that added tokens ships its tokenizer with the adapter
     try:
-        vocab = _gguf_vocab.build_vocab(tok_dir, int(cfg["vocab_size"]))
+        vocab = _gguf_vocab.build_vocab(tok_dir, int(cfg["vocab_size"]), arch_spec.vocab, arch_spec.add_space_prefix)
     except _gguf_vocab.VocabError as exc:
         raise ExportError(f"Cannot export the tokenizer: {exc}.") from None
     for note in vocab.notes:
