@@ -93,7 +93,7 @@ def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480, style: str = "smol
     "smollm" (digits one by one + GPT-2 regex), "llama3" (Llama 3's split regex,
     a BOS added to every prompt) or "qwen2" (Qwen2/2.5/3: no BOS).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     regex, specials, bos, eos, pad = BPE_STYLES[style]
@@ -109,6 +109,8 @@ def build_bpe_tokenizer(out_dir: Path, vocab_size: int = 480, style: str = "smol
             pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
+    if style == "qwen2":  # Qwen2's tokenizer.json normalizes to NFC, as transformers rebuilds it
+        tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

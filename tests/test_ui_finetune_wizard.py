@@ -138,7 +138,8 @@ def test_model_page_refuses_no_model_unsupported_and_adapters(qtbot, wizard, tmp
 
     gpt2 = ModelInfo(path=str(tmp_path / "gpt2"), name="gpt2", kind="hf", weight_format="safetensors",
                      architecture="GPT2LMHeadModel", supported=False,
-                     note="Architecture 'gpt2' is outside the LLaMA family the app's engines handle.")
+                     note="Architecture 'gpt2' is not one the app's engines handle "
+                     "(LLaMA 1-3, Mistral, Qwen2/2.5/3, Gemma 2/3, Phi-3).")
     adapter = ModelInfo(path=str(tmp_path / "adapter"), name="my-adapter", kind="adapter")
     wizard.set_models([gpt2, adapter])
     assert wizard.model_page.tree.topLevelItemCount() == 1  # adapters are not bases
@@ -148,7 +149,7 @@ def test_model_page_refuses_no_model_unsupported_and_adapters(qtbot, wizard, tmp
     wizard.model_page.select_path(gpt2.path)
     assert "gpt2 cannot be fine-tuned here" in wizard.model_page.problem_label.text()  # shown at once
     assert not wizard.go_next() and wizard.current_index() == 0
-    assert "outside the LLaMA family" in wizard.model_page.problem()
+    assert "not one the app's engines handle" in wizard.model_page.problem()
     assert wizard.model_page.tree.topLevelItem(0).text(5) == "no"
 
     assert not wizard.model_page.add_path(str(tmp_path / "missing"))

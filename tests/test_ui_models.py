@@ -235,9 +235,10 @@ def test_details_banners_say_each_thing_once():
     assert len(banners) == 1 and "not loaded by default" in banners[0][1]
     assert ("Parameters", "4") in model_rows(pickled)
     odd = ModelInfo(path="/g", name="g", kind="gguf", model_type="gpt2", supported=False,
-                    note="Architecture 'gpt2' is outside the LLaMA family the app's engines handle.")
+                    note="Architecture 'gpt2' is not one the app's engines handle "
+                     "(LLaMA 1-3, Mistral, Qwen2/2.5/3, Gemma 2/3, Phi-3).")
     assert model_banners(odd) == [("warning", odd.note.replace("'", "&#x27;"))]
-    assert ("Supported", "no: outside the LLaMA family") in model_rows(odd)
+    assert ("Supported", "no: not an architecture the app handles") in model_rows(odd)
 
 
 def test_convert_a_pickle_model_to_safetensors_from_the_tab(qtbot, make_manager, tmp_path, tiny_llama_dir,

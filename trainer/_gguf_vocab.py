@@ -123,8 +123,11 @@ def tokenizer_kind(model_dir: Path) -> str:
 
 
 def _structural_pre(tj: dict[str, Any]) -> str | None:
-    """Map tokenizer.json's normalizer/pre-tokenizer to a llama.cpp pre type with the same regexes."""
-    if tj.get("normalizer") not in (None, {}):
+    """Map tokenizer.json's normalizer/pre-tokenizer to a llama.cpp pre type with the same regexes.
+
+    Qwen2's NFC normalizer is accepted with its regex, as llama.cpp takes the released Qwen2 tokenizers."""
+    normalizer = tj.get("normalizer")
+    if normalizer not in (None, {}) and normalizer != {"type": "NFC"}:
         return None
     pre = tj.get("pre_tokenizer") or {}
     steps: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
@@ -133,6 +136,8 @@ def _structural_pre(tj: dict[str, Any]) -> str | None:
     def byte_level_with_regex(s: dict[str, Any]) -> bool:
         return s.get("type") == "ByteLevel" and s.get("use_regex", True) and not s.get("add_prefix_space", False)
 
+    if normalizer not in (None, {}) and kinds != ["Split", "ByteLevel"]:
+        return None
     if kinds == ["ByteLevel"] and byte_level_with_regex(steps[0]):
         return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level_with_regex(steps[1]):
@@ -140,7 +145,8 @@ def _structural_pre(tj: dict[str, Any]) -> str | None:
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
         regex = (steps[0].get("pattern") or {}).get("Regex")
         if steps[0].get("behavior") == "Isolated" and regex in _SPLIT_REGEX_PRE:
-            return _SPLIT_REGEX_PRE[regex]
+            found = _SPLIT_REGEX_PRE[regex]
+            return found if normalizer in (None, {}) or found == "qwen2" else None
     return None
 
 

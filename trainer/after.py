@@ -34,7 +34,7 @@ from typing import Any
 from medalpaca_desktop.core.events import Error, EventWriter, Metric, Progress, Result, read_events_file
 from trainer.config import TrainConfig
 from trainer.export import TEMPLATE_FILE  # the exporter reads it into the GGUF's medalpaca.* keys
-from trainer.model_files import resolve_base_model, verify_saved
+from trainer.model_files import copy_sentencepiece_files, resolve_base_model, verify_saved
 
 MERGED = "merged"
 CHECK_PROMPTS = (
@@ -185,7 +185,9 @@ def merge_adapter(base_dir: str | Path, adapter_dir: Path, out_dir: Path) -> Pat
         # An 8-bit / 4-bit training base is reloaded as stored (full precision); a quantized folder is refused.
         merged = merge_lora(base_dir, adapter_dir)
         merged.save_pretrained(str(tmp), safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=False).save_pretrained(str(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=False)
+        tokenizer.save_pretrained(str(tmp))
+        copy_sentencepiece_files(tokenizer, tmp)
         for extra in (TEMPLATE_FILE,):
             if (adapter_dir / extra).is_file():
                 shutil.copy2(adapter_dir / extra, tmp / extra)

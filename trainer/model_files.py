@@ -84,3 +84,16 @@ def verify_saved(folder: Path, adapter: bool) -> None:
         with safe_open(str(f), framework="pt") as fh:
             if not list(fh.keys()):
                 raise OSError(f"{f.name} holds no tensors")
+
+
+#: Tokenizer files transformers 5 no longer writes on save_pretrained but llama.cpp's converters and
+#: the exporter read (the SentencePiece model of LLaMA-2, Mistral, Gemma and Phi-3 tokenizers).
+SENTENCEPIECE_FILES = ("tokenizer.model",)
+
+
+def copy_sentencepiece_files(tokenizer: Any, out_dir: Path) -> None:
+    """Put the source's tokenizer.model beside a saved tokenizer that lacks it."""
+    source = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    for name in SENTENCEPIECE_FILES:
+        if (source / name).is_file() and not (out_dir / name).exists():
+            shutil.copy2(source / name, out_dir / name)

@@ -26,7 +26,7 @@ from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.worker import describe_exception
 from medalpaca_desktop.inference.base import BAD_INPUT_KINDS, InferenceError
 from trainer.config import BenchTaskError, TrainConfig
-from trainer.model_files import UnsafeCheckpointError, resolve_base_model, verify_saved
+from trainer.model_files import UnsafeCheckpointError, copy_sentencepiece_files, resolve_base_model, verify_saved
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -106,6 +106,7 @@ def save_final(model: Any, tokenizer: Any, run_dir: Path, adapter: bool, state_d
     try:
         model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
+        copy_sentencepiece_files(tokenizer, tmp)
         verify_saved(tmp, adapter)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays (and a full disk gets its space back)

@@ -25,8 +25,11 @@ from medalpaca_desktop.core.model_info import DEMO_MODEL_NOTE, DiscoveryProblem,
 
 log = logging.getLogger(__name__)
 
-# Architectures the app's engines (HF loaders, trainer, exporter) handle.
-LLAMA_FAMILY = frozenset({"llama", "mistral", "mixtral", "qwen2"})
+#: Architectures the whole loop handles (HF loaders, trainer, exporter, llama.cpp): HF model_type and
+#: GGUF general.architecture names. The exporter's table is trainer/_gguf_tensors.py ARCHITECTURES.
+SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3", "gemma3_text",
+                                "phi3"})
+SUPPORTED_LABEL = "LLaMA 1-3, Mistral, Qwen2/2.5/3, Gemma 2/3, Phi-3"
 USER_FOLDER_DEPTH = 4  # folder/org/model/<files>: deep enough, cheap on a home folder
 APP_FOLDER_DEPTH = 5  # LM Studio: models/publisher/repo/file.gguf
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages"})
@@ -127,10 +130,10 @@ def hf_repo_name(cache_dir_name: str) -> str:
 
 
 def _support(model_type: str | None) -> tuple[bool, str]:
-    if model_type and model_type.lower() in LLAMA_FAMILY:
+    if model_type and model_type.lower() in SUPPORTED_FAMILIES:
         return True, ""
     label = model_type or "unknown"
-    return False, f"Architecture '{label}' is outside the LLaMA family the app's engines handle."
+    return False, f"Architecture '{label}' is not one the app's engines handle ({SUPPORTED_LABEL})."
 
 
 def _inspect_hf(folder: Path, config: dict[str, Any]) -> ModelInfo:

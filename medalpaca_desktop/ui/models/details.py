@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from medalpaca_desktop.core.model_info import ModelInfo, format_parameters, format_size
-from medalpaca_desktop.core.models import PICKLE_NOTE
+from medalpaca_desktop.core.models import PICKLE_NOTE, SUPPORTED_LABEL
 from medalpaca_desktop.ui.models.table_model import kind_label, source_label
 
 EXTRA_LABELS = {
@@ -85,7 +85,7 @@ def model_rows(info: ModelInfo) -> list[tuple[str, str]]:
     if info.kind == "adapter":
         rows.append(("Base model", info.base_model or "-"))
         rows.append(("Adapter type", info.adapter_type or "-"))
-    rows.append(("Supported", "yes" if info.supported else "no: outside the LLaMA family"))
+    rows.append(("Supported", "yes" if info.supported else "no: not an architecture the app handles"))
     rows.append(("Loaded by default", "yes" if info.loadable_by_default else "no"))
     seen = {label for label, _ in rows}
     for key, value in info.extra.items():
@@ -113,8 +113,8 @@ def model_banners(info: ModelInfo) -> list[tuple[str, str]]:
     if note and not info.is_demo:
         banners.append(("info" if info.supported else "warning", html.escape(note)))
     elif not info.supported:
-        banners.append(("warning", "<b>Not supported.</b> This architecture is outside the LLaMA family "
-                                   "the app's engines handle."))
+        banners.append(("warning", "<b>Not supported.</b> This architecture is not one the app's engines handle "
+                                   f"({SUPPORTED_LABEL})."))
     return banners
 
 
