@@ -156,6 +156,18 @@ def test_target_modules_are_checked_against_the_models_layers(tiny_llama_dir):
         check_target_modules(tiny_llama_dir, ["proj"])  # a part of a name is not a name
 
 
+def test_the_default_targets_move_to_a_fused_projection(tiny_llama_dir, tmp_path):
+    import model_factory
+
+    from medalpaca_desktop.core.model_check import fitting_targets
+
+    phi3 = model_factory.build_tiny_model(tmp_path / "phi3", "phi3")
+    assert fitting_targets(phi3, ["q_proj", "v_proj"]) == ["qkv_proj"]
+    assert fitting_targets(tiny_llama_dir, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    assert fitting_targets(phi3, ["o_proj"]) == ["o_proj"]  # a user's own choice that fits is kept
+    assert fitting_targets(tiny_llama_dir, ["nope"]) == ["nope"]  # and one that does not is left to the check
+
+
 # ------------------------------------------------------------------ through the commands
 
 

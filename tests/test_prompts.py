@@ -82,6 +82,25 @@ def test_chat_template_raise_exception_becomes_prompt_error():
         render_chat_template(LLAMA2_TEMPLATE, msgs(("user", "a"), ("user", "b")))
 
 
+#: Gemma's chat template in shape: no system role, user/model turns.
+GEMMA_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' "
+    "else message['role']) + '\n' + message['content'] + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user_turn():
+    gemma = ModelPromptInfo(chat_template=GEMMA_LIKE_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    p = render_prompt("chat", gemma, msgs(("user", "Dose of amoxicillin?")), system="Answer briefly.")
+    assert p.text == ("<bos><start_of_turn>user\nAnswer briefly.\n\nDose of amoxicillin?<end_of_turn>\n"
+                      "<start_of_turn>model\n")
+    with pytest.raises(PromptError, match="alternate"):  # other refusals still reach the user
+        render_prompt("chat", ModelPromptInfo(chat_template=LLAMA2_TEMPLATE), msgs(("user", "a"), ("user", "b")),
+                      system="s")
+
+
 def test_chat_template_is_sandboxed():
     evil = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
     with pytest.raises(PromptError):

@@ -196,6 +196,28 @@ def check_target_modules(folder: str | Path, targets: list[str]) -> None:
             "(or use all-linear).", "bad_target_modules")
 
 
+#: Separate attention projections (the default LoRA targets) → the fused layer some families have instead.
+FUSED_EQUIVALENTS = {("q_proj", "v_proj"): ["qkv_proj"]}  # Phi-3: one qkv_proj per layer
+
+
+def fitting_targets(folder: str | Path, targets: list[str]) -> list[str]:
+    """`targets`, or the model's fused equivalent when they name layers it does not have (the wizard
+    moves Phi-3's default from q_proj/v_proj to qkv_proj, so choosing the model is enough)."""
+    try:
+        check_target_modules(folder, targets)
+        return targets
+    except ModelCheckError:
+        pass
+    fused = FUSED_EQUIVALENTS.get(tuple(targets))
+    if fused is None:
+        return targets
+    try:
+        check_target_modules(folder, fused)
+    except ModelCheckError:
+        return targets
+    return list(fused)
+
+
 def _matches(module: str, target: str) -> bool:
     """peft's rule for a list of names: the module's name is the target or ends with '.' + target."""
     return module == target or module.endswith("." + target)

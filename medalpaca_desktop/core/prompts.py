@@ -243,7 +243,14 @@ def render_prompt(template: str, model: ModelPromptInfo, messages: Sequence[Chat
     sys_text, turns = _split_system(messages, system)
     convo = ([ChatMessage("system", sys_text)] if sys_text else []) + turns
     if model.chat_template:
-        text = render_chat_template(model.chat_template, convo, model.bos_token or "", model.eos_token or "")
+        try:
+            text = render_chat_template(model.chat_template, convo, model.bos_token or "", model.eos_token or "")
+        except PromptError:
+            if not sys_text or not turns or turns[0].role != "user":
+                raise
+            # Gemma's templates refuse a system turn; its model card puts the instructions in the first user turn
+            folded = [ChatMessage("user", f"{sys_text}\n\n{turns[0].content}"), *turns[1:]]
+            text = render_chat_template(model.chat_template, folded, model.bos_token or "", model.eos_token or "")
         return RenderedPrompt(text=text, template="chat", add_special=False)
     name = fallback_name(model)
     if name == "chatml":

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medalpaca_desktop.core.model_check import ModelCheckError, check_model
+from medalpaca_desktop.core.model_check import ModelCheckError, check_model, fitting_targets
 from medalpaca_desktop.core.model_info import ModelInfo, ModelInspectError, format_parameters, format_size
 from medalpaca_desktop.core.models import inspect_model
 from medalpaca_desktop.ui.finetune.page_base import WizardPage, WizardState
@@ -217,4 +217,7 @@ class ModelPage(WizardPage):
             self.state.preview = None
         self.state.model = info
         self.state.config.base_model = info.path
+        if info.kind == "hf":
+            targets = list(self.state.config.lora_target_modules)
+            self.state.config.lora_target_modules = fitting_targets(info.path, targets)
         return None
