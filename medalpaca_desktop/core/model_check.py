@@ -197,7 +197,7 @@ def check_target_modules(folder: str | Path, targets: list[str]) -> None:
 
 
 #: Separate attention projections (the default LoRA targets) → the fused layer some families have instead.
-FUSED_EQUIVALENTS = {("q_proj", "v_proj"): ["qkv_proj"]}  # Phi-3: one qkv_proj per layer
+FUSED_EQUIVALENTS: dict[tuple[str, ...], list[str]] = {("q_proj", "v_proj"): ["qkv_proj"]}  # Phi-3: one qkv_proj per layer
 
 
 def fitting_targets(folder: str | Path, targets: list[str]) -> list[str]:
