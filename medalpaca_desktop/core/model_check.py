@@ -196,8 +196,9 @@ def check_target_modules(folder: str | Path, targets: list[str]) -> None:
             "(or use all-linear).", "bad_target_modules")
 
 
-#: Separate attention projections (the default LoRA targets) → the fused layer some families have instead.
-FUSED_EQUIVALENTS: dict[tuple[str, ...], list[str]] = {("q_proj", "v_proj"): ["qkv_proj"]}  # Phi-3: one qkv_proj per layer
+#: Separate attention projections (the default LoRA targets) → the fused layer some families have instead
+#: (Phi-3: one qkv_proj per layer).
+FUSED_EQUIVALENTS: dict[tuple[str, ...], list[str]] = {("q_proj", "v_proj"): ["qkv_proj"]}
 
 
 def fitting_targets(folder: str | Path, targets: list[str]) -> list[str]:
