@@ -168,7 +168,7 @@ class RunMonitor(QWidget):
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(LOG_LINES_SHOWN)
-        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)  # long verdicts stay readable
         self.log_view.setPlaceholderText("The trainer's log (its stderr) and notable events appear here.")
         mono = self.log_view.font()
         mono.setFamily("monospace")
