@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_bench_parser(sub)
 
-    exp = sub.add_parser("export", help="write a Hugging Face model (LLaMA, Mistral, Qwen, Gemma, Phi-3; plus LoRA adapter) as GGUF")
+    exp = sub.add_parser("export", help="write a Hugging Face model (LLaMA, Mistral, Qwen, Gemma, Phi-3; plus "
+                                        "LoRA adapter) as GGUF")
     exp.add_argument("--model", required=True, help="Hugging Face model directory")
     exp.add_argument("--adapter", help="LoRA adapter directory, merged into the model before writing")
     exp.add_argument("--out", required=True, help="the .gguf file to write")

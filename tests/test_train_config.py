@@ -82,3 +82,31 @@ def test_missing_and_malformed_files(tmp_path):
 def test_field_help_for_tooltips():
     assert "LoRA rank" in TrainConfig.field_help("lora_r")
     assert "gradient accumulation" in TrainConfig.field_help("global_batch_size")
+
+
+def test_cpu_bf16_is_read_from_the_kernels_flags(tmp_path):
+    from medalpaca_desktop.core.devices import cpu_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_native_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_native_bf16(info)
+    assert not cpu_native_bf16(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_a_cpu_follows_its_bf16(native, monkeypatch):
+    import torch
+
+    import trainer.methods as methods
+    from trainer.config import TrainConfig
+
+    monkeypatch.setattr(methods, "cpu_native_bf16", lambda: native)
+    lora = TrainConfig(base_model="m", method="lora", data=["d.jsonl"], output_dir="o")
+    full = TrainConfig(base_model="m", method="full", data=["d.jsonl"], output_dir="o")
+    got = methods.resolve_precision(lora, "cpu")
+    assert got.name == ("bf16" if native else "fp32") and got.bf16 == native
+    assert methods.resolve_precision(full, "cpu").load_dtype == torch.float32  # full keeps fp32 master weights
+    fp32 = TrainConfig(base_model="m", method="lora", data=["d.jsonl"], output_dir="o", precision="fp32")
+    assert methods.resolve_precision(fp32, "cpu").name == "fp32"  # one setting away

@@ -95,7 +95,8 @@ class TrainConfig:
                        group="advanced")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30 % "
                                              "slower.")
-    precision: str = _f("auto", "auto: bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.",
+    precision: str = _f("auto", "auto: bf16 where the GPU supports it, else fp16 on a GPU; on a CPU bf16 where it "
+                                "computes bf16 natively (AVX-512 BF16, AMX), else fp32. fp32: exact, slower.",
                         group="compute", choices=PRECISIONS)
     num_processes: int = _f(1, "Processes (GPUs) to train on; more than 1 runs through accelerate launch.",
                             group="compute", minimum=1)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from medalpaca_desktop.core.devices import cpu_native_bf16
 from trainer.config import TrainConfig
 
 
@@ -50,7 +51,9 @@ def resolve_precision(config: TrainConfig, device: str) -> Precision:
         if device == "cuda":
             choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
-            choice = "fp32"
+            choice = "bf16" if cpu_native_bf16() else "fp32"
+    if choice == "bf16" and device != "cuda" and config.method == "full":
+        return Precision(torch.float32, torch.bfloat16, bf16=True)  # fp32 master weights, bf16 autocast
     if choice == "bf16":
         return Precision(torch.bfloat16, torch.bfloat16, bf16=True)
     if choice == "fp16":

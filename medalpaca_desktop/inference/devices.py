@@ -7,7 +7,7 @@ import platform
 
 import psutil
 
-from medalpaca_desktop.core.devices import DeviceReport, GpuInfo
+from medalpaca_desktop.core.devices import DeviceReport, GpuInfo, cpu_native_bf16
 from medalpaca_desktop.core.model_info import format_size
 
 
@@ -31,6 +31,7 @@ def probe_devices() -> DeviceReport:
         cpu_threads=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         ram_total=int(vm.total),
         ram_available=int(vm.available),
+        cpu_bf16=cpu_native_bf16(),
     )
     try:
         import torch
@@ -66,7 +67,8 @@ def probe_devices() -> DeviceReport:
 def describe_devices(report: DeviceReport) -> str:
     """The human form of `medalpaca devices`."""
     lines = [
-        f"CPU: {report.cpu_cores} cores / {report.cpu_threads} threads ({platform.machine()})",
+        f"CPU: {report.cpu_cores} cores / {report.cpu_threads} threads ({platform.machine()})"
+        + (", native bf16" if report.cpu_bf16 else ""),
         f"RAM: {format_size(report.ram_available)} free of {format_size(report.ram_total)}",
     ]
     if report.gpus:

@@ -10,7 +10,7 @@ from medalpaca_desktop.ui.finetune.page_base import WizardPage, WizardState, ban
 from trainer.config import PRECISIONS, TrainConfig
 
 PRECISION_TEXT = {
-    "auto": "auto (bf16 where the GPU supports it, fp16 on other GPUs, fp32 on the CPU)",
+    "auto": "auto (bf16 where the GPU or CPU computes it natively, fp16 on other GPUs, else fp32)",
     "bf16": "bf16",
     "fp16": "fp16",
     "fp32": "fp32 (full precision, slowest, most memory)",
@@ -72,8 +72,10 @@ class ComputePage(WizardPage):
         if report is None:
             self.device_note.setText("Checking this computer's devices… Until then the run uses the default device.")
         elif not report.gpus:
+            bf16 = (" It computes bf16 natively, so auto precision trains in bf16 there (~1.5x faster than fp32)."
+                    if report.cpu_bf16 else " It has no native bf16, so auto precision trains in fp32.")
             self.device_note.setText(f"No CUDA GPU found: the run trains on the CPU ({report.cpu_cores} cores). "
-                                     "It works, slowly - fine for the demo model and short runs.")
+                                     "It works, slowly - fine for the demo model and short runs." + bf16)
         else:
             self.device_note.setText(f"{len(report.gpus)} GPU(s) found. Tick the ones to train on.")
         self.device_note.setVisible(True)

@@ -50,12 +50,16 @@ def target_modules_per_layer(config: TrainConfig) -> int:
     return ALL_LINEAR_MODULES if "all-linear" in targets else max(1, len(targets))
 
 
-def estimate(info: ModelInfo | None, config: TrainConfig, method: str, cpu: bool = False) -> MemoryBreakdown | None:
-    """The estimate for `method` with the config's batch, length and adapters; `cpu`: auto means fp32 there."""
+def estimate(info: ModelInfo | None, config: TrainConfig, method: str, cpu: bool = False,
+             cpu_bf16: bool = False) -> MemoryBreakdown | None:
+    """The estimate for `method` with the config's batch, length and adapters; `cpu`: auto means bf16 there
+    when the CPU computes it natively (`cpu_bf16`), else fp32 (trainer.methods.resolve_precision's rule)."""
     shape = model_shape(info)
     if shape is None:
         return None
-    precision = "fp32" if cpu and config.precision == "auto" else config.precision
+    precision = config.precision
+    if cpu and precision == "auto":
+        precision = "bf16" if cpu_bf16 else "fp32"
     try:
         return estimate_from_hf_config(
             shape, method, config.micro_batch_size, config.max_length, config.gradient_checkpointing,
@@ -152,7 +156,8 @@ class MethodPage(WizardPage):
         config = self.state.config
         for method in METHODS:
             cpu = report is not None and not report.gpus
-            verdict = judge(method, estimate(self.state.model, config, method, cpu), self.state.model, report)
+            mem = estimate(self.state.model, config, method, cpu, report is not None and report.cpu_bf16)
+            verdict = judge(method, mem, self.state.model, report)
             self.verdicts[method] = verdict
             self.buttons[method].setEnabled(verdict.enabled)
             self.buttons[method].setToolTip(verdict.text if not verdict.enabled else TrainConfig.field_help("method"))
