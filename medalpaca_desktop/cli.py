@@ -127,13 +127,32 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from trainer.checkpoints import CheckpointError, model_and_adapter, pick
     from trainer.export import ExportConfig, run_export_cli
 
+    model, adapter = (Path(args.model) if args.model else None), (Path(args.adapter) if args.adapter else None)
+    if args.run:
+        if args.model or args.adapter:
+            print("medalpaca export: give --run (a fine-tune's folder) or --model/--adapter, not both",
+                  file=sys.stderr)
+            return ExitCode.BAD_INPUT
+        try:
+            model, adapter = model_and_adapter(pick(args.run, args.checkpoint or "final"))
+        except CheckpointError as exc:
+            print(f"medalpaca export: {exc}", file=sys.stderr)
+            return ExitCode.BAD_INPUT
+    elif args.checkpoint:
+        print("medalpaca export: --checkpoint picks weights of a --run folder", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    if model is None:
+        print("medalpaca export: give --model (a Hugging Face folder) or --run (a fine-tune's folder)",
+              file=sys.stderr)
+        return ExitCode.BAD_INPUT
     config = ExportConfig(
-        model=Path(args.model),
+        model=model,
         out=Path(args.out),
         quant=args.quant,
-        adapter=Path(args.adapter) if args.adapter else None,
+        adapter=adapter,
         overwrite=args.force,
         verify=args.verify or "",
     )
@@ -283,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write a Hugging Face model (LLaMA, Mistral, Qwen, Gemma, Phi-3; plus "
                                         "LoRA adapter) as GGUF")
-    exp.add_argument("--model", required=True, help="Hugging Face model directory")
+    exp.add_argument("--model", help="Hugging Face model directory")
+    exp.add_argument("--run", help="a fine-tune's run folder instead of --model/--adapter: its final weights (the "
+                                   "best checkpoint when the run kept one), or those --checkpoint picks")
+    exp.add_argument("--checkpoint", metavar="best|final|merged|STEP",
+                     help="with --run: which saved weights to export (default final)")
     exp.add_argument("--adapter", help="LoRA adapter directory, merged into the model before writing")
     exp.add_argument("--out", required=True, help="the .gguf file to write")
     exp.add_argument("--quant", default="f16", choices=EXPORT_QUANTS, help="weight type of the file (default f16)")

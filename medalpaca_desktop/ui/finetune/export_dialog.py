@@ -6,7 +6,6 @@ its base in the worker process, so the GUI imports nothing heavy and stays respo
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
+from trainer.checkpoints import FINAL, MERGED, CheckpointError, SavedWeights, model_and_adapter, saved_weights
 
 # trainer.export.EXPORT_QUANTS (that module reaches torch, which the GUI never imports; a test keeps them equal)
 EXPORT_QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
@@ -63,24 +63,19 @@ class ExportSource:
         return f"the model {self.model}"
 
 
-def export_source(run_dir: str | Path) -> ExportSource:
-    """The merged model if the run merged, else the full model, else base + adapter."""
+def export_source(run_dir: str | Path, weights: SavedWeights | None = None) -> ExportSource:
+    """`weights` (picked in the run monitor), else the merged model if the run merged, else final/."""
     run_dir = Path(run_dir)
-    merged, final = run_dir / "merged", run_dir / "final"
-    if (merged / "config.json").is_file():
-        return ExportSource(merged)
-    if (final / "config.json").is_file():
-        return ExportSource(final)
-    if (final / "adapter_config.json").is_file():
-        try:
-            cfg = json.loads((final / "adapter_config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ExportSourceError(f"{final / 'adapter_config.json'} cannot be read ({exc}).") from None
-        base = cfg.get("base_model_name_or_path")
-        if not base or not Path(base).is_dir():
-            raise ExportSourceError(f"The adapter's base model {base or '(not recorded)'} is not on this computer.")
-        return ExportSource(Path(base), final)
-    raise ExportSourceError(f"{run_dir} has no final model yet: only a finished run can be exported.")
+    if weights is None:
+        found = {w.key: w for w in saved_weights(run_dir)}
+        weights = found.get(MERGED) or found.get(FINAL)
+    if weights is None:
+        raise ExportSourceError(f"{run_dir} has no final model yet: only a finished run can be exported.")
+    try:
+        model, adapter = model_and_adapter(weights)
+    except CheckpointError as exc:
+        raise ExportSourceError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+    return ExportSource(model, adapter)
 
 
 def export_command(source: ExportSource, out: Path, quant: str, overwrite: bool, verify: str = "") -> list[str]:
@@ -117,15 +112,17 @@ class ExportDialog(QDialog):
     sig_exported = Signal(str)  # path of the written .gguf
     sig_chat_requested = Signal(str)
 
-    def __init__(self, run_dir: str | Path, parent: QWidget | None = None) -> None:
+    def __init__(self, run_dir: str | Path, parent: QWidget | None = None,
+                 weights: SavedWeights | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export to GGUF")
         self.setMinimumWidth(620)
         self.run_dir = Path(run_dir)
+        self.weights = weights  # the run monitor's pick; None: merged, else final
         self.runner = PipeJob(self)
         self.result_path: Path | None = None
         try:
-            self.source: ExportSource | None = export_source(self.run_dir)
+            self.source: ExportSource | None = export_source(self.run_dir, weights)
             source_text = self.source.describe()
         except ExportSourceError as exc:
             self.source, source_text = None, str(exc)
@@ -214,7 +211,8 @@ class ExportDialog(QDialog):
         self.runner.sig_finished.connect(self._on_runner_finished)
 
     def _default_out(self, quant: str) -> Path:
-        return self.run_dir / f"{self.run_dir.name}-{quant}.gguf"
+        step = f"-step{self.weights.step}" if self.weights is not None and self.weights.key.startswith("step-") else ""
+        return self.run_dir / f"{self.run_dir.name}{step}-{quant}.gguf"
 
     @Slot(str)
     def _on_quant_combo_changed(self, quant: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QComboBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -47,6 +48,7 @@ from medalpaca_desktop.ui.finetune.runs_table_model import STATUS_COLOR, STATUS_
 from medalpaca_desktop.ui.jobs import DetachedJob
 from medalpaca_desktop.ui.jobs.detached import EVENTS_FILE, WORKER_LOG
 from medalpaca_desktop.ui.widgets.charts import LineChart
+from trainer.checkpoints import SavedWeights, saved_weights
 
 LOG_LINES_SHOWN = 3000
 BANNER_STYLE = {
@@ -60,8 +62,11 @@ STAGE_NAMES = {"dequantize": "De-quantizing the GGUF base", "data": "Checking an
                "model": "Loading the model", "train": "Training", "save": "Saving the final model"}
 
 
-def chat_path(run_dir: str | Path) -> Path | None:
-    """What "Chat with this model" opens: the merged model if the run merged, else final/ (model or adapter)."""
+def chat_path(run_dir: str | Path, weights: SavedWeights | None = None) -> Path | None:
+    """What "Chat with this model" opens: the picked weights, else the merged model if the run merged, else
+    final/ (a model or an adapter, which chat loads on its base)."""
+    if weights is not None:
+        return weights.folder
     run_dir = Path(run_dir)
     for folder in (run_dir / "merged", run_dir / "final"):
         if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
@@ -195,12 +200,24 @@ class RunMonitor(QWidget):
         self.export_button.clicked.connect(self.open_export_dialog)
         self.chat_button = QPushButton("Chat with this model")
         self.chat_button.clicked.connect(self._on_chat_button_clicked)
+        self.weights_combo = QComboBox()
+        self.weights_combo.setToolTip("Which weights Chat and Export use: the final weights (the best checkpoint "
+                                      "when the run kept one), the merged model, or any saved checkpoint")
+        self.weights_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.weights_combo.setMinimumContentsLength(22)
+        self.weights_combo.currentIndexChanged.connect(self._on_weights_combo_current_index_changed)
+        self.weights_label = QLabel("Use:")
+        self.weights_label.setBuddy(self.weights_combo)
         self.new_like_button = QPushButton("New run like this…")
         self.new_like_button.setToolTip("Open the wizard filled in with this run's settings")
         self.new_like_button.clicked.connect(self._on_new_like_button_clicked)
         buttons = QHBoxLayout()
-        for button in (self.stop_button, self.resume_button, self.folder_button, self.export_button,
-                       self.chat_button):
+        for button in (self.stop_button, self.resume_button, self.folder_button):
+            buttons.addWidget(button)
+        buttons.addSpacing(12)
+        buttons.addWidget(self.weights_label)
+        buttons.addWidget(self.weights_combo)
+        for button in (self.export_button, self.chat_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         buttons.addWidget(self.new_like_button)
@@ -348,12 +365,51 @@ class RunMonitor(QWidget):
         self.resume_button.setToolTip("Continue from the last checkpoint" if checkpoint
                                       else "No checkpoint yet: starts the run from the beginning")
         finished = status == RunStatus.DONE and not running
-        target = chat_path(self.row["run_dir"]) if finished else None
+        self._fill_weights(finished)
+        target = chat_path(self.row["run_dir"], self.picked_weights()) if finished else None
         self.chat_button.setEnabled(target is not None)
         self.chat_button.setToolTip(f"Open {target} in the chat tab" if target else "Available once the run is done")
         self.export_button.setEnabled(finished and target is not None)
         self.folder_button.setEnabled(Path(self.row["run_dir"]).is_dir())
         self.new_like_button.setEnabled(Path(self.row["run_dir"], "config.yaml").is_file())
+
+    def _fill_weights(self, finished: bool) -> None:
+        """The run's saved weights in the picker, keeping the current pick when it is still there."""
+        assert self.row is not None
+        weights = saved_weights(self.row["run_dir"]) if finished else []
+        keys = [w.key for w in weights]
+        if keys == [self.weights_combo.itemData(i).key for i in range(self.weights_combo.count())]:
+            return
+        current = self.picked_weights()
+        self.weights_combo.blockSignals(True)
+        self.weights_combo.clear()
+        for w in weights:
+            self.weights_combo.addItem(w.label(), w)
+        if current is not None and current.key in keys:
+            self.weights_combo.setCurrentIndex(keys.index(current.key))
+        self.weights_combo.blockSignals(False)
+        self.weights_combo.setEnabled(len(weights) > 1)
+        self.weights_label.setVisible(bool(weights))
+        self.weights_combo.setVisible(bool(weights))
+
+    @Slot(int)
+    def _on_weights_combo_current_index_changed(self, _index: int) -> None:
+        if self.row is not None:
+            self._update_buttons()
+
+    def picked_weights(self) -> SavedWeights | None:
+        """The weights chosen in the picker (None before the run is done)."""
+        data = self.weights_combo.currentData()
+        return data if isinstance(data, SavedWeights) else None
+
+    def pick_weights(self, key: str) -> bool:
+        """Choose weights by key ("final", "merged", "step-N"); False when the run has none such."""
+        for i in range(self.weights_combo.count()):
+            if self.weights_combo.itemData(i).key == key:
+                self.weights_combo.setCurrentIndex(i)
+                self._update_buttons()
+                return True
+        return False
 
     # -- events -----------------------------------------------------------------------
 
@@ -468,7 +524,7 @@ class RunMonitor(QWidget):
 
     @Slot()
     def _on_chat_button_clicked(self) -> None:
-        target = chat_path(self.row["run_dir"]) if self.row else None
+        target = chat_path(self.row["run_dir"], self.picked_weights()) if self.row else None
         if target is not None:
             self.sig_chat_requested.emit(str(target))
 
@@ -484,7 +540,7 @@ class RunMonitor(QWidget):
         if self.export_dialog is not None:
             self.export_dialog.shutdown()
             self.export_dialog.deleteLater()
-        self.export_dialog = ExportDialog(self.row["run_dir"], self)
+        self.export_dialog = ExportDialog(self.row["run_dir"], self, weights=self.picked_weights())
         self.export_dialog.sig_chat_requested.connect(self.sig_chat_requested)
         self.export_dialog.open()
         return self.export_dialog
