@@ -391,29 +391,49 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                                                                           "how many (default 200)")
     v.add_argument("--out", required=True, help="the folder both runs are written to (resumed when it has them)")
     v.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    v.add_argument("--jsonl", action="store_true", help="JSON-line events on stdout (progress of both runs, the "
+                                                        "comparison as the result event): what the GUI reads")
     v.set_defaults(func=_cmd_verify)
     return parser
+
+
+def model_label(model: str, adapter: str | None = None) -> str:
+    """A model's name for the verdict: its file or folder name (and the adapter's)."""
+    name = Path(model).name or model
+    return f"{name} + {Path(adapter).name}" if adapter else name
 
 
 def _cmd_verify(args: argparse.Namespace, prog: str) -> ExitCode:
     from bench.config import ConfigError
     from bench.run import BadInput
     from bench.verify import parse_verify, verify
+    from medalpaca_desktop.core.events import Done, Error, Result
     from medalpaca_desktop.core.worker import TerminalWriter, run_worker
 
     result: dict[str, Any] = {}
+    labels = (model_label(args.reference, args.adapter), model_label(args.candidate))
+    if labels[0] == labels[1]:
+        labels = (f"{labels[0]} (reference)", f"{labels[1]} (candidate)")
 
     def job(worker: Any) -> ExitCode:
         try:
             task, n = parse_verify(args.questions)
             result.update(verify(args.reference, args.candidate, task, n, args.out, reference_adapter=args.adapter,
-                                 writer=None, stop=worker.stop))
+                                 writer=worker.writer if args.jsonl else None, stop=worker.stop, labels=labels))
         except (ConfigError, BadInput, RuntimeError) as exc:
+            if args.jsonl:
+                worker.emit(Error(message=str(exc), kind="bad_input" if not isinstance(exc, RuntimeError)
+                                  else "failed"))
+                worker.emit(Done(ok=False))
+                return ExitCode.BAD_INPUT if not isinstance(exc, RuntimeError) else ExitCode.FAILED
             return _fail(prog, str(exc))
+        if args.jsonl:
+            worker.emit(Result(data={**result, "labels": list(labels)}))
+            worker.emit(Done(ok=True))
         return ExitCode.OK
 
-    code = run_worker(job, name="verify", writer=TerminalWriter(prog))
-    if code == ExitCode.OK and result:
+    code = run_worker(job, name="verify", writer=None if args.jsonl else TerminalWriter(prog))
+    if code == ExitCode.OK and result and not args.jsonl:
         print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else result["verdict"])
     return code
 

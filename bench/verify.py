@@ -84,11 +84,13 @@ def verdict(comparison: dict[str, Any], reference: str, candidate: str) -> tuple
 
 def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str | Path, *,
            reference_adapter: str | None = None, writer: EventWriter | None = None,
-           stop: threading.Event | None = None, resume: bool = True, seed: int = 42) -> dict[str, Any]:
+           stop: threading.Event | None = None, resume: bool = True, seed: int = 42,
+           labels: tuple[str, str] = ("the original", "the export")) -> dict[str, Any]:
     """Score `n` questions drawn with `seed` (as the in-loop benchmark draws them) on both models (runs in
     out/reference and out/candidate) and compare.
 
-    The verdict goes to `writer` (a Warning when the candidate is significantly worse, else a Log).
+    The verdict goes to `writer` (a Warning when the candidate is significantly worse, else a Log); `labels`
+    name the two models in it (the Benchmark tab's check of any two models passes their names).
     Raises bench.run.BadInput for questions or a model that cannot be used, RuntimeError when a run
     did not finish (stopped or failed; its events.jsonl says why).
     """
@@ -110,13 +112,14 @@ def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str |
         if not resume and folder.is_dir():  # a new export: the old scores are not this file's
             shutil.rmtree(folder)
         resumable = resume and (folder / "config.yaml").is_file()
-        forward = _Forward(writer, STAGES[name])
+        forward = _Forward(writer, STAGES[name] if labels == ("the original", "the export")
+                           else f"Checking: scoring {labels[0] if name == 'reference' else labels[1]}")
         code = run_job(config, resume=resumable, writer=forward, stop=stop)
         if code != 0:
             why = forward.error or f"exit {code}; see {folder / 'events.jsonl'}"
             raise RuntimeError(f"the {name} ({model}) was not scored: {why}")
     comparison = compare_runs(out / "reference", out / "candidate")
-    worse, text = verdict(comparison, "the original", "the export")
+    worse, text = verdict(comparison, *labels)
     if writer is not None:  # a warning the GUI and the runs' logs show when the candidate is worse
         writer.emit(Warning(message=f"{Path(candidate).name}: {text}", extra={"kind": "export_worse"}) if worse
                     else Log(message=f"{Path(candidate).name}: {text}"))

@@ -66,7 +66,9 @@ def test_bench_verify_any_two_models_and_its_errors(tmp_path, tiny_llama_dir, ti
     proc = _cli("bench", "verify", "--reference", str(tiny_llama_dir), "--candidate", str(tiny_gguf),
                 "--questions", f"{MEDQA}:6", "--out", str(tmp_path / "check"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("On 6 questions: the original ") and "McNemar p = " in proc.stdout
+    # any two models are named in the verdict
+    assert proc.stdout.startswith(f"On 6 questions: {tiny_llama_dir.name} ") and "McNemar p = " in proc.stdout
+    assert f"%, {tiny_gguf.name} " in proc.stdout
     missing = _cli("bench", "verify", "--reference", str(tiny_llama_dir), "--candidate", str(tiny_gguf),
                    "--questions", "medmcqa:6", "--out", str(tmp_path / "missing"))
     assert missing.returncode == 2

@@ -50,6 +50,7 @@ from medalpaca_desktop.ui.benchmark.suite_setup import suite_folder_of
 from medalpaca_desktop.ui.benchmark.suite_view import SuiteView
 from medalpaca_desktop.ui.benchmark.summary_table import SummaryTable
 from medalpaca_desktop.ui.benchmark.task_downloads import DownloadReport
+from medalpaca_desktop.ui.benchmark.verify_panel import VerifyPanel
 from medalpaca_desktop.ui.widgets.notice import session_only_label
 from medalpaca_desktop.ui.workers import TaskManager
 
@@ -107,6 +108,7 @@ class BenchmarkTab(QWidget):
         self.repro = ReproView()
         self.suite_view = SuiteView(self.tasks)
         self.rescore_bar = RescoreBar()
+        self.verify_panel = VerifyPanel()
         self._live_timer = QTimer(self, singleShot=True, interval=LIVE_REFRESH_MS)
         self._live_timer.timeout.connect(self._on_live_timer_timeout)
         self._build_layout()
@@ -126,6 +128,7 @@ class BenchmarkTab(QWidget):
         self.suite_view.sig_check_requested.connect(self.check_contamination)
         self.suite_view.sig_question_requested.connect(self.open_run_question)
         self.rescore_bar.sig_rescored.connect(self._on_rescore_bar_rescored)
+        self.verify_panel.sig_finished.connect(self._on_verify_panel_finished)
         self.rescore_bar.sig_failed.connect(lambda message: self.sig_status_changed.emit(f"Re-score failed: {message}"))
         self.drilldown.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
         self.suite_view.sig_exported.connect(lambda path: self.sig_status_changed.emit(f"Saved {path}"))
@@ -149,6 +152,9 @@ class BenchmarkTab(QWidget):
         history_layout = QVBoxLayout(history_page)
         history_layout.addWidget(self.history)
         self.side_tabs.addTab(history_page, "History")
+        self.side_tabs.addTab(self.verify_panel, "Check a model")
+        self.side_tabs.setTabToolTip(2, "Is a quantization, merge or fine-tune as good as the original? The same "
+                                        "questions on both, paired")
 
         chart_page = QWidget()
         chart_layout = QVBoxLayout(chart_page)
@@ -202,6 +208,7 @@ class BenchmarkTab(QWidget):
     @Slot(object, object)
     def set_models(self, models: list[ModelInfo], problems: object = None) -> None:
         self.setup.set_models(models, problems)
+        self.verify_panel.set_models(models)
 
     # -- running --------------------------------------------------------------
 
@@ -350,6 +357,21 @@ class BenchmarkTab(QWidget):
         self.export_svg_button.setEnabled(has)
         self.sig_runs_shown.emit(runs)
 
+    @Slot(object)
+    def _on_verify_panel_finished(self, result: dict) -> None:
+        """Show the check's two runs (chart, questions, the paired comparison) as History rows."""
+        out = Path(str(result.get("out", "")))
+        self.history.refresh()
+        wanted = {str(out / "reference"), str(out / "candidate")}
+        rows = [r for r in self.history.rows() if str(r.get("run_dir") or "") in wanted]
+        if len(rows) == 2:
+            self.history.set_checked([int(r["id"]) for r in rows])
+            if len(self.shown) == 2:
+                first = 0 if str(self.shown[0].run_dir).endswith("reference") else 1
+                self.compare.select(first, 1 - first)  # original as A, the checked model as B
+                self.results_tabs.setCurrentWidget(self.compare)
+        self.sig_status_changed.emit("Check finished: " + str(result.get("verdict", "")))
+
     def show_run_ids(self, ids: list[int]) -> None:
         """Show exactly these eval runs (from the History)."""
         self.history.refresh()
@@ -435,6 +457,7 @@ class BenchmarkTab(QWidget):
         """Stop following: a running benchmark goes on and is attached again at the next start."""
         self._live_timer.stop()
         self.setup.task_choice.shutdown()
+        self.verify_panel.shutdown()
         self.queue.shutdown()
         if self.rescore_bar.runner.is_running():
             self.rescore_bar.runner.kill_now()
