@@ -101,3 +101,27 @@ def test_two_benchmarks_a_gui_and_a_reader_at_once(tmp_path):
         messages = store.messages(out["gui"]["chat"])
         assert [m.content for m in messages] == [f"message {i} (final)" for i in range(MESSAGES)]
     assert out["reader"]["seen"] <= 2 * ITEMS_PER_WRITER
+
+
+def test_opening_another_store_never_reopens_the_database_file(tmp_path, monkeypatch):
+    """A raw open + close of the database file would drop the POSIX locks of every SQLite connection this
+    process already has on it (the GUI opens several stores); the file mode is narrowed without opening."""
+    import os
+
+    from medalpaca_desktop.core import paths
+    from medalpaca_desktop.core.store import Store
+
+    db = tmp_path / "app.sqlite3"
+    first = Store(db)
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **kw: (opened.append(str(path)), real_open(path, *a, **kw))[1])
+    os.chmod(db, 0o644)
+    second = Store(db)
+    assert str(db) not in opened
+    assert (db.stat().st_mode & 0o777) == paths.PRIVATE_FILE_MODE
+    fresh = tmp_path / "new.sqlite3"
+    paths.private_file(fresh)
+    assert fresh.is_file() and (fresh.stat().st_mode & 0o777) == paths.PRIVATE_FILE_MODE
+    second.close()
+    first.close()

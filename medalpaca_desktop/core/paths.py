@@ -37,11 +37,20 @@ def private_file(path: Path, create: bool = True) -> Path:
 
     Created with that mode (never briefly world-readable); an existing file,
     say from an older version, is narrowed. A file we cannot change is left as it is.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, and an SQLite database open in this process (the GUI opens several stores)
+    would then be written by another process while this one thinks it holds the lock.
     """
     try:
-        if create:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+        if create and not path.exists():
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
         os.chmod(path, PRIVATE_FILE_MODE)
+    except FileExistsError:  # made by another process just now
+        try:
+            os.chmod(path, PRIVATE_FILE_MODE)
+        except OSError:
+            pass
     except OSError:  # missing (create=False), read-only, or not ours
         pass
     return path

@@ -20,13 +20,13 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from bench.datasets import sample_questions_dir
 from bench.stats import wilson_interval
 from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result
@@ -76,8 +76,16 @@ class VerifyPanel(QWidget):
             combo.setToolTip(tip)
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(24)
-        self.questions_edit = QLineEdit(DEFAULT_QUESTIONS)
-        self.questions_edit.setToolTip(QUESTIONS_HELP)
+        # editable: a task of the suite or any questions file; the shipped sample questions to try it out
+        self.questions_combo = QComboBox()
+        self.questions_combo.setEditable(True)
+        self.questions_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.questions_combo.addItems([DEFAULT_QUESTIONS, f"{sample_questions_dir() / 'medqa_sample.jsonl'}:72"])
+        self.questions_combo.setToolTip(QUESTIONS_HELP)
+        self.questions_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.questions_combo.setMinimumContentsLength(24)
+        self.questions_edit = self.questions_combo.lineEdit()
+        self.questions_edit.returnPressed.connect(self.start)
         self.start_button = QPushButton("Check")
         self.start_button.setToolTip("Score the same questions on both models and compare them (Ctrl+Return)")
         self.start_button.clicked.connect(self.start)
@@ -105,7 +113,7 @@ class VerifyPanel(QWidget):
         form = QFormLayout()
         form.addRow("Original:", self.reference_combo)
         form.addRow("Checked:", self.candidate_combo)
-        form.addRow("Questions:", self.questions_edit)
+        form.addRow("Questions:", self.questions_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
