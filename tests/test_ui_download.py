@@ -10,6 +10,7 @@ from helpers.ui_support import isolate_user_home
 from hub_server import HubServer
 from PySide6.QtCore import Qt
 
+from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub import repo_folder
@@ -86,7 +87,7 @@ def test_dialog_downloads_and_the_manager_shows_the_model(qtbot, hub, manager, t
 
     check_size(qtbot, dialog)
     assert dialog.selected_files() == [tiny_gguf.name]
-    assert "1 of 2 files selected: 554.1 KB" in dialog.size_label.text()
+    assert f"1 of 2 files selected: {format_size(tiny_gguf.stat().st_size)}" in dialog.size_label.text()
     assert "Apache" in dialog.license_label.text() or "apache" in dialog.license_label.text()
     assert dialog.download_button.isEnabled()
 
