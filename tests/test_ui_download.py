@@ -10,8 +10,8 @@ from helpers.ui_support import isolate_user_home
 from hub_server import HubServer
 from PySide6.QtCore import Qt
 
-from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.jobs import RunStatus
+from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.hub import download as dl
 from medalpaca_desktop.hub import repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry
