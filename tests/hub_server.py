@@ -11,7 +11,9 @@ http_get, utils._http.hf_raise_for_status):
   X-Linked-Etag (sha256) and X-Linked-Size, Content-Length, Accept-Ranges
 - GET  same path, honouring `Range: bytes=N-` with 206 + Content-Range
 - errors as the hub signals them: X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound /
-  GatedRepo (401)
+  GatedRepo: 401 for a gated repo's file asked for without a token, 403 with a token whose
+  account has not been granted access (`granted_tokens` holds the ones that have); the
+  model info of a gated repo stays public, as on the hub
 
 Switches for failure tests: `stall_at` (send that many bytes of a body, then hang until
 `release()` or stop), `fail_at` (send that many bytes, then drop the connection), `corrupt`
@@ -86,6 +88,7 @@ class HubServer:
         self.stall_at: int | None = None
         self.fail_at: int | None = None
         self.corrupt: set[str] = set()
+        self.granted_tokens: set[str] = set()  # tokens whose account accepted the gated repos' terms
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -240,8 +243,15 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return
         if repo.gated:
-            self._error(401, "GatedRepo", "Access to this model is restricted: you must accept its terms")
-            return
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            if not token:
+                self._error(401, "GatedRepo", f"Access to model {repo.repo_id} is restricted. You must have access "
+                                              "to it and be authenticated to access it. Please log in.")
+                return
+            if token not in self.hub.granted_tokens:
+                self._error(403, "GatedRepo", f"Access to model {repo.repo_id} is restricted and you are not in "
+                                              "the authorized list. Visit its page to ask for access.")
+                return
         name = unquote(match["path"])
         if name not in repo.files:
             self._error(404, "EntryNotFound", f"{name} does not exist")

@@ -46,6 +46,7 @@ def hub(tiny_llama_dir, tiny_gguf, monkeypatch):
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as every app worker has it: the download lifts it for itself
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # no token unless a test sets one (HF_HOME is a fresh folder)
     monkeypatch.setenv(dl.CHUNK_ENV, str(CHUNK))
     yield server
     server.stop()
@@ -180,6 +181,33 @@ def test_hub_errors_are_one_clear_line(hub, repo, kind, words):
     jsonl = medalpaca("download", repo, "--jsonl")
     errors = [e for e in events_of(jsonl.stdout) if e.type == "error"]
     assert jsonl.returncode == ExitCode.BAD_INPUT and len(errors) == 1 and errors[0].kind == kind
+
+
+def test_gated_repo_names_its_page_and_the_missing_step(hub, tiny_gguf, monkeypatch, tmp_path):
+    page = f"{hub.url}/test-org/gated"
+    listed = medalpaca("download", "test-org/gated", "--list", "--jsonl")
+    data = next(e for e in events_of(listed.stdout) if e.type == "result").data
+    assert data["gated"] and data["page_url"] == page and data["has_token"] is False
+    text = medalpaca("download", "test-org/gated", "--list").stdout
+    assert f"Gated: accept its license at {page}" in text and "hf auth login" in text
+
+    no_token = medalpaca("download", "test-org/gated", "--dest", str(tmp_path / "a"))  # the hub answers 401
+    assert no_token.returncode == ExitCode.BAD_INPUT and no_token.stderr.strip().count("\n") == 0
+    assert f"accept its license at {page}" in no_token.stderr and "HF_TOKEN" in no_token.stderr
+
+    monkeypatch.setenv("HF_TOKEN", "hf_not_granted")  # a token, but its account has not accepted: 403
+    refused = medalpaca("download", "test-org/gated", "--dest", str(tmp_path / "b"), "--jsonl")
+    error = next(e for e in events_of(refused.stdout) if e.type == "error")
+    assert refused.returncode == ExitCode.BAD_INPUT and error.kind == "gated"
+    assert "refused access" in error.message and f"must accept the license at {page}" in error.message
+    assert "hf auth login" not in error.message
+    assert not list((tmp_path / "b").rglob("*.gguf"))
+
+    hub.granted_tokens.add("hf_granted")  # the token is sent, and once granted the download goes through
+    monkeypatch.setenv("HF_TOKEN", "hf_granted")
+    granted = medalpaca("download", "test-org/gated", "--dest", str(tmp_path / "c"))
+    assert granted.returncode == 0, granted.stderr
+    assert sha256(tmp_path / "c" / "model.gguf") == sha256(tiny_gguf)
 
 
 def test_unreachable_hub(monkeypatch):

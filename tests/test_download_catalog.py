@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
+
 import pytest
 
-from medalpaca_desktop.hub.catalog import CatalogError, load_catalog, parse_catalog
+from medalpaca_desktop.hub.catalog import CatalogEntry, CatalogError, load_catalog, parse_catalog
 from resources import read_text
 
 
@@ -20,6 +22,14 @@ def test_shipped_catalog_follows_its_schema():
         if entry.kind == "gguf":
             assert all(p.endswith(".gguf") for p in entry.include)
             assert entry.size_gb < 10, "catalog GGUFs are the quantized, laptop-sized ones"
+        else:  # a transformers folder needs its config, a tokenizer and the weights
+            for names in (["config.json"], ["tokenizer.json", "tokenizer.model"],
+                          ["model-00001-of-00004.safetensors", "pytorch_model-00001-of-00003.bin"]):
+                assert picks(entry, names), f"{entry.repo_id}: include picks none of {names}"
+
+
+def picks(entry: CatalogEntry, names: list[str]) -> bool:
+    return any(fnmatch(name, pattern) for name in names for pattern in entry.include)
 
 
 BASE = """

@@ -22,6 +22,7 @@ from medalpaca_desktop.ui.workers import TaskManager
 
 GGUF_REPO = "test-org/tiny-llama-GGUF"
 HF_REPO = "test-org/tiny-llama"
+GATED_REPO = "test-org/gated-llama"
 JOB_MS = 30_000
 
 
@@ -35,8 +36,10 @@ def hub(tiny_llama_dir, tiny_gguf, monkeypatch):
     server = HubServer()
     server.add_repo(GGUF_REPO, {tiny_gguf.name: tiny_gguf.read_bytes(), "README.md": b"# tiny\n"})
     server.add_folder(HF_REPO, tiny_llama_dir)
+    server.add_repo(GATED_REPO, {tiny_gguf.name: tiny_gguf.read_bytes()}, gated=True)
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # no access token set up (HF_HOME is a fresh folder)
     monkeypatch.setenv(dl.CHUNK_ENV, str(16 * 1024))
     yield server
     server.stop()
@@ -144,6 +147,21 @@ def test_hub_error_is_shown_in_the_dialog(qtbot, hub, manager):
     assert "No model 'test-org/does-not-exist'" in dialog.status_label.text()
     assert not dialog.download_button.isEnabled()
     assert dialog.file_list.count() == 0
+
+
+def test_gated_repo_links_its_page_and_says_to_set_a_token(qtbot, hub, manager, tiny_gguf):
+    dialog = manager.open_download_dialog(GATED_REPO)
+    check_size(qtbot, dialog)  # a gated repo's file list is public, as on the hub
+    page = f"{hub.url}/{GATED_REPO}"
+    shown = dialog.license_label.text()
+    assert "This model is gated" in shown and f'<a href="{page}">' in shown and "hf auth login" in shown
+    assert dialog.license_label.openExternalLinks()
+
+    with qtbot.waitSignal(dialog.runner.sig_finished, timeout=JOB_MS):
+        dialog.download_button.click()  # without a token the hub answers 401
+    status = dialog.status_label.text()
+    assert f"accept its license at {page}" in status and "HF_TOKEN" in status
+    assert not (repo_folder(GATED_REPO) / tiny_gguf.name).exists()
 
 
 def test_catalog_pick_fills_the_repo_and_estimate(qtbot, manager):

@@ -50,3 +50,17 @@ def repo_folder(repo_id: str, root: Path | None = None) -> Path:
 def dataset_folder(repo_id: str) -> Path:
     """Where the dataset repo `org/name` is downloaded to: <datasets_dir>/org--name."""
     return repo_folder(repo_id, datasets_dir())
+
+
+def gated_advice(page_url: str, has_token: bool) -> str:
+    """What to do about a gated repo, as one clause (the worker's errors, its listing, the dialog).
+
+    A gated repo's files need an access token whose account has accepted the repo's
+    license on its page; `has_token` says whether a token is set up already, so the
+    clause names the step that is missing.
+    """
+    if has_token:
+        return (f"the access token set up here is sent, so the account it belongs to must accept the license at "
+                f"{page_url} (some owners also approve each request)")
+    return (f"accept its license at {page_url} (logged in to Hugging Face), then give the app an access token: "
+            "run `hf auth login`, or set HF_TOKEN")

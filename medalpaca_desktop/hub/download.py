@@ -41,7 +41,14 @@ from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space, private_dir
 from medalpaca_desktop.core.progress import describe_download
-from medalpaca_desktop.hub import MANIFEST_NAME, STAGING_DIR, dataset_folder, is_valid_repo_id, repo_folder
+from medalpaca_desktop.hub import (
+    MANIFEST_NAME,
+    STAGING_DIR,
+    dataset_folder,
+    gated_advice,
+    is_valid_repo_id,
+    repo_folder,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LIBRARY_NAME = "medalpaca-desktop"
@@ -107,6 +114,8 @@ class RepoListing:
     gated: str | bool = False
     license: str | None = None
     repo_type: str = "model"  # or "dataset" (`medalpaca download --dataset`)
+    page_url: str = ""  # the repo's page on the hub
+    has_token: bool = False  # an access token is set up (for gated repos)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,11 +171,11 @@ def _hub_errors(repo_id: str, revision: str = "main", filename: str | None = Non
     except DownloadError:
         raise
     except hf.GatedRepoError as exc:
-        raise DownloadError(
-            f"{repo_id} is a gated {noun}: accept its terms on huggingface.co/{_web_path(repo_id, repo_type)} "
-            "while logged in, then give "
-            "the app your access token (run `hf auth login`, or set HF_TOKEN) and try again.",
-            "gated", str(exc)) from None
+        # The hub answers 401 when no token came with the request, 403 when the token's account lacks access.
+        refused = exc.response is not None and exc.response.status_code == 403
+        advice = gated_advice(page_url(repo_id, repo_type), has_token=refused)
+        raise DownloadError(f"{repo_id} is a gated {noun}{' and the hub refused access' if refused else ''}: "
+                            f"{advice}. Then download it again.", "gated", str(exc)) from None
     except hf.RepositoryNotFoundError as exc:
         raise DownloadError(
             f"No {noun} '{repo_id}' on the Hugging Face hub (or it is private): check the repo id "
@@ -211,6 +220,18 @@ def _web_path(repo_id: str, repo_type: str) -> str:
     return f"datasets/{repo_id}" if repo_type == "dataset" else repo_id
 
 
+def page_url(repo_id: str, repo_type: str = "model") -> str:
+    """The repo's page on the hub (where a gated repo's license is accepted)."""
+    return f"{hub_endpoint()}/{_web_path(repo_id, repo_type)}"
+
+
+def token_configured() -> bool:
+    """Whether huggingface_hub has an access token to send (HF_TOKEN or `hf auth login`); never the token."""
+    from huggingface_hub import get_token
+
+    return get_token() is not None
+
+
 def list_repo(repo_id: str, revision: str = "main", token: str | None = None,
               repo_type: str = "model") -> RepoListing:
     """The repo's files with sizes and checksums, at `revision` resolved to a commit.
@@ -239,7 +260,7 @@ def list_repo(repo_id: str, revision: str = "main", token: str | None = None,
     license_ = getattr(card, "license", None) if card is not None else None
     return RepoListing(repo_id=repo_id, revision=revision, commit=info.sha or revision, files=files,
                        gated=info.gated or False, license=str(license_) if license_ else None,
-                       repo_type=repo_type)
+                       repo_type=repo_type, page_url=page_url(repo_id, repo_type), has_token=token_configured())
 
 
 # ================================================================ what to download
@@ -682,8 +703,10 @@ def _place(part: Path, dest: Path, remote: RemoteFile, manifest: dict[str, Any])
 def _print_listing(listing: RepoListing, selected: list[RemoteFile], out: IO[str]) -> None:
     chosen = {f.path for f in selected}
     print(f"{listing.repo_id} @ {listing.revision} (commit {listing.commit[:12]})"
-          + (f", license {listing.license}" if listing.license else "")
-          + (", gated: accept its terms on huggingface.co first" if listing.gated else ""), file=out)
+          + (f", license {listing.license}" if listing.license else ""), file=out)
+    if listing.gated:
+        url = listing.page_url or page_url(listing.repo_id, listing.repo_type)
+        print(f"Gated: {gated_advice(url, listing.has_token)}.", file=out)
     width = max((len(f.path) for f in listing.files), default=10)
     for f in listing.files:
         mark = "*" if f.path in chosen else "!" if unsafe_name(f.path) else " "

@@ -10,6 +10,7 @@ same model again resumes it.
 
 from __future__ import annotations
 
+import html
 import re
 import shlex
 import sys
@@ -40,7 +41,7 @@ from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import format_size
 from medalpaca_desktop.core.paths import free_space
 from medalpaca_desktop.core.progress import describe_download
-from medalpaca_desktop.hub import downloads_dir, is_valid_repo_id, repo_folder
+from medalpaca_desktop.hub import downloads_dir, gated_advice, is_valid_repo_id, repo_folder
 from medalpaca_desktop.hub.catalog import CatalogEntry, CatalogError, load_catalog
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
@@ -133,6 +134,9 @@ class DownloadDialog(QDialog):
         self.size_label.setWordWrap(True)
         self.license_label = QLabel("")
         self.license_label.setWordWrap(True)
+        self.license_label.setTextFormat(Qt.TextFormat.RichText)  # a gated repo's page is a link
+        self.license_label.setOpenExternalLinks(True)
+        self.license_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.dest_label = QLabel("")
         self.dest_label.setWordWrap(True)
         self.dest_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -218,7 +222,7 @@ class DownloadDialog(QDialog):
         self.catalog_note.setText(f"{entry.note}\nLicense: {entry.license}")
         self.size_label.setText(f"About {format_size(entry.size_bytes)} (catalog estimate). "
                                 "Check size asks the hub for the exact files.")
-        self.license_label.setText(entry.license)
+        self.license_label.setText(html.escape(entry.license))
 
     @Slot(str)
     def _on_repo_edit_text_changed(self, text: str) -> None:
@@ -350,9 +354,16 @@ class DownloadDialog(QDialog):
             self.file_list.addItem(item)
         self.file_list.blockSignals(False)
         license_ = data.get("license") or (entry.license if entry else "not stated on the model card")
-        gated = " This model is gated: accept its terms on huggingface.co first." if data.get("gated") else ""
-        self.license_label.setText(f"{license_}.{gated}")
+        self.license_label.setText(html.escape(f"{license_}.") + (self._gated_note(data) if data.get("gated") else ""))
         self._update_state()
+
+    @staticmethod
+    def _gated_note(data: dict[str, Any]) -> str:
+        """The gated-repo sentence, its page a link (rich text: everything from the hub is escaped)."""
+        url = str(data.get("page_url") or f"https://huggingface.co/{data.get('repo_id', '')}")
+        advice = html.escape(gated_advice(url, bool(data.get("has_token"))))
+        link = f'<a href="{html.escape(url, quote=True)}">{html.escape(url)}</a>'
+        return " <b>This model is gated:</b> " + advice.replace(html.escape(url), link, 1) + "."
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_label.setText(text)
