@@ -1,16 +1,21 @@
-"""Training throughput of this engine against a plain transformers Trainer + peft script, side by side.
+"""Training throughput of this engine against TRL's SFTTrainer and a tutorial Trainer + peft script, side by side.
 
-    .venv/bin/python -m perf.train_throughput [--runs 2] [--steps 20] [--packing] [--threads N] [--json OUT]
+    .venv/bin/python -m perf.train_throughput [--runs 2] [--steps 20] [--packing] [--threads N] [--no-trl]
+                                              [--json OUT]
 
 Both sides fine-tune the same model (the bundled demo SmolLM2-135M-Instruct, de-quantized to an fp32
 HF folder in the app cache) on the same data (resources/sample_data/medical_instructions.jsonl, the
 MedAlpaca prompt) with the same LoRA (r 8, alpha 16, dropout 0.1, q_proj + v_proj), micro batch,
-steps, learning rate (2e-4, cosine, no warm-up) and max_length (256), one process, fp32.
+steps, learning rate (2e-4, cosine, no warm-up) and max_length (256), one process; precision is each
+side's own default (the engine's `auto`: bf16 on a CPU with native bf16).
 
 - engine: `trainer.run.run_job` on a generated TrainConfig (what `python -m trainer run` calls);
   per-batch dynamic padding, or packed rows with `--packing`;
-- reference: the usual tutorial script: `tokenizer(..., padding="max_length", max_length=256)`,
-  `DataCollatorForLanguageModeling(mlm=False)`, `get_peft_model`, `Trainer`.
+- TRL: `SFTTrainer` (what LLaMA-Factory-style tools and current tutorials use) with SFTConfig's own
+  defaults (bf16 autocast where the device has it, gradient checkpointing on, per-batch padding) on a
+  prompt/completion dataset; also with gradient checkpointing off, its fastest CPU setting;
+- tutorial: the usual script: `tokenizer(..., padding="max_length", max_length=256)`,
+  `DataCollatorForLanguageModeling(mlm=False)`, `get_peft_model`, `Trainer`, fp32.
 
 Every run is its own subprocess (so peak memory is that run's), and runs alternate engine /
 reference so drift hits both. tokens/s counts the non-padding tokens actually trained (the
@@ -160,6 +165,41 @@ def worker_reference(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]
     return _result(timing.marks, {})
 
 
+def worker_trl(model_dir: str, steps: int, out_dir: str, gradient_checkpointing: bool = True) -> dict[str, Any]:
+    """TRL's SFTTrainer as its docs use it: a prompt/completion dataset (loss on the completion), the model
+    by path, a peft LoraConfig, SFTConfig's own defaults (bf16 autocast where the device has it, gradient
+    checkpointing on, dynamic padding per batch) and the shared batch, length, steps and learning rate."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from medalpaca_desktop.core.prompts import medalpaca_template
+
+    s = SETTINGS
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tpl = medalpaca_template()
+    ds = load_dataset("json", data_files=str(SAMPLE), split="train")
+    ds = ds.map(lambda rec: {"prompt": tpl.prompt(rec["instruction"], rec.get("input", "")),
+                             "completion": rec["output"] + tokenizer.eos_token},
+                remove_columns=ds.column_names)
+    set_seed(s["seed"])
+    args = SFTConfig(
+        output_dir=out_dir, per_device_train_batch_size=s["micro_batch_size"], gradient_accumulation_steps=1,
+        max_steps=steps, learning_rate=s["learning_rate"], lr_scheduler_type=s["lr_scheduler"],
+        warmup_steps=s["warmup_steps"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        seed=s["seed"], use_cpu=not torch.cuda.is_available(), max_length=s["max_length"],
+        gradient_checkpointing=gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0)
+    peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                             target_modules=s["lora_target_modules"], bias="none", task_type="CAUSAL_LM")
+    timing = _timing_callback()
+    SFTTrainer(model=model_dir, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
+               callbacks=[timing]).train()
+    return _result(timing.marks, {"bf16": bool(args.bf16), "gradient_checkpointing": gradient_checkpointing})
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -213,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on both sides")
     parser.add_argument("--packing", action="store_true", help="also run the engine with packing: true")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
-    parser.add_argument("--worker", choices=("engine", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-trl", action="store_true", help="leave out TRL's SFTTrainer (the main reference)")
+    parser.add_argument("--worker", choices=("engine", "reference", "trl", "trl-nogc"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -225,13 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         if args.worker == "engine":
             res = worker_engine(args.model, args.steps, args.packing, args.out)
+        elif args.worker.startswith("trl"):
+            res = worker_trl(args.model, args.steps, args.out, gradient_checkpointing=args.worker == "trl")
         else:
             res = worker_reference(args.model, args.steps, args.out)
         Path(args.result).write_text(json.dumps(res), encoding="utf-8")
         return 0
 
     model_dir = demo_hf_dir()
-    sides = ["engine", "reference"] + (["engine+packing"] if args.packing else [])
+    sides = ["engine", "reference"] + ([] if args.no_trl else ["trl", "trl-nogc"]) + (
+        ["engine+packing"] if args.packing else [])
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
     for i in range(args.runs):
         order = sides if i % 2 == 0 else sides[::-1]
@@ -246,28 +290,25 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[key] for r in results[side] if key in r]
         return statistics.median(values) if values else 0.0
 
-    ref_tok, ref_mem = med("reference", "tokens_per_s"), med("reference", "peak_rss_gb")
+    refs = [r for r in ("trl", "trl-nogc", "reference") if r in sides]
+    names = {"trl": "TRL SFTTrainer (defaults)", "trl-nogc": "TRL, no grad. checkpointing",
+             "reference": "tutorial script"}
     print(f"\nLoRA on the demo model, {args.steps} steps x micro batch {SETTINGS['micro_batch_size']}, "
           f"max_length {SETTINGS['max_length']}, {args.threads} thread(s), medians of {args.runs} alternating runs\n")
-    print("| measure | engine | reference | ratio | target |")
-    print("|---|---|---|---|---|")
-    for side in [s for s in sides if s != "reference"]:
-        label = "engine" if side == "engine" else "engine, packing: true"
-        tok = med(side, "tokens_per_s")
-        print(f"| tokens/s, non-padding ({label}) | {tok:.1f} | {ref_tok:.1f} | {_ratio(tok, ref_tok)} "
-              f"| >= 1.0x, aim 1.3x |")
-        print(f"| trained tokens per step ({label}) | {med(side, 'tokens_per_step'):.0f} | "
-              f"{med('reference', 'tokens_per_step'):.0f} | "
-              f"{_ratio(med(side, 'tokens_per_step'), med('reference', 'tokens_per_step'))} | - |")
-        print(f"| steps/s ({label}) | {med(side, 'steps_per_s'):.3f} | {med('reference', 'steps_per_s'):.3f} | "
-              f"{_ratio(med(side, 'steps_per_s'), med('reference', 'steps_per_s'))} | - |")
-        mem = med(side, "peak_rss_gb")
-        print(f"| peak RSS, whole process ({label}) | {mem:.2f} GiB | {ref_mem:.2f} GiB | {_ratio(mem, ref_mem)} "
-              f"| <= 1.0x |")
-        if med(side, "gpu_peak_gb"):
-            g, rg = med(side, "gpu_peak_gb"), med("reference", "gpu_peak_gb")
-            print(f"| peak GPU memory allocated ({label}) | {g:.2f} GiB | {rg:.2f} GiB | {_ratio(g, rg)} "
-                  f"| <= 1.0x |")
+    print("| measure | " + " | ".join(["engine", *[f"{names[r]} (ratio)" for r in refs]]) + " |")
+    print("|---|" + "---|" * (1 + len(refs)))
+    for side in [x for x in sides if x.startswith("engine")]:
+        label = "" if side == "engine" else ", packing: true"
+        for key, title, fmt in (("tokens_per_s", "tokens/s, non-padding", "{:.1f}"),
+                                ("tokens_per_step", "trained tokens per step", "{:.0f}"),
+                                ("steps_per_s", "steps/s", "{:.3f}"),
+                                ("peak_rss_gb", "peak RSS, whole process (GiB)", "{:.2f}"),
+                                ("gpu_peak_gb", "peak GPU memory allocated (GiB)", "{:.2f}")):
+            mine = med(side, key)
+            if not mine:
+                continue
+            cells = [fmt.format(mine)] + [f"{fmt.format(med(r, key))} ({_ratio(mine, med(r, key))})" for r in refs]
+            print(f"| {title}{label} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
