@@ -99,3 +99,19 @@ def test_the_monitor_picker_drives_chat_and_export(qtbot, finished_run):
     assert dialog.out_edit.text().endswith("-step2-q8_0.gguf")
     dialog.shutdown()
     assert not monitor.pick_weights("step-99")
+
+
+def test_a_checkpoint_carries_the_training_format_into_its_export(finished_run, tmp_path):
+    """Chat and export of a checkpoint format prompts as training did: the checkpoint holds the template file,
+    and the GGUF of base + adapter takes its medalpaca.* keys from the adapter, not from the base."""
+    import gguf
+
+    from trainer.export import TEMPLATE_FILE, ExportConfig, export_gguf
+
+    step2 = pick(finished_run, "2")
+    assert (step2.folder / TEMPLATE_FILE).is_file()
+    model, adapter = model_and_adapter(step2)
+    assert not (model / TEMPLATE_FILE).is_file()  # the base knows nothing of the fine-tune
+    out = export_gguf(ExportConfig(model=model, adapter=adapter, out=tmp_path / "step2.gguf", quant="f32"))
+    fields = gguf.GGUFReader(str(out)).fields
+    assert "medalpaca.template" in fields

@@ -345,7 +345,10 @@ def export_gguf(config: ExportConfig, events: EventWriter | None = None, termina
     reporter = ProgressReporter("Writing tensors", total=len(planned), unit="tensors", events=events, terminal=terminal)
     done = False
     try:
-        _write_gguf(base_tmp, arch_spec, cfg, vocab, planned, direct_type, model_dir.name, reporter, model_dir)
+        # the training format travels with the fine-tune: the adapter's metadata when it has them
+        adapter_dir = Path(config.adapter) if config.adapter is not None else None
+        template_dir = adapter_dir if adapter_dir and (adapter_dir / TEMPLATE_FILE).is_file() else model_dir
+        _write_gguf(base_tmp, arch_spec, cfg, vocab, planned, direct_type, model_dir.name, reporter, template_dir)
         reporter.finish()
         del state
         if quantized:

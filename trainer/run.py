@@ -55,6 +55,9 @@ def _make_trainer_class():
         """Trainer whose checkpoints appear only when complete (staging folder + rename)."""
 
         _staging: str | None = None
+        #: (template, eos token) written into each checkpoint as into final/ (trainer.after), so a checkpoint
+        #: chosen for chat or export formats prompts as training did
+        template_metadata: tuple[str, str] | None = None
 
         def _get_output_dir(self, trial):
             return self._staging or super()._get_output_dir(trial)
@@ -78,6 +81,11 @@ def _make_trainer_class():
             if not self.args.should_save:
                 return
             from trainer.fsutil import replace_folder
+
+            if self.template_metadata is not None:
+                from trainer.after import write_template_metadata
+
+                write_template_metadata(Path(staging) / name, *self.template_metadata)
 
             # the same step saved again (a stop right after a save step) replaces the older copy whole
             replace_folder(Path(staging) / name, Path(real) / name)
@@ -378,6 +386,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, writer: EventWriter, 
         model=model, args=_training_args(config, ckpt_dir, loaded.precision, has_val, device),
         train_dataset=data.train, eval_dataset=data.val if has_val else None,
         data_collator=collator, processing_class=tokenizer, callbacks=cbs)
+    trainer.template_metadata = (getattr(data, "template", None) or config.template,
+                                 getattr(data, "eos_token", None) or tokenizer.eos_token or "")
     try:
         result = trainer.train(resume_from_checkpoint=last)  # torch.load(weights_only=True) for its pickles
     except pickle.UnpicklingError:
