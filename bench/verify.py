@@ -77,6 +77,8 @@ def verdict(comparison: dict[str, Any], reference: str, candidate: str) -> tuple
             f"{comparison['p_value']:.3g}). ")
     if worse:
         text += f"{candidate} is significantly worse: use a larger type (q8_0, f16) or check the export."
+    elif diff > 0 and comparison["p_value"] < SIGNIFICANT_P:
+        text += f"{candidate} is significantly better."
     else:
         text += "No significant difference."
     return worse, text

@@ -39,7 +39,8 @@ def test_the_verdict_warns_only_when_the_candidate_is_significantly_worse():
     assert worse and "significantly worse" in text and "60.0 %" in text and "-10.0 points" in text
     assert "-15.0 to -5.0" in text  # the interval of candidate - reference
     assert not verdict({**base, "acc_b": 0.55, "p_value": 0.20}, "a", "b")[0]  # worse, but within chance
-    assert not verdict({**base, "acc_b": 0.70, "p_value": 0.001}, "a", "b")[0]  # significantly better
+    better, text = verdict({**base, "acc_b": 0.70, "p_value": 0.001}, "a", "b")
+    assert not better and "b is significantly better" in text and "No significant" not in text
 
 
 def test_export_with_verify_scores_both_and_keeps_the_runs(tmp_path, tiny_llama_dir):
