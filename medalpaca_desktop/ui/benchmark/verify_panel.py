@@ -32,9 +32,9 @@ from medalpaca_desktop.core import paths
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result
 from medalpaca_desktop.core.jobs import RunStatus
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.benchmark.setup_panel import benchmark_models, model_entry_label, slug
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
+from medalpaca_desktop.ui.widgets.progress_bar import show_progress
 
 DEFAULT_QUESTIONS = "medqa_4options:200"
 QUESTIONS_HELP = ("TASK[:N]: N questions (default 200) of a task of the medical suite (downloaded on the New run "
@@ -205,14 +205,7 @@ class VerifyPanel(QWidget):
     @Slot(object)
     def _on_runner_event_received(self, event: Event) -> None:
         if isinstance(event, Progress):
-            fraction = event.fraction
-            if fraction is None:
-                self.progress.setRange(0, 0)
-            else:
-                self.progress.setRange(0, 1000)
-                self.progress.setValue(int(fraction * 1000))
-                eta = f" · ETA {format_duration(event.eta_s)}" if event.eta_s is not None else ""
-                self.progress.setFormat(f"{fraction:.0%}{eta}")
+            show_progress(self.progress, event)
             self.status_label.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
         elif isinstance(event, Result):
             self.result = dict(event.data)

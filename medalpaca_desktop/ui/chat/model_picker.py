@@ -18,6 +18,7 @@ from medalpaca_desktop.core.events import Progress
 from medalpaca_desktop.core.model_info import ModelInfo, format_size
 from medalpaca_desktop.core.payloads import Loaded
 from medalpaca_desktop.ui.chat.host_client import HostState
+from medalpaca_desktop.ui.widgets.progress_bar import set_fraction
 
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -185,13 +186,8 @@ class ModelPicker(QWidget):
         self._refresh()
 
     def set_load_progress(self, event: Progress) -> None:
-        fraction = event.fraction
-        if fraction is None:
-            self.progress.setRange(0, 0)
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(fraction * 1000))
-        self.progress.setFormat(f"{event.message or 'Loading'} %p%" if fraction is not None else "Loading…")
+        set_fraction(self.progress, event.fraction)
+        self.progress.setFormat(f"{event.message or 'Loading'} %p%" if event.fraction is not None else "Loading…")
         self.progress.setToolTip(event.message or event.stage)
         self.progress.show()
 

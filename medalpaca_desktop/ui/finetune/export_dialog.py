@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result
 from medalpaca_desktop.core.jobs import RunStatus
-from medalpaca_desktop.core.progress import format_duration
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
+from medalpaca_desktop.ui.widgets.progress_bar import show_progress
 from trainer.checkpoints import FINAL, MERGED, CheckpointError, SavedWeights, model_and_adapter, saved_weights
 
 # trainer.export.EXPORT_QUANTS (that module reaches torch, which the GUI never imports; a test keeps them equal)
@@ -266,14 +266,7 @@ class ExportDialog(QDialog):
     @Slot(object)
     def _on_runner_event_received(self, event: Event) -> None:
         if isinstance(event, Progress):
-            fraction = event.fraction
-            if fraction is None:
-                self.progress.setRange(0, 0)
-            else:
-                self.progress.setRange(0, 1000)
-                self.progress.setValue(int(fraction * 1000))
-                eta = f" · ETA {format_duration(event.eta_s)}" if event.eta_s is not None else ""
-                self.progress.setFormat(f"{fraction:.0%}{eta}")
+            show_progress(self.progress, event)
             self.status_label.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
         elif isinstance(event, Result) and event.data.get("path"):
             self.result_path = Path(event.data["path"])
