@@ -22,7 +22,6 @@ from medalpaca_desktop.core.events import Error, Event, EventWriter, Log, Progre
 
 DEFAULT_QUESTIONS = 200
 SIGNIFICANT_P = 0.05
-STAGES = {"reference": "Checking: scoring the original", "candidate": "Checking: scoring the export"}
 
 
 def check_config(task_or_file: str, **values: Any) -> BenchConfig:
@@ -114,8 +113,7 @@ def verify(reference: str, candidate: str, task_or_file: str, n: int, out: str |
         if not resume and folder.is_dir():  # a new export: the old scores are not this file's
             shutil.rmtree(folder)
         resumable = resume and (folder / "config.yaml").is_file()
-        forward = _Forward(writer, STAGES[name] if labels == ("the original", "the export")
-                           else f"Checking: scoring {labels[0] if name == 'reference' else labels[1]}")
+        forward = _Forward(writer, f"Checking: scoring {labels[0] if name == 'reference' else labels[1]}")
         code = run_job(config, resume=resumable, writer=forward, stop=stop)
         if code != 0:
             why = forward.error or f"exit {code}; see {folder / 'events.jsonl'}"

@@ -190,13 +190,10 @@ class VerifyPanel(QWidget):
         self.verdict_label.hide()
         self.progress.setRange(0, 0)
         self.status_label.setText("Starting the check…")
-        self.runner.start(*self._split(self.command(reference, candidate, questions, self.out)))
+        cmd = self.command(reference, candidate, questions, self.out)
+        self.runner.start(cmd[0], cmd[1:])
         self._update_enabled()
         return True
-
-    @staticmethod
-    def _split(cmd: list[str]) -> tuple[str, list[str]]:
-        return cmd[0], cmd[1:]
 
     def _refuse(self, message: str) -> bool:
         self.status_label.setText(f"<b>Cannot check:</b> {html.escape(message)}")
