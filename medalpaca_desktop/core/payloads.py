@@ -234,8 +234,53 @@ class Item(Payload):
         return item
 
 
+@dataclass
+class Sources(Payload):
+    """The passages retrieved for a generate request with documents, sent before its prompt.
+
+    Each source is documents.grounding.Source as a dict (n, chunk_id, path, page, section, start, end,
+    text, collection); `nothing_found` says no passage matched, and the model was told so.
+    """
+
+    kind: ClassVar[str] = "sources"
+    request_id: str | None = None
+    collections: list[str] = field(default_factory=list)
+    query: str = ""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    nothing_found: bool = False
+    mode: str = "bm25"  # "bm25" or "hybrid" (BM25 fused with the collection's embeddings)
+
+
+@dataclass
+class IndexedFile(Payload):
+    """One file an indexing job handled: indexed (pages, passages) or failed (the reason)."""
+
+    kind: ClassVar[str] = "indexed_file"
+    collection: str = ""
+    path: str = ""
+    status: str = "indexed"  # "indexed" / "failed" / "unchanged" / "removed"
+    pages: int = 0
+    chunks: int = 0
+    error: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass
+class Indexed(Payload):
+    """An indexing job's totals, the last result before its `done`."""
+
+    kind: ClassVar[str] = "indexed"
+    collection: str = ""
+    indexed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    removed: int = 0
+    pages: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+
+
 PAYLOAD_CLASSES: dict[str, type[Payload]] = {
-    cls.kind: cls for cls in (Loaded, Unloaded, Prompt, Score, Generated, Item)}
+    cls.kind: cls for cls in (Loaded, Unloaded, Prompt, Score, Generated, Item, Sources, IndexedFile, Indexed)}
 
 
 def parse_payload(data: Any) -> Payload | None:

@@ -151,6 +151,53 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE training_runs ADD COLUMN best_json TEXT NOT NULL DEFAULT '{}';
     """,
+    # 4: document collections for grounded chat (medalpaca_desktop.documents): the folders and files a
+    # collection holds, their passages with page and character offsets, the BM25 index (FTS5, its own copy
+    # of the text so a row is removed explicitly with its passage) and optional embedding vectors.
+    """
+    CREATE TABLE doc_collections (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        embed_model TEXT,
+        created_at REAL NOT NULL,
+        scanned_at REAL
+    );
+    CREATE TABLE doc_sources (
+        collection_id INTEGER NOT NULL REFERENCES doc_collections(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        PRIMARY KEY (collection_id, path)
+    );
+    CREATE TABLE doc_files (
+        id INTEGER PRIMARY KEY,
+        collection_id INTEGER NOT NULL REFERENCES doc_collections(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL NOT NULL,
+        sha256 TEXT,
+        status TEXT NOT NULL CHECK (status IN ('indexed', 'failed')),
+        error TEXT,
+        pages INTEGER NOT NULL DEFAULT 0,
+        chunks INTEGER NOT NULL DEFAULT 0,
+        indexed_at REAL NOT NULL,
+        UNIQUE (collection_id, path)
+    );
+    CREATE TABLE doc_chunks (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES doc_files(id) ON DELETE CASCADE,
+        page INTEGER,
+        section TEXT,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX doc_chunks_by_file ON doc_chunks(file_id);
+    CREATE VIRTUAL TABLE doc_fts USING fts5(text, title, tokenize = 'porter unicode61 remove_diacritics 2');
+    CREATE TABLE doc_vectors (
+        chunk_id INTEGER PRIMARY KEY REFERENCES doc_chunks(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -275,6 +322,10 @@ class Store:
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """One read outside a transaction, for the modules that keep their own tables here (documents)."""
+        return self._query(sql, params)
 
     @property
     def schema_version(self) -> int:

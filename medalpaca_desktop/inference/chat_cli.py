@@ -14,7 +14,7 @@ import queue
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 from medalpaca_desktop.core.chat_protocol import (
@@ -28,7 +28,7 @@ from medalpaca_desktop.core.chat_protocol import (
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Result, Token, parse_line
 from medalpaca_desktop.core.jobs import ExitCode
-from medalpaca_desktop.core.payloads import Loaded, Prompt, parse_payload
+from medalpaca_desktop.core.payloads import Loaded, Prompt, Sources, parse_payload
 from medalpaca_desktop.inference.base import BAD_INPUT_KINDS
 
 
@@ -48,6 +48,7 @@ class ChatOptions:
     system: str | None = None
     prompt: str | None = None
     jsonl: bool = False
+    documents: list[str] = field(default_factory=list)  # collections to answer from, with citations
 
 
 @dataclass
@@ -55,6 +56,7 @@ class _Answer:
     text: str = ""
     done: Done | None = None
     prompt: Prompt | None = None
+    sources: Sources | None = None
 
 
 class HostProcess:
@@ -165,6 +167,8 @@ class ChatSession:
                 payload = parse_payload(event.data)
                 if isinstance(payload, Prompt):
                     answer.prompt = payload
+                elif isinstance(payload, Sources):
+                    answer.sources = payload
             elif isinstance(event, Done) or (isinstance(event, Result) and not until_done):
                 return event
 
@@ -185,7 +189,7 @@ class ChatSession:
         else:
             self.history.append(ChatMessage("user", user_text or ""))
             req = GenerateRequest(template=opts.template, messages=list(self.history), system=opts.system,
-                                  sampling=opts.sampling, conversation_id="cli")
+                                  sampling=opts.sampling, conversation_id="cli", documents=list(opts.documents))
         self.host.send(req)
         answer = _Answer()
         while True:
@@ -200,11 +204,33 @@ class ChatSession:
             self.history.append(ChatMessage("assistant", answer.text))
         if not opts.jsonl:
             self.out.write("\n")
+            if answer.sources is not None:
+                self.out.write(describe_sources(answer.sources, answer.text))
             self.out.flush()
         return answer
 
     def close(self) -> None:
         self.host.close()
+
+
+def describe_sources(sources: Sources, answer: str) -> str:
+    """The sources under an answer, and any citation of a number that was not sent."""
+    from medalpaca_desktop.documents.grounding import Source, check_citations
+
+    sent = [Source.from_dict(s) for s in sources.sources]
+    if not sent:
+        return f"(Nothing in {', '.join(sources.collections)} matched this question: no sources were sent.)\n"
+    check = check_citations(answer, sent)
+    lines = ["Sources:"]
+    for s in sent:
+        mark = "" if s.n in check.cited else "  (not cited)"
+        lines.append(f"  [{s.n}] {s.where}{mark}")
+    if check.unknown:
+        numbers = ", ".join(f"[{n}]" for n in check.unknown)
+        one = len(check.unknown) == 1
+        lines.append(f"warning: the answer cites {numbers}, which {'was' if one else 'were'} not among the "
+                     f"{len(sent)} sources sent: do not trust {'it' if one else 'them'}.")
+    return "\n".join(lines) + "\n"
 
 
 def _read_line() -> str:

@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from medalpaca_desktop.core import gguf_meta
 from medalpaca_desktop.core.chat_protocol import (
@@ -37,7 +38,7 @@ from medalpaca_desktop.core.chat_protocol import (
 from medalpaca_desktop.core.events import Done, Error, EventWriter, Progress, Started, Token
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.offline import stay_offline
-from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Score, Unloaded
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Score, Sources, Unloaded
 from medalpaca_desktop.core.prompts import (
     ModelPromptInfo,
     PromptError,
@@ -98,6 +99,7 @@ class Host:
         self._current: _Job | None = None
         self._cancelled: set[str] = set()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._retriever: Any = None  # documents.retrieve.Retriever, made at the first question with documents
 
     # ------------------------------------------------------------ main thread
 
@@ -282,9 +284,36 @@ class Host:
         prompt, _n = fit_to_context(render, req.messages, lambda p: len(ids_of(p)), n_ctx - reserve)
         return prompt, ids_of(prompt)
 
+    def _ground(self, req: GenerateRequest) -> GenerateRequest:
+        """The request with its question carrying the passages retrieved from `req.documents` (Sources first)."""
+        from medalpaca_desktop.core.store import Store, StoreError
+        from medalpaca_desktop.documents.embed import EmbedError
+        from medalpaca_desktop.documents.grounding import grounded_question, sources_from
+        from medalpaca_desktop.documents.library import Library, LibraryError
+        from medalpaca_desktop.documents.retrieve import Retriever
+
+        if req.template == "raw" or not req.messages or req.messages[-1].role != "user":
+            raise InferenceError("Documents can only be used with a chat or MedAlpaca template, to answer a "
+                                 "question.", "bad_request")
+        question = req.messages[-1].content
+        try:
+            if self._retriever is None:
+                self._retriever = Retriever(Library(Store()))
+            retrieval = self._retriever.retrieve(req.documents, question, k=max(1, req.top_k))
+        except (LibraryError, EmbedError, StoreError) as exc:
+            raise InferenceError(str(exc), "not_found") from exc
+        sources = sources_from(retrieval.passages)
+        self.writer.emit(Sources(request_id=req.id, collections=retrieval.collections, query=question,
+                                 sources=[s.to_dict() for s in sources], nothing_found=not sources,
+                                 mode=retrieval.mode).to_result())
+        text = grounded_question(question, sources, retrieval.collections)
+        return dataclasses.replace(req, messages=[*req.messages[:-1], ChatMessage("user", text)])
+
     def _generate(self, req: GenerateRequest, job: _Job) -> None:
         backend = self._require()
         t0 = time.perf_counter()
+        if req.documents:
+            req = self._ground(req)
         prompt, ids = self._prompt(req, backend)
         self.writer.emit(Prompt(
             request_id=req.id, text=prompt.text, tokens=len(ids), template=prompt.template, fallback=prompt.fallback,

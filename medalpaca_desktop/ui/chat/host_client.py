@@ -21,7 +21,7 @@ from medalpaca_desktop.core.chat_protocol import (
     UnloadRequest,
 )
 from medalpaca_desktop.core.events import Done, Error, Event, Progress, Result, Started, Token
-from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Unloaded, parse_payload
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Sources, Unloaded, parse_payload
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 
 HOST_MODULE = "medalpaca_desktop.inference.host"
@@ -48,6 +48,7 @@ class HostClient(QObject):
     sig_model_loaded = Signal(object)  # core.payloads.Loaded
     sig_model_unloaded = Signal()
     sig_prompt_rendered = Signal(str, object)  # request id, core.payloads.Prompt
+    sig_sources_retrieved = Signal(str, object)  # request id, core.payloads.Sources (a question with documents)
     sig_token_received = Signal(str, str)  # request id, text
     sig_generation_finished = Signal(str, object)  # request id, Generated (the answer's text and figures)
     sig_request_failed = Signal(str, str, str)  # request id ('' for none), error kind, message
@@ -175,6 +176,8 @@ class HostClient(QObject):
             self.sig_model_loaded.emit(self.loaded)
         elif isinstance(payload, Prompt):
             self.sig_prompt_rendered.emit(payload.request_id or self._generate_id or "", payload)
+        elif isinstance(payload, Sources):
+            self.sig_sources_retrieved.emit(payload.request_id or self._generate_id or "", payload)
         elif isinstance(payload, Unloaded):
             self.loaded = None
             self.sig_model_unloaded.emit()

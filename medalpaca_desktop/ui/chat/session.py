@@ -20,8 +20,9 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from medalpaca_desktop.core.chat_protocol import ChatMessage, GenerateRequest, LoadSpec, SamplingSettings
 from medalpaca_desktop.core.model_info import ModelInfo
-from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt
+from medalpaca_desktop.core.payloads import Generated, Loaded, Prompt, Sources
 from medalpaca_desktop.core.store import Store, open_store
+from medalpaca_desktop.documents.grounding import Source, check_citations
 from medalpaca_desktop.ui.chat.conversation import (
     DEFAULT_TITLE,
     STATUS_DONE,
@@ -65,6 +66,7 @@ class AnswerSettings:
     system: str | None
     sampling: SamplingSettings
     panel: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a new chat remembers of the panel
+    documents: list[str] = dataclasses.field(default_factory=list)  # collections the answer is grounded in
 
 
 @dataclass
@@ -120,6 +122,7 @@ class ChatSession(QObject):
         self.host.sig_model_loaded.connect(self._on_host_model_loaded)
         self.host.sig_model_unloaded.connect(self.sig_status_changed)
         self.host.sig_prompt_rendered.connect(self._on_host_prompt_rendered)
+        self.host.sig_sources_retrieved.connect(self._on_host_sources_retrieved)
         self.host.sig_token_received.connect(self._on_host_token_received)
         self.host.sig_generation_finished.connect(self._on_host_generation_finished)
         self.host.sig_request_failed.connect(self._on_host_request_failed)
@@ -307,13 +310,16 @@ class ChatSession(QObject):
         history = [e for e in conv.visible if e is not entry]
         messages = [ChatMessage(e.role, e.content) for e in history
                     if e.role in ("user", "system") or (e.role == "assistant" and e.content)]
+        documents = list(settings.documents) if settings.template != "raw" else []
         request = GenerateRequest(messages=messages, template=settings.template, system=settings.system,
-                                  sampling=settings.sampling, conversation_id=conv.key)
+                                  sampling=settings.sampling, conversation_id=conv.key, documents=documents)
         if settings.template == "raw":
             request.prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         entry.meta.update({"template": settings.template, "template_choice": settings.template_choice,
                            "system": settings.system, "sampling": dataclasses.asdict(settings.sampling),
                            "request_id": request.id})
+        if documents:
+            entry.meta["documents"] = documents
         if self.host.loaded is not None:
             entry.meta["backend"] = self.host.loaded.backend
         answer.request_id = request.id
@@ -360,6 +366,18 @@ class ChatSession(QObject):
         if prompt.dropped_messages:
             self.sig_notice.emit(f"The {prompt.dropped_messages} oldest messages did not fit the context window "
                                  "and were left out of the prompt.")
+        self._save_now(answer)
+        self.sig_answer_changed.emit(answer.conv, answer.entry)
+
+    @Slot(str, object)
+    def _on_host_sources_retrieved(self, request_id: str, sources: Sources) -> None:
+        """Keep what was sent with the answer: its citations resolve from these, whatever the index holds later."""
+        answer = self._answer_for(request_id)
+        if answer is None:
+            return
+        answer.entry.meta["sources"] = list(sources.sources)
+        answer.entry.meta["retrieval"] = {"collections": list(sources.collections), "mode": sources.mode,
+                                          "nothing_found": sources.nothing_found}
         self._save_now(answer)
         self.sig_answer_changed.emit(answer.conv, answer.entry)
 
@@ -448,6 +466,9 @@ class ChatSession(QObject):
                 entry.meta["stats"] = stats
             if done.completion_tokens is not None:
                 entry.token_count = done.completion_tokens
+        if "sources" in entry.meta:
+            sent = [Source.from_dict(s) for s in entry.meta["sources"]]
+            entry.meta["citations"] = check_citations(entry.content, sent).to_dict()
         self.conv_store.save(answer.conv, entry)
         self.sig_answer_finished.emit(answer.conv, entry)
         self.sig_status_changed.emit()
