@@ -16,6 +16,7 @@ from PySide6.QtCore import QSize, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -42,6 +43,7 @@ from medalpaca_desktop.ui.widgets.progress_bar import show_progress
 EMPTY_TEXT = ("Add a folder of PDF, Word, Markdown, text or HTML files. Tick a collection and this chat's "
               "answers come from its passages, with [1], [2] citations you can click to see the page. "
               "Everything stays on this computer.")
+TICK_TEXT = "Ticked collections are searched for every question in this chat; the answer cites their pages."
 FILE_FILTER = "Documents (*.pdf *.docx *.md *.markdown *.txt *.text *.html *.htm)"
 
 
@@ -123,11 +125,13 @@ class DocumentsPanel(QWidget):
         self.source_box.hide()
         self.shown_source: Source | None = None
 
-        row = QHBoxLayout()
+        row = QGridLayout()  # two by two: the panel is narrow
         row.setSpacing(2)
-        for button in (self.add_folder_button, self.add_files_button, self.rescan_button, self.remove_button):
-            row.addWidget(button)
-        row.addStretch(1)
+        for i, button in enumerate((self.add_folder_button, self.add_files_button, self.rescan_button,
+                                    self.remove_button)):
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            row.addWidget(button, i // 2, i % 2)
+        row.setColumnStretch(2, 1)
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.stop_button)
@@ -246,7 +250,7 @@ class DocumentsPanel(QWidget):
             button.setEnabled(self.usable and has and not (running and button is self.remove_button))
         self.stop_button.setVisible(running)
         self.progress.setVisible(running)
-        self.intro_label.setVisible(self.list.count() == 0)
+        self.intro_label.setText(EMPTY_TEXT if self.list.count() == 0 else TICK_TEXT)
 
     # -- adding -----------------------------------------------------------------------
 

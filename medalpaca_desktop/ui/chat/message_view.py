@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medalpaca_desktop.ui.chat.citations import link_citations, source_number, sources_html, sources_of
 from medalpaca_desktop.ui.chat.conversation import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -65,6 +66,7 @@ class MessageWidget(QFrame):
     sig_edit_requested = Signal(object)
     sig_regenerate_requested = Signal(object)
     sig_inspect_requested = Signal(object)
+    sig_source_requested = Signal(object, int)  # Entry, the source number clicked
 
     def __init__(self, entry: Entry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -111,8 +113,21 @@ class MessageWidget(QFrame):
         self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                           | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.body.setOpenExternalLinks(False)
+        if not user:
+            self.body.setTextInteractionFlags(self.body.textInteractionFlags()
+                                              | Qt.TextInteractionFlag.LinksAccessibleByMouse)
+            self.body.linkActivated.connect(self._on_link_activated)
         self.body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self.body.setTextFormat(Qt.TextFormat.PlainText if user else Qt.TextFormat.MarkdownText)
+        self.sources_label = QLabel()
+        self.sources_label.setWordWrap(True)
+        self.sources_label.setTextFormat(Qt.TextFormat.RichText)
+        self.sources_label.setOpenExternalLinks(False)
+        self.sources_label.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse
+                                                   | Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.sources_label.setToolTip("Click a source to see its passage and page in the Documents panel")
+        self.sources_label.linkActivated.connect(self._on_link_activated)
+        self.sources_label.hide()
         self.footer = QLabel()
         self.footer.setStyleSheet("color: gray; font-size: small;")
         self.footer.hide()
@@ -122,8 +137,15 @@ class MessageWidget(QFrame):
         layout.setSpacing(4)
         layout.addLayout(header)
         layout.addWidget(self.body)
+        layout.addWidget(self.sources_label)
         layout.addWidget(self.footer)
         self.refresh()
+
+    @Slot(str)
+    def _on_link_activated(self, link: str) -> None:
+        number = source_number(link)
+        if number is not None:
+            self.sig_source_requested.emit(self.entry, number)
 
     @staticmethod
     def _tool(text: str, tip: str) -> QToolButton:
@@ -144,7 +166,8 @@ class MessageWidget(QFrame):
         """Show the entry's current text (cheap when nothing changed)."""
         content = self.entry.content
         waiting = self.entry.role == "assistant" and not content and self.entry.status == STATUS_STREAMING
-        key = (content, waiting)
+        sources = sources_of(self.entry.meta) if self.entry.role == "assistant" else []
+        key = (content, waiting, len(sources))
         if key == self._rendered:
             return
         self._rendered = key
@@ -154,7 +177,7 @@ class MessageWidget(QFrame):
             self.body.setText("<i style='color: gray'>Thinking…</i>")
             return
         self.body.setTextFormat(Qt.TextFormat.PlainText if self.entry.role == "user" else Qt.TextFormat.MarkdownText)
-        self.body.setText(content)
+        self.body.setText(link_citations(content, sources) if sources else content)
 
     def refresh(self) -> None:
         """Re-read the entry: text, status badge, stats, which actions make sense."""
@@ -177,6 +200,9 @@ class MessageWidget(QFrame):
                 line = str(self.entry.meta["error"])
             self.footer.setText(line)
             self.footer.setVisible(bool(line))
+            cited = sources_html(self.entry.meta)
+            self.sources_label.setText(cited)
+            self.sources_label.setVisible(bool(cited))
             if self.inspect_button is not None:
                 self.inspect_button.setEnabled(bool(self.entry.meta.get("prompt")))
 
@@ -194,6 +220,7 @@ class MessageView(QScrollArea):
     sig_edit_requested = Signal(object)  # Entry
     sig_regenerate_requested = Signal(object)  # Entry
     sig_inspect_requested = Signal(object)  # Entry
+    sig_source_requested = Signal(object, int)  # Entry, source number: a citation was clicked
     sig_copied = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -249,6 +276,7 @@ class MessageView(QScrollArea):
         widget.sig_edit_requested.connect(self.sig_edit_requested)
         widget.sig_regenerate_requested.connect(self.sig_regenerate_requested)
         widget.sig_inspect_requested.connect(self.sig_inspect_requested)
+        widget.sig_source_requested.connect(self.sig_source_requested)
         self._column.insertWidget(self._column.count() - 1, widget)
         self.widgets.append(widget)
         return widget

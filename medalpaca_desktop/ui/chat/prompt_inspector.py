@@ -70,7 +70,8 @@ def describe_prompt(prompt: dict[str, Any]) -> str:
 class PromptInspector(QDialog):
     """Shows one answer's prompt, verbatim, with a Copy button."""
 
-    def __init__(self, prompt: dict[str, Any] | None, title: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, prompt: dict[str, Any] | None, title: str = "", parent: QWidget | None = None,
+                 retrieved: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Prompt inspector" + (f": {title}" if title else ""))
         self.prompt = prompt or {}
@@ -81,6 +82,12 @@ class PromptInspector(QDialog):
         self.fallback_label.setWordWrap(True)
         self.fallback_label.setStyleSheet("background: #fff4e0; border: 1px solid #e0b25c; border-radius: 4px;"
                                           " padding: 6px; color: #5a3a00;")
+        self.retrieved_label = QLabel(retrieved)  # citations.retrieval_summary: what documents were searched
+        self.retrieved_label.setWordWrap(True)
+        self.retrieved_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.retrieved_label.setStyleSheet("background: #eef3fb; border: 1px solid #c6d7f5; border-radius: 4px;"
+                                           " padding: 6px;")
+        self.retrieved_label.setVisible(bool(retrieved))
         self.text_edit = QPlainTextEdit()
         self.text_edit.setReadOnly(True)
         self.text_edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
@@ -97,6 +104,7 @@ class PromptInspector(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary_label)
         layout.addWidget(self.fallback_label)
+        layout.addWidget(self.retrieved_label)
         layout.addWidget(self.text_edit, 1)
         layout.addWidget(hint)
         layout.addWidget(buttons)

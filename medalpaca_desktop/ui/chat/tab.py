@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -32,9 +33,11 @@ from medalpaca_desktop.core.model_info import ModelInfo
 from medalpaca_desktop.core.payloads import Loaded
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.ui.chat import export as chat_export
+from medalpaca_desktop.ui.chat.citations import retrieval_summary, sources_of
 from medalpaca_desktop.ui.chat.composer import Composer
 from medalpaca_desktop.ui.chat.conversation import DEFAULT_TITLE, Conversation, Entry
 from medalpaca_desktop.ui.chat.conversation_list import ConversationListModel, ConversationPanel
+from medalpaca_desktop.ui.chat.documents_panel import DocumentsPanel
 from medalpaca_desktop.ui.chat.host_client import HostState
 from medalpaca_desktop.ui.chat.message_view import MessageView
 from medalpaca_desktop.ui.chat.model_picker import ModelPicker
@@ -151,6 +154,7 @@ class ChatTab(QWidget):
         self.welcome = WelcomePage()
         self.composer = Composer()
         self.sampling = SamplingPanel()
+        self.documents = DocumentsPanel(self.session.store)
         self._build()
         self._build_actions()
         self._connect()
@@ -232,12 +236,17 @@ class ChatTab(QWidget):
         column.addWidget(self.composer)
         column.addWidget(self.status_label)
 
-        side = QScrollArea()
-        side.setWidgetResizable(True)
-        side.setFrameShape(QFrame.Shape.NoFrame)
-        side.setWidget(self.sampling)
+        settings_scroll = QScrollArea()
+        settings_scroll.setWidgetResizable(True)
+        settings_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        settings_scroll.setWidget(self.sampling)
+        settings_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side = QTabWidget()
+        side.setDocumentMode(True)
+        side.addTab(settings_scroll, "Settings")
+        side.addTab(self.documents, "Documents")
+        side.setTabToolTip(1, "Your documents: answers from the ticked collections cite their pages (Ctrl+Shift+D)")
         side.setMinimumWidth(250)
-        side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.side = side
 
         left = QWidget()
@@ -278,6 +287,7 @@ class ChatTab(QWidget):
         self.copy_action = self._make_action("Copy last answer", "Ctrl+Shift+C", self.copy_last)
         self.export_action = self._make_action("Export chat", "Ctrl+E", self._on_export_action_triggered)
         self.search_action = self._make_action("Search chats", "Ctrl+F", self._on_search_action_triggered)
+        self.documents_action = self._make_action("Documents", "Ctrl+Shift+D", self.show_documents)
         self.undo_action = self._make_action("Undo delete", "Ctrl+Z", self.undo_delete)
         self.undo_action.setEnabled(False)
 
@@ -300,6 +310,8 @@ class ChatTab(QWidget):
         self.view.sig_edit_requested.connect(self.edit_message)
         self.view.sig_regenerate_requested.connect(self.regenerate)
         self.view.sig_inspect_requested.connect(self.inspect)
+        self.view.sig_source_requested.connect(self.show_source)
+        self.documents.sig_attached_changed.connect(self._on_documents_attached_changed)
         self.view.sig_copied.connect(lambda _text: self._flash("Copied to the clipboard."))
         host = self.session.host
         host.sig_state_changed.connect(self._on_host_state_changed)
@@ -436,9 +448,36 @@ class ChatTab(QWidget):
             self._switching = False
         self.view.set_entries(conv.visible)
         self.view.set_busy(self.session.busy)
+        self.documents.set_attached(self._documents_of(conv))
         self._update_header()
         self._update_stack()
         self._update_status()
+
+    @staticmethod
+    def _documents_of(conv: Conversation) -> list[str]:
+        """The collections a chat answers from: as its last answer did, else as it was set before its first."""
+        for entry in reversed(conv.visible):
+            if entry.role == "assistant" and entry.meta.get("sampling"):
+                return list(entry.meta.get("documents") or [])
+        return list(conv.settings.get("documents") or [])
+
+    @Slot(list)
+    def _on_documents_attached_changed(self, names: list[str]) -> None:
+        self.current.settings["documents"] = list(names)  # this chat's next question uses them
+        self._update_status()
+
+    def show_documents(self) -> None:
+        self.side.setCurrentWidget(self.documents)
+
+    @Slot(object, int)
+    def show_source(self, entry: Entry, number: int) -> bool:
+        """A clicked citation: its passage and page in the Documents panel."""
+        source = next((s for s in sources_of(entry.meta) if s.n == number), None)
+        if source is None:
+            return False
+        self.documents.show_source(source)
+        self.show_documents()
+        return True
 
     @staticmethod
     def _settings_of(conv: Conversation) -> dict[str, Any]:
@@ -529,9 +568,10 @@ class ChatTab(QWidget):
 
     def _answer_settings(self, model: ModelInfo | None) -> AnswerSettings:
         choice = self.sampling.template_choice()
+        documents = self.documents.attached()
         return AnswerSettings(template_choice=choice, template=resolve_template(choice, model.path if model else ""),
                               system=self.sampling.system_prompt(), sampling=self.sampling.settings(),
-                              panel=self.sampling.to_dict())
+                              panel={**self.sampling.to_dict(), "documents": documents}, documents=documents)
 
     @Slot(str)
     def send(self, text: str) -> bool:
@@ -617,7 +657,8 @@ class ChatTab(QWidget):
     def inspect(self, entry: Entry) -> PromptInspector:
         if self._inspector is not None:
             self._inspector.close()
-        self._inspector = PromptInspector(entry.meta.get("prompt"), self.current.title, self)
+        self._inspector = PromptInspector(entry.meta.get("prompt"), self.current.title, self,
+                                          retrieved=retrieval_summary(entry.meta))
         self._inspector.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self._inspector.destroyed.connect(self._on_inspector_destroyed)
         self._inspector.show()
@@ -664,7 +705,10 @@ class ChatTab(QWidget):
 
     @Slot()
     def _update_status(self) -> None:
-        self.status_label.setText(self.session.status_text(self.current))
+        text = self.session.status_text(self.current)
+        if documents := self.documents.attached():
+            text = (text + " · " if text else "") + f"Answers from {', '.join(documents)}"
+        self.status_label.setText(text)
 
     @Slot()
     def _on_export_action_triggered(self) -> None:
@@ -692,4 +736,5 @@ class ChatTab(QWidget):
 
     def shutdown(self) -> None:
         """Closing: the session keeps the answer being written, deletes what was deleted, ends the host."""
+        self.documents.shutdown()
         self.session.shutdown()
