@@ -160,3 +160,34 @@ def test_a_missing_embedding_model_is_one_sentence(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(EmbedError, match="not an embedding model"):
         load_embedder(str(tmp_path / "folder"))
+
+
+def test_indexing_killed_midway_keeps_what_it_finished_and_the_next_scan_does_the_rest(tmp_path):
+    import signal
+    import sqlite3
+
+    folder = tmp_path / "docs"
+    build(folder, repeat=6)  # 24 files
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medalpaca_desktop.documents", "add", "big", str(folder), "--jsonl"],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:
+        if '"indexed_file"' in line:
+            seen += 1
+            if seen == 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    library = Library(Store())
+    kept = library.get("big").files
+    assert 3 <= kept < 24
+    conn = sqlite3.connect(library.store.path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.execute("INSERT INTO doc_fts(doc_fts) VALUES ('integrity-check')")  # raises when the index is damaged
+    conn.rollback()
+    conn.close()
+    totals = index_collection(library, "big", [])
+    assert totals.unchanged == kept and totals.indexed == 24 - kept

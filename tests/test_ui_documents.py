@@ -135,3 +135,17 @@ def test_a_question_with_documents_is_answered_by_the_demo_model_with_its_source
     assert tab.documents.attached() == []
     tab.open_conversation(tab.session.load_conversations()[0])
     assert tab.documents.attached() == ["Clinic"]
+
+
+def test_an_exported_chat_keeps_its_sources():
+    from medalpaca_desktop.ui.chat.conversation import Conversation
+    from medalpaca_desktop.ui.chat.export import to_json_data, to_markdown
+
+    source = {"n": 1, "chunk_id": 3, "path": "/docs/guide.pdf", "page": 2, "section": None, "start": 0, "end": 9,
+              "text": "INR 3.0", "collection": "C"}
+    conv = Conversation(key="k", title="INR")
+    conv.entries = [Entry(None, "user", "INR?"), Entry(None, "assistant", "3.0 [1] [4]", meta={
+        "status": "done", "sources": [source], "citations": {"cited": [1], "unknown": [4]}})]
+    text = to_markdown(conv)
+    assert "Sources:\n- [1] guide.pdf, page 2 (/docs/guide.pdf)\n- *cited but not sent: [4]*" in text
+    assert to_json_data(conv)["messages"][1]["sources"] == [source]

@@ -153,7 +153,8 @@ MIGRATIONS: list[str] = [
     """,
     # 4: document collections for grounded chat (medalpaca_desktop.documents): the folders and files a
     # collection holds, their passages with page and character offsets, the BM25 index (FTS5, its own copy
-    # of the text so a row is removed explicitly with its passage) and optional embedding vectors.
+    # of the text so a row is removed explicitly with its passage; `coll` holds the token "k<collection id>"
+    # so a search stays inside its collections within the index) and optional embedding vectors.
     """
     CREATE TABLE doc_collections (
         id INTEGER PRIMARY KEY,
@@ -191,7 +192,7 @@ MIGRATIONS: list[str] = [
         text TEXT NOT NULL
     );
     CREATE INDEX doc_chunks_by_file ON doc_chunks(file_id);
-    CREATE VIRTUAL TABLE doc_fts USING fts5(text, title, tokenize = 'porter unicode61 remove_diacritics 2');
+    CREATE VIRTUAL TABLE doc_fts USING fts5(text, title, coll, tokenize = 'porter unicode61 remove_diacritics 2');
     CREATE TABLE doc_vectors (
         chunk_id INTEGER PRIMARY KEY REFERENCES doc_chunks(id) ON DELETE CASCADE,
         model TEXT NOT NULL,

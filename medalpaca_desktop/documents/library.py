@@ -73,6 +73,11 @@ class Passage:
         return self.title
 
 
+def collection_token(collection_id: int) -> str:
+    """The word that marks a collection's rows in the full-text index (its `coll` column)."""
+    return f"k{collection_id}"
+
+
 def valid_name(name: str) -> str:
     name = " ".join(name.split())
     if not name:
@@ -185,8 +190,8 @@ class Library:
                                    "VALUES (?, ?, ?, ?, ?, ?)",
                                    (file_id, chunk.page, chunk.section, chunk.start, chunk.end, chunk.text))
                 chunk_id = int(cur.lastrowid or 0)
-                conn.execute("INSERT INTO doc_fts (rowid, text, title) VALUES (?, ?, ?)",
-                             (chunk_id, chunk.text, title))
+                conn.execute("INSERT INTO doc_fts (rowid, text, title, coll) VALUES (?, ?, ?, ?)",
+                             (chunk_id, chunk.text, title, collection_token(collection.id)))
                 if vectors is not None and embed_model:
                     conn.execute("INSERT INTO doc_vectors (chunk_id, model, vector) VALUES (?, ?, ?)",
                                  (chunk_id, embed_model, vectors[i]))

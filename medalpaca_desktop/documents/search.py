@@ -12,10 +12,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from medalpaca_desktop.documents.library import Collection, Library
+from medalpaca_desktop.documents.library import Collection, Library, collection_token
 
 #: A passage is relevant when the question words it holds carry at least this share of their IDF weight.
 MIN_COVERAGE = 0.2
+#: How much a match in the file's name counts against one in the passage (bm25() column weight).
+TITLE_WEIGHT = 0.5
 #: Candidates BM25 ranks before the coverage check (and the pool fused with dense hits).
 CANDIDATES = 50
 
@@ -49,10 +51,8 @@ def _match(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def _in_collections(collections: list[Collection]) -> tuple[str, tuple[int, ...]]:
-    ids = tuple(c.id for c in collections)
-    return (f"rowid IN (SELECT c.id FROM doc_chunks c JOIN doc_files f ON f.id = c.file_id "
-            f"WHERE f.collection_id IN ({','.join('?' * len(ids))}))", ids)
+def _within(collections: list[Collection]) -> str:
+    return "coll : (" + " OR ".join(collection_token(c.id) for c in collections) + ")"
 
 
 def bm25(library: Library, collections: list[Collection], question: str, k: int = 5,
@@ -61,25 +61,22 @@ def bm25(library: Library, collections: list[Collection], question: str, k: int 
     terms = query_terms(question)
     if not terms or not collections:
         return []
-    where, ids = _in_collections(collections)
     store = library.store
-    rows = store.read(f"SELECT rowid, -bm25(doc_fts, 1.0, 0.5) FROM doc_fts WHERE doc_fts MATCH ? AND {where} "
-                      f"ORDER BY bm25(doc_fts, 1.0, 0.5) LIMIT {CANDIDATES}",
-                      (" OR ".join(_match(t) for t in terms), *ids))
+    within = _within(collections)
+    # bm25() weights per column: the passage, the file's title (a little), the collection marker (nothing)
+    rows = store.read(f"SELECT rowid, -bm25(doc_fts, 1.0, {TITLE_WEIGHT}, 0.0) FROM doc_fts WHERE doc_fts MATCH ? "
+                      f"ORDER BY bm25(doc_fts, 1.0, {TITLE_WEIGHT}, 0.0) LIMIT {CANDIDATES}",
+                      (f"{within} AND ({' OR '.join(_match(t) for t in terms)})",))
     if not rows:
         return []
-    total = int(store.read(f"SELECT count(*) FROM doc_fts WHERE {where}", ids)[0][0])
-    candidates = [int(r[0]) for r in rows]
-    marks = ",".join("?" * len(candidates))
+    total = sum(c.chunks for c in collections)
     weights: dict[str, float] = {}
     holders: dict[str, set[int]] = {}
     for term in terms:
-        df = int(store.read(f"SELECT count(*) FROM doc_fts WHERE doc_fts MATCH ? AND {where}",
-                            (_match(term), *ids))[0][0])
+        holders[term] = {int(r[0]) for r in store.read("SELECT rowid FROM doc_fts WHERE doc_fts MATCH ?",
+                                                       (f"{within} AND {_match(term)}",))}
+        df = len(holders[term])
         weights[term] = math.log(1.0 + (total - df + 0.5) / (df + 0.5))  # BM25's IDF, never negative
-        holders[term] = {int(r[0]) for r in store.read(
-            f"SELECT rowid FROM doc_fts WHERE doc_fts MATCH ? AND rowid IN ({marks})",
-            (_match(term), *candidates))} if df else set()
     weight = sum(weights.values()) or 1.0
     hits = []
     for chunk_id, score in rows:

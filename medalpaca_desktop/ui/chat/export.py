@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medalpaca_desktop.core import paths
+from medalpaca_desktop.ui.chat.citations import sources_of
 from medalpaca_desktop.ui.chat.conversation import (
     STATUS_DONE,
     STATUS_INTERRUPTED,
@@ -52,6 +53,11 @@ def to_markdown(conv: Conversation) -> str:
         note = _STATUS_NOTES.get(entry.status) if entry.role == "assistant" else None
         if note:
             lines += ["", f"*[{note}]*"]
+        if entry.role == "assistant" and (sources := sources_of(entry.meta)):
+            lines += ["", "Sources:"] + [f"- [{s.n}] {s.where} ({s.path})" for s in sources]
+            unknown = (entry.meta.get("citations") or {}).get("unknown") or []
+            if unknown:
+                lines.append(f"- *cited but not sent: {', '.join(f'[{n}]' for n in unknown)}*")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -62,7 +68,8 @@ def to_json_data(conv: Conversation) -> dict[str, Any]:
         item: dict[str, Any] = {"role": entry.role, "content": entry.content, "created_at": _when(entry.created_at)}
         if entry.role == "assistant":
             item["status"] = entry.status if entry.meta.get("status") else STATUS_DONE
-            for key in ("model", "model_name", "backend", "template", "sampling", "stats", "system"):
+            for key in ("model", "model_name", "backend", "template", "sampling", "stats", "system", "documents",
+                        "sources", "retrieval", "citations"):
                 if key in entry.meta:
                     item[key] = entry.meta[key]
             prompt = entry.meta.get("prompt") or {}
