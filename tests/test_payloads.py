@@ -11,11 +11,14 @@ from medalpaca_desktop.core.payloads import (
     PAYLOAD_CLASSES,
     Generated,
     GeneratedAnswer,
+    Indexed,
+    IndexedFile,
     Item,
     Loaded,
     OptionScores,
     Prompt,
     Score,
+    Sources,
     Unloaded,
     parse_payload,
 )
@@ -44,6 +47,11 @@ def test_every_kind_round_trips_through_a_result_line():
                   dropped_messages=0),
         Item(id="q1", step="step1", question="Q?", options={"A": "a"}, gold="A", pred="A", correct=True,
              generated=GeneratedAnswer(pred_paper="A", pred_lenient="A", seed=1, tokens=3, stop_reason="eos")),
+        Sources(request_id="r6", collections=["Clinic"], query="INR?", mode="bm25",
+                sources=[{"n": 1, "chunk_id": 7, "path": "/d/a.pdf", "page": 2, "section": None, "start": 0, "end": 5,
+                          "text": "INR 3", "collection": "Clinic"}]),
+        IndexedFile(collection="Clinic", path="/d/b.pdf", status="failed", error="is password-protected"),
+        Indexed(collection="Clinic", indexed=3, unchanged=1, failed=1, pages=12, chunks=30, seconds=0.5),
     ]
     assert {type(p) for p in payloads} == set(PAYLOAD_CLASSES.values())
     for payload in payloads:

@@ -149,3 +149,21 @@ def test_an_exported_chat_keeps_its_sources():
     text = to_markdown(conv)
     assert "Sources:\n- [1] guide.pdf, page 2 (/docs/guide.pdf)\n- *cited but not sent: [4]*" in text
     assert to_json_data(conv)["messages"][1]["sources"] == [source]
+
+
+def test_files_added_while_the_app_was_closed_are_picked_up_when_the_panel_opens(qtbot, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("Metformin is held before contrast.", encoding="utf-8")
+    library = Library(Store())
+    index_collection(library, "Notes", [str(folder)])
+    (folder / "b.md").write_text("Insulin sliding scales are avoided.", encoding="utf-8")
+    made = ChatTab()
+    qtbot.addWidget(made)
+    made.show()
+    try:
+        made.show_documents()
+        qtbot.waitUntil(lambda: _item(made, "Notes").text().startswith("Notes — 2 files"), timeout=60_000)
+        assert library.get("Notes").files == 2
+    finally:
+        made.shutdown()

@@ -8,7 +8,9 @@ write them). A file that cannot be read raises ExtractError with the reason a pe
 
 from __future__ import annotations
 
+import logging
 import re
+import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -58,15 +60,23 @@ def extract_pages(path: Path) -> list[Page]:
         raise
     except OSError as exc:
         raise ExtractError(f"cannot be read ({exc.strerror or exc})") from exc
-    except Exception as exc:
-        raise ExtractError(f"is not a readable {kind.upper() if kind != 'markdown' else 'Markdown'} file "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
-                           ) from exc
+    except Exception as exc:  # a parser's own error on a broken file is the reason
+        raise ExtractError(_unreadable(kind, path, exc)) from exc
     pages = [Page(p.number, _clean(p.text)) for p in pages]
     if not any(p.text for p in pages):
         hint = " (a scanned PDF needs OCR before its text can be searched)" if kind == "pdf" else ""
         raise ExtractError(f"holds no text{hint}")
     return pages
+
+
+def _unreadable(kind: str, path: Path, exc: Exception) -> str:
+    """'is not a readable PDF file: damaged, or not a PDF (Stream has ended unexpectedly)'."""
+    name = {"pdf": "PDF", "docx": "DOCX", "html": "HTML", "markdown": "Markdown"}.get(kind, "text")
+    if kind == "docx" and not zipfile.is_zipfile(path):
+        return ("is not a readable DOCX file: damaged, or not a Word .docx document (an older .doc file must be "
+                "saved as .docx first)")
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return f"is not a readable {name} file: damaged, or not a {name} ({detail})"
 
 
 def _clean(text: str) -> str:
@@ -81,6 +91,8 @@ def _clean(text: str) -> str:
 def _pdf(path: Path) -> list[Page]:
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes on a damaged file are not for a person
 
     reader = PdfReader(path)
     if reader.is_encrypted:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QGridLayout,
@@ -66,6 +66,7 @@ class DocumentsPanel(QWidget):
         self._queue: list[list[str]] = []
         self._failed: list[IndexedFile] = []
         self._updating = False
+        self._scanned_once = False
         self.job = PipeJob(self, name="indexing")
         self.job.sig_event_received.connect(self._on_job_event_received)
         self.job.sig_finished.connect(self._on_job_finished)
@@ -102,7 +103,9 @@ class DocumentsPanel(QWidget):
         self.failed_label = QLabel()
         self.failed_label.setWordWrap(True)
         self.failed_list = QListWidget()
-        self.failed_list.setMaximumHeight(90)
+        self.failed_list.setMaximumHeight(110)
+        self.failed_list.setWordWrap(True)
+        self.failed_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.failed_list.setToolTip("Files that could not be read, with the reason; the others are indexed")
         self.failed_label.hide()
         self.failed_list.hide()
@@ -157,6 +160,13 @@ class DocumentsPanel(QWidget):
         button.setToolTip(tip)
         button.setAutoRaise(True)
         return button
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """The first time the panel is shown: pick up what changed in every collection's folders since."""
+        super().showEvent(event)
+        if not self._scanned_once and self.list.count():
+            self._scanned_once = True
+            self.index(["rescan", "--all"])
 
     def sizeHint(self) -> QSize:
         return QSize(280, 400)
@@ -325,7 +335,8 @@ class DocumentsPanel(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("")
         verb = "Indexing" if args[0] == "add" else "Checking"
-        self.status_label.setText(f"{verb} {args[1]}…")
+        self.status_label.setText(f"{verb} {'every collection' if args[1] == '--all' else args[1]} for changes…"
+                                  if verb == "Checking" else f"{verb} {args[1]}…")
         self.job.start(sys.executable, ["-m", "medalpaca_desktop.documents", *args, "--jsonl"])
         self._update_enabled()
 
