@@ -231,3 +231,14 @@ def test_citations_not_sent_are_flagged():
     assert check.cited == [2, 1, 3] and check.unknown == [7] and not check.ok
     assert check_citations("No sources cited.", sources).cited == []
     assert check_citations("Both [1][2].", sources).ok
+
+
+def test_a_terse_follow_up_is_searched_with_the_question_before_it():
+    from medalpaca_desktop.documents.grounding import retrieval_query
+    from medalpaca_desktop.documents.search import query_terms
+
+    first = "What INR target applies to a mechanical mitral valve?"
+    assert retrieval_query([first], query_terms) == first
+    assert retrieval_query([first, "And for children?"], query_terms) == f"{first}\nAnd for children?"
+    full = "How long before surgery is apixaban held with normal kidney function?"
+    assert retrieval_query([first, full], query_terms) == full

@@ -104,6 +104,22 @@ def check_citations(answer: str, sources: list[Source]) -> CitationCheck:
     return CitationCheck(cited, unknown)
 
 
+#: A question with fewer content words than this is read as a follow-up: the previous question joins the search.
+FOLLOW_UP_WORDS = 4
+
+
+def retrieval_query(questions: list[str], content_words: Any) -> str:
+    """What to search for: the last question, with the one before it when the last is a terse follow-up.
+
+    `questions` are the user's turns, oldest first; `content_words(text)` gives a text's search words
+    (documents.search.query_terms), passed in so this module stays free of the index.
+    """
+    last = questions[-1] if questions else ""
+    if len(content_words(last)) < FOLLOW_UP_WORDS and len(questions) > 1:
+        return f"{questions[-2]}\n{last}"
+    return last
+
+
 def sources_from(passages: list[Any]) -> list[Source]:
     """Numbered sources (1, 2, ...) of documents.library.Passage objects, in retrieval order."""
     return [Source(n, p.chunk_id, p.path, p.page, p.section, p.start, p.end, p.text, p.collection)

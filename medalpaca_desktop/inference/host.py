@@ -288,22 +288,24 @@ class Host:
         """The request with its question carrying the passages retrieved from `req.documents` (Sources first)."""
         from medalpaca_desktop.core.store import Store, StoreError
         from medalpaca_desktop.documents.embed import EmbedError
-        from medalpaca_desktop.documents.grounding import grounded_question, sources_from
+        from medalpaca_desktop.documents.grounding import grounded_question, retrieval_query, sources_from
         from medalpaca_desktop.documents.library import Library, LibraryError
         from medalpaca_desktop.documents.retrieve import Retriever
+        from medalpaca_desktop.documents.search import query_terms
 
         if req.template == "raw" or not req.messages or req.messages[-1].role != "user":
             raise InferenceError("Documents can only be used with a chat or MedAlpaca template, to answer a "
                                  "question.", "bad_request")
         question = req.messages[-1].content
+        query = retrieval_query([m.content for m in req.messages if m.role == "user"], query_terms)
         try:
             if self._retriever is None:
                 self._retriever = Retriever(Library(Store()))
-            retrieval = self._retriever.retrieve(req.documents, question, k=max(1, req.top_k))
+            retrieval = self._retriever.retrieve(req.documents, query, k=max(1, req.top_k))
         except (LibraryError, EmbedError, StoreError) as exc:
             raise InferenceError(str(exc), "not_found") from exc
         sources = sources_from(retrieval.passages)
-        self.writer.emit(Sources(request_id=req.id, collections=retrieval.collections, query=question,
+        self.writer.emit(Sources(request_id=req.id, collections=retrieval.collections, query=query,
                                  sources=[s.to_dict() for s in sources], nothing_found=not sources,
                                  mode=retrieval.mode).to_result())
         text = grounded_question(question, sources, retrieval.collections)
