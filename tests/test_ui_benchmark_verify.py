@@ -21,10 +21,12 @@ def test_check_two_models_shows_the_verdict_and_both_runs(qtbot, make_tab, tiny_
     panel = tab.verify_panel
     tab.set_models([inspect_model(tiny_llama_dir), inspect_model(tiny_gguf)])
     assert panel.empty_label.isHidden() and panel.start_button.isEnabled()
+    assert not panel.progress.isTextVisible()  # an idle bar says nothing, not "0%"
     panel.pick(str(tiny_llama_dir), str(tiny_gguf))
     panel.questions_edit.setText(f"{MEDQA}:5")
     with qtbot.waitSignal(panel.sig_finished, timeout=240_000) as blocker:
         assert panel.start()
+        assert panel.progress.isTextVisible()
     result = blocker.args[0]
     assert result["n_shared"] == 5 and result["acc_a"] == result["acc_b"] and not result["significantly_worse"]
     text = panel.verdict_label.text()

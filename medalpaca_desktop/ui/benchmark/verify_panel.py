@@ -95,6 +95,7 @@ class VerifyPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)  # no "0%" before a check has started
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         self.verdict_label = QLabel()
@@ -189,6 +190,7 @@ class VerifyPanel(QWidget):
         self.result = None
         self.verdict_label.hide()
         self.progress.setRange(0, 0)
+        self.progress.setTextVisible(True)
         self.status_label.setText("Starting the check…")
         cmd = self.command(reference, candidate, questions, self.out)
         self.runner.start(cmd[0], cmd[1:])
