@@ -214,7 +214,8 @@ def test_the_index_passes_sqlite_and_fts5_integrity_checks(tmp_path):
 
 
 def _source(n: int) -> Source:
-    return Source(n, n, f"/docs/guide{n}.pdf", n, None, 0, 10, f"text {n}", "C")
+    return Source(chunk_id=n, path=f"/docs/guide{n}.pdf", page=n, section=None, start=0, end=10, text=f"text {n}",
+                  collection="C", n=n)
 
 
 def test_the_question_carries_numbered_sources_or_says_nothing_was_found():
@@ -242,3 +243,21 @@ def test_a_terse_follow_up_is_searched_with_the_question_before_it():
     assert retrieval_query([first, "And for children?"], query_terms) == f"{first}\nAnd for children?"
     full = "How long before surgery is apixaban held with normal kidney function?"
     assert retrieval_query([first, full], query_terms) == full
+
+
+def test_a_folder_that_is_gone_keeps_its_files_until_it_is_back(tmp_path):
+    folder = tmp_path / "usb" / "docs"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("Warfarin dosing.", encoding="utf-8")
+    sibling = tmp_path / "usb" / "docs2"
+    sibling.mkdir()
+    (sibling / "b.txt").write_text("Heparin dosing.", encoding="utf-8")
+    library = _library(tmp_path)
+    index_collection(library, "C", [str(folder), str(sibling)])
+    folder.rename(tmp_path / "elsewhere")  # an unplugged drive
+    events = []
+    totals = index_collection(library, "C", [], emit=events.append)
+    assert totals.removed == 0 and library.get("C").files == 2
+    assert any("is no longer there" in getattr(e, "message", "") for e in events)
+    (sibling / "b.txt").unlink()  # a file removed from a folder that is there is forgotten
+    assert index_collection(library, "C", []).removed == 1 and library.get("C").files == 1

@@ -258,7 +258,7 @@ class IndexedFile(Payload):
     kind: ClassVar[str] = "indexed_file"
     collection: str = ""
     path: str = ""
-    status: str = "indexed"  # "indexed" / "failed" / "unchanged" / "removed"
+    status: str = "indexed"  # "indexed" / "failed" / "removed"
     pages: int = 0
     chunks: int = 0
     error: str | None = field(default=None, metadata=OPTIONAL)

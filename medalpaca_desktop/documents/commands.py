@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from medalpaca_desktop.core.events import Event, Result
+from medalpaca_desktop.core.events import Done, Error, Event, Result
 from medalpaca_desktop.core.jobs import ExitCode
 from medalpaca_desktop.core.model_info import format_size
 
@@ -71,18 +71,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
                           f"{totals.chunks} passages{f', {rate:.1f} pages/s' if rate else ''}), {totals.unchanged} "
                           f"unchanged, {totals.failed} not readable, {totals.removed} removed")
                 if worker.stop.is_set():
-                    from medalpaca_desktop.core.events import Done
-
                     worker.emit(Done(ok=False, stopped=True))
                     return ExitCode.STOPPED
         except (LibraryError, EmbedError, StoreError) as exc:
-            from medalpaca_desktop.core.events import Done, Error
-
             worker.emit(Error(message=str(exc), kind="bad_input"))
             worker.emit(Done(ok=False))
             return ExitCode.BAD_INPUT
-        from medalpaca_desktop.core.events import Done
-
         worker.emit(Done(ok=True))
         return ExitCode.OK
 

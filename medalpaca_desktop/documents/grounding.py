@@ -12,32 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from medalpaca_desktop.documents.passage import Passage
+
 
 @dataclass(frozen=True)
-class Source:
+class Source(Passage):
     """Source n of an answer: the passage sent, kept with the answer so a citation resolves after re-indexing."""
 
-    n: int
-    chunk_id: int
-    path: str
-    page: int | None
-    section: str | None
-    start: int
-    end: int
-    text: str
-    collection: str
-
-    @property
-    def title(self) -> str:
-        return re.split(r"[\\/]", self.path)[-1]
-
-    @property
-    def where(self) -> str:
-        if self.page is not None:
-            return f"{self.title}, page {self.page}"
-        if self.section:
-            return f"{self.title}, section {self.section}"
-        return self.title
+    n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +74,14 @@ class CitationCheck:
         return {"cited": self.cited, "unknown": self.unknown}
 
 
+def unknown_citations_warning(unknown: list[int], sent: int) -> str:
+    """The one sentence for an answer citing numbers that were not sent (the chat and `medalpaca chat --docs`)."""
+    numbers = ", ".join(f"[{n}]" for n in unknown)
+    one = len(unknown) == 1
+    return (f"The answer cites {numbers}, which {'was' if one else 'were'} not among the {sent} sources sent: "
+            f"do not trust what it attributes to {'it' if one else 'them'}.")
+
+
 def check_citations(answer: str, sources: list[Source]) -> CitationCheck:
     sent = {s.n for s in sources}
     cited: list[int] = []
@@ -120,7 +110,6 @@ def retrieval_query(questions: list[str], content_words: Any) -> str:
     return last
 
 
-def sources_from(passages: list[Any]) -> list[Source]:
+def sources_from(passages: list[Passage]) -> list[Source]:
     """Numbered sources (1, 2, ...) of documents.library.Passage objects, in retrieval order."""
-    return [Source(n, p.chunk_id, p.path, p.page, p.section, p.start, p.end, p.text, p.collection)
-            for n, p in enumerate(passages, start=1)]
+    return [Source(**dataclasses.asdict(p), n=n) for n, p in enumerate(passages, start=1)]

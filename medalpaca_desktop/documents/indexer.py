@@ -103,9 +103,9 @@ def index_collection(library: Library, name: str, add: list[str] | None = None, 
     records = {r.path: r for r in library.files(collection)}
     totals = Indexed(collection=collection.name)
     present = {str(c.path) for c in candidates}
-    missing_roots = tuple(str(Path(m).resolve()) for m in missing)
+    missing_roots = [Path(m).resolve() for m in missing]  # unplugged drives: their files are kept, not forgotten
     for path in records:
-        if path not in present and not path.startswith(missing_roots or ("\0",)):
+        if path not in present and not any(Path(path).is_relative_to(root) for root in missing_roots):
             library.forget_file(collection, path)
             totals.removed += 1
             emit(IndexedFile(collection=collection.name, path=path, status="removed").to_result())

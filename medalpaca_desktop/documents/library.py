@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medalpaca_desktop.core.store import Store
 from medalpaca_desktop.documents.chunks import Chunk
+from medalpaca_desktop.documents.passage import Passage
 
 
 class LibraryError(ValueError):
@@ -44,33 +45,6 @@ class FileRecord:
     error: str | None
     pages: int
     chunks: int
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One indexed passage with where it is: the unit retrieval returns and a citation points to."""
-
-    chunk_id: int
-    path: str
-    page: int | None
-    section: str | None
-    start: int
-    end: int
-    text: str
-    collection: str
-
-    @property
-    def title(self) -> str:
-        return Path(self.path).name
-
-    @property
-    def where(self) -> str:
-        """'guide.pdf, page 3' / 'notes.md, section Fluids' / 'notes.txt'."""
-        if self.page is not None:
-            return f"{self.title}, page {self.page}"
-        if self.section:
-            return f"{self.title}, section {self.section}"
-        return self.title
 
 
 def collection_token(collection_id: int) -> str:

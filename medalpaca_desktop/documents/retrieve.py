@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medalpaca_desktop.documents.embed import Embedder, from_rows, load_embedder
-from medalpaca_desktop.documents.library import Collection, Library, Passage
+from medalpaca_desktop.documents.library import Collection, Library
+from medalpaca_desktop.documents.passage import Passage
 from medalpaca_desktop.documents.search import CANDIDATES, bm25_pool
 
 RRF_K = 60

@@ -215,7 +215,7 @@ class ChatSession:
 
 def describe_sources(sources: Sources, answer: str) -> str:
     """The sources under an answer, and any citation of a number that was not sent."""
-    from medalpaca_desktop.documents.grounding import Source, check_citations
+    from medalpaca_desktop.documents.grounding import Source, check_citations, unknown_citations_warning
 
     sent = [Source.from_dict(s) for s in sources.sources]
     if not sent:
@@ -226,10 +226,7 @@ def describe_sources(sources: Sources, answer: str) -> str:
         mark = "" if s.n in check.cited else "  (not cited)"
         lines.append(f"  [{s.n}] {s.where}{mark}")
     if check.unknown:
-        numbers = ", ".join(f"[{n}]" for n in check.unknown)
-        one = len(check.unknown) == 1
-        lines.append(f"warning: the answer cites {numbers}, which {'was' if one else 'were'} not among the "
-                     f"{len(sent)} sources sent: do not trust {'it' if one else 'them'}.")
+        lines.append(f"warning: {unknown_citations_warning(check.unknown, len(sent))}")
     return "\n".join(lines) + "\n"
 
 

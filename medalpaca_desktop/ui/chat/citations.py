@@ -10,7 +10,7 @@ import html
 import re
 from typing import Any
 
-from medalpaca_desktop.documents.grounding import CITATION, Source, cited_numbers
+from medalpaca_desktop.documents.grounding import CITATION, Source, cited_numbers, unknown_citations_warning
 
 SOURCE_SCHEME = "source"
 NOT_SENT = "*(not one of the sources sent)*"
@@ -54,10 +54,8 @@ def sources_html(meta: dict[str, Any]) -> str:
     text = "Sources: " + " · ".join(links)
     unknown = check.get("unknown") or []
     if unknown:
-        numbers = ", ".join(f"[{n}]" for n in unknown)
-        text += (f"<br><span style='color:#b3261e'>⚠ The answer cites {numbers}, which "
-                 f"{'was' if len(unknown) == 1 else 'were'} not among the {len(sources)} sources sent: do not "
-                 "trust what it attributes to it.</span>")
+        text += (f"<br><span style='color:#b3261e'>⚠ {html.escape(unknown_citations_warning(unknown, len(sources)))}"
+                 "</span>")
     elif check and not cited:
         text += "<br><span style='color:#8a6d00'>The answer cites none of them: check it against the sources.</span>"
     return text

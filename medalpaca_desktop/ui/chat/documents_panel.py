@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QTextBrowser,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +38,7 @@ from medalpaca_desktop.documents.grounding import Source
 from medalpaca_desktop.documents.library import Collection, Library, LibraryError, valid_name
 from medalpaca_desktop.ui.jobs import JobOutcome, PipeJob
 from medalpaca_desktop.ui.widgets.progress_bar import show_progress
+from medalpaca_desktop.ui.widgets.tool_button import text_button
 
 EMPTY_TEXT = ("Add a folder of PDF, Word, Markdown, text or HTML files. Tick a collection and this chat's "
               "answers come from its passages, with [1], [2] citations you can click to see the page. "
@@ -63,6 +63,7 @@ class DocumentsPanel(QWidget):
         self.library = Library(store)
         self.usable = store.persistent  # the indexing worker writes the database file, not a session-only store
         self._attached: list[str] = []
+        self._names: dict[str, str] = {}  # casefold -> name of the collections the list shows
         self._queue: list[list[str]] = []
         self._failed: list[IndexedFile] = []
         self._updating = False
@@ -82,17 +83,17 @@ class DocumentsPanel(QWidget):
         self.new_button = QPushButton("New collection…")
         self.new_button.setToolTip("Name a collection and choose the folder it holds")
         self.new_button.clicked.connect(self.new_collection)
-        self.add_folder_button = self._tool("Add folder…", "Add a folder (and its subfolders) to the selected "
+        self.add_folder_button = text_button("Add folder…", "Add a folder (and its subfolders) to the selected "
                                                            "collection")
         self.add_folder_button.clicked.connect(self._on_add_folder_button_clicked)
-        self.add_files_button = self._tool("Add files…", "Add files to the selected collection")
+        self.add_files_button = text_button("Add files…", "Add files to the selected collection")
         self.add_files_button.clicked.connect(self._on_add_files_button_clicked)
-        self.rescan_button = self._tool("Rescan", "Pick up files added, changed or removed since the last scan")
+        self.rescan_button = text_button("Rescan", "Pick up files added, changed or removed since the last scan")
         self.rescan_button.clicked.connect(self._on_rescan_button_clicked)
-        self.remove_button = self._tool("Remove…", "Remove the selected collection and its index; your files are "
+        self.remove_button = text_button("Remove…", "Remove the selected collection and its index; your files are "
                                                    "not touched")
         self.remove_button.clicked.connect(self._on_remove_button_clicked)
-        self.stop_button = self._tool("Stop", "Stop indexing; the files done so far stay indexed")
+        self.stop_button = text_button("Stop", "Stop indexing; the files done so far stay indexed")
         self.stop_button.clicked.connect(lambda: self.job.stop())
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -153,14 +154,6 @@ class DocumentsPanel(QWidget):
             self.status_label.setText("Documents need the app database, which cannot be opened this session.")
         self.refresh()
 
-    @staticmethod
-    def _tool(text: str, tip: str) -> QToolButton:
-        button = QToolButton()
-        button.setText(text)
-        button.setToolTip(tip)
-        button.setAutoRaise(True)
-        return button
-
     def showEvent(self, event: QShowEvent) -> None:
         """The first time the panel is shown: pick up what changed in every collection's folders since."""
         super().showEvent(event)
@@ -186,7 +179,9 @@ class DocumentsPanel(QWidget):
         self._updating = True
         try:
             self.list.clear()
-            for collection in self.collections():
+            collections = self.collections()
+            self._names = {c.name.casefold(): c.name for c in collections}
+            for collection in collections:
                 item = QListWidgetItem(collection_line(collection))
                 item.setData(Qt.ItemDataRole.UserRole, collection.name)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -209,9 +204,8 @@ class DocumentsPanel(QWidget):
         return str(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
 
     def attached(self) -> list[str]:
-        """The collections this chat answers from (only those that still exist)."""
-        names = {c.name.casefold(): c.name for c in self.collections()}
-        return [names[n.casefold()] for n in self._attached if n.casefold() in names]
+        """The collections this chat answers from (only those that still exist, as the last refresh read them)."""
+        return [self._names[n.casefold()] for n in self._attached if n.casefold() in self._names]
 
     def set_attached(self, names: list[str]) -> None:
         """Show the ticks of the chat just opened."""

@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QScrollArea,
     QSizePolicy,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -29,6 +28,7 @@ from medalpaca_desktop.ui.chat.conversation import (
     STATUS_STREAMING,
     Entry,
 )
+from medalpaca_desktop.ui.widgets.tool_button import text_button
 
 RENDER_INTERVAL_MS = 100  # ~10 Hz while streaming
 
@@ -88,11 +88,11 @@ class MessageWidget(QFrame):
         header.addWidget(self.badge_label)
         header.addStretch(1)
 
-        self.copy_button = self._tool("Copy", "Copy this message's text")
+        self.copy_button = text_button("Copy", "Copy this message's text")
         self.copy_button.clicked.connect(lambda: self.sig_copy_requested.emit(self.entry))
         header.addWidget(self.copy_button)
         if user:
-            self.edit_button = self._tool("Edit", "Change this question and ask again (the old thread is kept "
+            self.edit_button = text_button("Edit", "Change this question and ask again (the old thread is kept "
                                                   "in the database)")
             self.edit_button.clicked.connect(lambda: self.sig_edit_requested.emit(self.entry))
             header.addWidget(self.edit_button)
@@ -100,11 +100,11 @@ class MessageWidget(QFrame):
             self.inspect_button = None
         else:
             self.edit_button = None
-            self.inspect_button = self._tool("Prompt", "Show the exact text the model received for this answer, "
+            self.inspect_button = text_button("Prompt", "Show the exact text the model received for this answer, "
                                                        "and its token count (Ctrl+I for the last answer)")
             self.inspect_button.clicked.connect(lambda: self.sig_inspect_requested.emit(self.entry))
             header.addWidget(self.inspect_button)
-            self.regenerate_button = self._tool("Regenerate", "Write this answer again (Ctrl+R)")
+            self.regenerate_button = text_button("Regenerate", "Write this answer again (Ctrl+R)")
             self.regenerate_button.clicked.connect(lambda: self.sig_regenerate_requested.emit(self.entry))
             header.addWidget(self.regenerate_button)
 
@@ -146,15 +146,6 @@ class MessageWidget(QFrame):
         number = source_number(link)
         if number is not None:
             self.sig_source_requested.emit(self.entry, number)
-
-    @staticmethod
-    def _tool(text: str, tip: str) -> QToolButton:
-        button = QToolButton()
-        button.setText(text)
-        button.setToolTip(tip)
-        button.setAutoRaise(True)
-        button.setCursor(Qt.CursorShape.PointingHandCursor)
-        return button
 
     def text(self) -> str:
         return self.entry.content
