@@ -106,6 +106,7 @@ class DocumentsPanel(QWidget):
         self.failed_list = QListWidget()
         self.failed_list.setMaximumHeight(110)
         self.failed_list.setWordWrap(True)
+        self.failed_list.setSpacing(2)
         self.failed_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.failed_list.setToolTip("Files that could not be read, with the reason; the others are indexed")
         self.failed_label.hide()
